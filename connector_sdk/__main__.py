@@ -1,0 +1,3 @@
+from connector_sdk.cli import main
+
+main()

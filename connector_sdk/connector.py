@@ -1,0 +1,51 @@
+"""The contract between the host and a connector plugin."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import ClassVar
+
+from connector_sdk.models import AccountInfo, ConnectorConfig, Manifest, Page, SyncContext, SyncWindow
+
+
+class Connector(ABC):
+    """A source of usage rows for one vendor.
+
+    A subclass sets :attr:`id` and :attr:`config_model`, returns its :meth:`manifest`, and implements
+    :meth:`check` and :meth:`sync`. The host owns everything else: storage, encryption, windows, scheduling,
+    single-flight and events. An instance serves one connection with one validated config.
+    """
+
+    id: ClassVar[str]
+    config_model: ClassVar[type[ConnectorConfig]]
+
+    def __init__(self, config: ConnectorConfig) -> None:
+        if not isinstance(config, self.config_model):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_model.__name__}")
+        self.config = config
+
+    @classmethod
+    @abstractmethod
+    def manifest(cls) -> Manifest:
+        """What an admin portal shows about this connector; its ``config_schema`` matches :attr:`config_model`."""
+
+    @abstractmethod
+    def check(self) -> AccountInfo:
+        """Prove the credential works and name the account it belongs to.
+
+        Raises :class:`~connector_sdk.errors.CredentialError` when the vendor refuses the credential, with a
+        message that tells the person what to do.
+        """
+
+    @abstractmethod
+    def sync(self, window: SyncWindow, context: SyncContext) -> Iterator[Page]:
+        """Stream the usage of ``window`` as pages, oldest hours first.
+
+        Pages must be contiguous: the first starts at ``window.start``, each next one where the previous one's
+        ``complete_through`` ended, and the last ends at ``window.end``; each row falls inside its page's range.
+        Nothing is held beyond the page being built: the host commits each page before asking for the next.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook for connectors holding sessions
+        """Release network sessions; called by the host after every check or sync."""

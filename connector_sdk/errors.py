@@ -1,0 +1,78 @@
+"""The errors the host and connectors raise on purpose.
+
+Every message is written for the person running the host: it says what went wrong and what to do, and it never
+contains a secret. Anything that is not a :class:`ConnectorHostError` is a bug.
+"""
+
+from __future__ import annotations
+
+
+class ConnectorHostError(Exception):
+    """Base of every error the host raises on purpose; ``str(error)`` is safe to show a person."""
+
+    exit_code = 1
+
+
+class ConfigError(ConnectorHostError):
+    """The user's input or configuration is wrong; nothing was stored."""
+
+    exit_code = 2
+
+
+class UnknownConnection(ConfigError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"there is no connection named {name!r}; `connector-host status` lists them")
+        self.name = name
+
+
+class UnknownConnector(ConfigError):
+    def __init__(self, connector_id: str, known: list[str]) -> None:
+        listed = ", ".join(sorted(known)) or "none"
+        super().__init__(f"no connector plugin named {connector_id!r} is loaded (loaded: {listed})")
+        self.connector_id = connector_id
+
+
+class CredentialError(ConnectorHostError):
+    """The vendor refused the credential: the connection needs a new key (``reconnect required``).
+
+    ``kind`` is ``"invalid"`` (unknown, revoked or malformed key) or ``"insufficient_scope"`` (a valid key that lacks
+    the permission the connector needs).
+    """
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, kind: str = "invalid", status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+
+
+class TransientError(ConnectorHostError):
+    """The vendor did not answer usefully after every retry (rate limit, 5xx, timeout); the next cycle retries."""
+
+    exit_code = 4
+
+
+class ResponseError(ConnectorHostError):
+    """The vendor answered something the connector cannot read (malformed JSON, a missing field, a wrong type)."""
+
+
+class ApiError(ConnectorHostError):
+    """The vendor answered with an error status that retrying will not fix (400, 404, ...)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SyncInProgress(ConnectorHostError):
+    """Another process or thread holds this connection's sync lease."""
+
+    def __init__(self, name: str, holder: str | None) -> None:
+        who = f" ({holder})" if holder else ""
+        super().__init__(f"connection {name!r} is already being synced by another worker{who}; skipped")
+        self.name = name
+
+
+class StoreError(ConnectorHostError):
+    """The store cannot be opened or is in a state this version cannot use."""

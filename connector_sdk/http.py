@@ -1,0 +1,228 @@
+"""A read-only JSON-over-HTTPS client with the retry, timeout and error policy every connector needs."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import structlog
+
+from connector_sdk import __version__
+from connector_sdk.errors import ApiError, ConfigError, CredentialError, ResponseError, TransientError
+
+log = structlog.get_logger()
+
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_base_url(url: str) -> str:
+    """Accept ``https://`` URLs, and plain ``http://`` only on loopback (a local simulator or proxy).
+
+    A key sent over plain HTTP to another machine could be read on the way, so that is refused outright.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ValueError("plain http:// is only allowed for loopback hosts; use https://")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError("the base URL must not carry credentials, a query or a fragment")
+    return url.rstrip("/")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try before a request counts as failed for this cycle."""
+
+    max_attempts: int = 6
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    retry_after_max: float = 300.0
+
+    def backoff(self, attempt: int) -> float:
+        ceiling = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+        return ceiling * random.uniform(0.5, 1.0)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header, in either of its forms (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+AuthErrorFactory = Callable[[int, str], CredentialError]
+
+
+def default_auth_error(status: int, message: str) -> CredentialError:
+    if status == 403:
+        return CredentialError(
+            f"the credential lacks a permission this connector needs ({message})",
+            kind="insufficient_scope",
+            status=status,
+        )
+    return CredentialError(f"the credential was refused ({message})", kind="invalid", status=status)
+
+
+class ApiClient:
+    """GET (and explicitly allowed read-only POST) requests to one vendor API.
+
+    * Every request has a connect and a read timeout.
+    * 429, 5xx, timeouts and dropped connections are retried with exponential backoff and jitter, honouring
+      ``Retry-After``; when attempts run out, :class:`TransientError`.
+    * 401/403 become the connector's :class:`CredentialError`; other 4xx an :class:`ApiError`.
+    * Redirects are not followed, so the ``Authorization`` header never travels to another host.
+    * JSON numbers are parsed as ``Decimal``: money never passes through a binary float.
+    * The authorization value is only built when a header is, and scrubbed from any text the vendor echoes.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        authorization: Callable[[], str],
+        vendor: str,
+        timeout: tuple[float, float] = (10.0, 60.0),
+        retry: RetryPolicy | None = None,
+        read_only_posts: frozenset[str] = frozenset(),
+        auth_error: AuthErrorFactory = default_auth_error,
+        sleep: Callable[[float], Any] = time.sleep,
+    ) -> None:
+        self.base_url = validate_base_url(base_url)
+        self.vendor = vendor
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.read_only_posts = read_only_posts
+        self.requests_sent = 0
+        self._authorization = authorization
+        self._auth_error = auth_error
+        self._sleep = sleep
+        self._session = requests.Session()
+        # trust_env would let a ~/.netrc entry replace our Authorization header; the CA bundle is still honoured.
+        self._session.trust_env = False
+        self._session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or True
+        self._session.headers["User-Agent"] = f"connector-host/{__version__}"
+        self._session.headers["Accept"] = "application/json"
+
+    def __repr__(self) -> str:
+        return f"ApiClient(base_url={self.base_url!r}, vendor={self.vendor!r})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        return self._request("GET", path, params=params)
+
+    def post_json(self, path: str, body: Any) -> Any:
+        """POST to an endpoint the connector declared read-only (a price estimate, say); anything else is refused."""
+        if path not in self.read_only_posts:
+            raise ConfigError(f"refusing to POST to {path}: the connector is read-only and did not allow it")
+        return self._request("POST", path, body=body)
+
+    def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None) -> Any:
+        if method not in ("GET", "POST"):
+            raise ConfigError(f"refusing to send {method}: the connector is read-only")
+        url = f"{self.base_url}/{path.lstrip('/')}"
+        last_problem = "no attempt made"
+        for attempt in range(1, self.retry.max_attempts + 1):
+            wait: float | None = None
+            try:
+                response = self._session.request(
+                    method,
+                    url,
+                    params=params,
+                    json=body,
+                    headers={"Authorization": self._authorization()},
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                )
+                self.requests_sent += 1
+                content = response.content
+            except requests.Timeout:
+                last_problem = f"no answer within {self.timeout[1]:g} s"
+            except requests.RequestException as error:
+                last_problem = f"connection failed ({type(error).__name__})"
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return self._decode(path, response, content)
+                message = self._error_message(response, content)
+                if status == 429 or status >= 500:
+                    last_problem = f"HTTP {status}: {message}"
+                    wait = parse_retry_after(response.headers.get("Retry-After"))
+                    if wait is not None:
+                        wait = min(wait, self.retry.retry_after_max)
+                elif status in (401, 403):
+                    raise self._auth_error(status, message)
+                elif 300 <= status < 400:
+                    target = urlsplit(response.headers.get("Location", "")).hostname or "another location"
+                    raise ApiError(
+                        f"{self.vendor} redirected {path} to {target}; redirects are not followed so the key is "
+                        "never sent elsewhere. Check the base URL.",
+                        status=status,
+                    )
+                else:
+                    raise ApiError(f"{self.vendor} refused {path} with HTTP {status}: {message}", status=status)
+            if attempt == self.retry.max_attempts:
+                break
+            delay = wait if wait is not None else self.retry.backoff(attempt)
+            log.info("http_retry", path=path, attempt=attempt, problem=last_problem, delay_s=round(delay, 3))
+            self._sleep(delay)
+        raise TransientError(
+            f"{self.vendor} did not answer {path} after {self.retry.max_attempts} attempts "
+            f"(last: {last_problem}); the next sync will try again"
+        )
+
+    def _decode(self, path: str, response: requests.Response, content: bytes) -> Any:
+        try:
+            return json.loads(content, parse_float=Decimal)
+        except (ValueError, UnicodeDecodeError) as error:
+            kind = response.headers.get("Content-Type", "unknown content type").split(";")[0]
+            raise ResponseError(
+                f"{self.vendor} answered {path} with a body that is not valid JSON ({kind}, {len(content)} bytes: "
+                f"{type(error).__name__} {self._scrub(str(error))})"
+            ) from None
+
+    def _error_message(self, response: requests.Response, content: bytes) -> str:
+        try:
+            envelope = json.loads(content)
+            error = envelope["error"]
+            text = f"{error.get('type', 'error')}: {error.get('message', '')}".strip()
+        except (ValueError, KeyError, TypeError, AttributeError):
+            text = response.reason or "no error message"
+        return self._scrub(text)[:500]
+
+    def _scrub(self, text: str) -> str:
+        secret = self._authorization().split(" ", 1)[-1]
+        return text.replace(secret, "[redacted]") if secret else text

@@ -1,0 +1,138 @@
+"""Schema versions of both store backends, from one list: version N means the same tables on either."""
+
+from __future__ import annotations
+
+from connector_sdk.store import Migration
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        version=1,
+        description="connections, credentials, leases, status history, sync runs and usage rows",
+        sqlite="""
+            CREATE TABLE connections (
+                name TEXT PRIMARY KEY,
+                connector TEXT NOT NULL,
+                config TEXT NOT NULL,
+                credential BLOB,
+                state TEXT NOT NULL,
+                reason TEXT,
+                account TEXT,
+                created_at TEXT NOT NULL,
+                watermark TEXT,
+                last_sync_at TEXT,
+                last_success_at TEXT,
+                next_sync_at TEXT,
+                lease_owner TEXT,
+                lease_expires_at TEXT
+            );
+            CREATE TABLE status_history (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                connection TEXT NOT NULL,
+                at TEXT NOT NULL,
+                old TEXT,
+                new TEXT NOT NULL,
+                reason TEXT
+            );
+            CREATE INDEX status_history_connection ON status_history (connection, id);
+            CREATE TABLE sync_runs (
+                run_id TEXT PRIMARY KEY,
+                connection TEXT NOT NULL,
+                started_at TEXT NOT NULL,
+                finished_at TEXT,
+                outcome TEXT NOT NULL,
+                window_start TEXT NOT NULL,
+                window_end TEXT NOT NULL,
+                rows_written INTEGER NOT NULL DEFAULT 0,
+                pages INTEGER NOT NULL DEFAULT 0,
+                message TEXT
+            );
+            CREATE INDEX sync_runs_connection ON sync_runs (connection, started_at);
+            CREATE TABLE usage_rows (
+                row_id TEXT PRIMARY KEY,
+                connector TEXT NOT NULL,
+                connection TEXT NOT NULL,
+                account TEXT NOT NULL,
+                period_start TEXT NOT NULL,
+                period_end TEXT NOT NULL,
+                api_key_id TEXT,
+                api_key_label TEXT NOT NULL,
+                login_username TEXT,
+                model TEXT NOT NULL,
+                unit TEXT NOT NULL,
+                quantity TEXT NOT NULL,
+                unit_price TEXT NOT NULL,
+                percent_discount TEXT,
+                list_cost TEXT NOT NULL,
+                discount TEXT NOT NULL,
+                cost TEXT NOT NULL,
+                currency TEXT NOT NULL,
+                synced_at TEXT NOT NULL
+            );
+            CREATE INDEX usage_rows_connection_period ON usage_rows (connection, period_start);
+        """,
+        postgres="""
+            CREATE TABLE connections (
+                name TEXT PRIMARY KEY,
+                connector TEXT NOT NULL,
+                config JSONB NOT NULL,
+                credential BYTEA,
+                state TEXT NOT NULL,
+                reason TEXT,
+                account TEXT,
+                created_at TIMESTAMPTZ NOT NULL,
+                watermark TIMESTAMPTZ,
+                last_sync_at TIMESTAMPTZ,
+                last_success_at TIMESTAMPTZ,
+                next_sync_at TIMESTAMPTZ,
+                lease_owner TEXT,
+                lease_expires_at TIMESTAMPTZ
+            );
+            CREATE TABLE status_history (
+                id BIGSERIAL PRIMARY KEY,
+                connection TEXT NOT NULL,
+                at TIMESTAMPTZ NOT NULL,
+                old TEXT,
+                new TEXT NOT NULL,
+                reason TEXT
+            );
+            CREATE INDEX status_history_connection ON status_history (connection, id);
+            CREATE TABLE sync_runs (
+                run_id TEXT PRIMARY KEY,
+                connection TEXT NOT NULL,
+                started_at TIMESTAMPTZ NOT NULL,
+                finished_at TIMESTAMPTZ,
+                outcome TEXT NOT NULL,
+                window_start TIMESTAMPTZ NOT NULL,
+                window_end TIMESTAMPTZ NOT NULL,
+                rows_written INTEGER NOT NULL DEFAULT 0,
+                pages INTEGER NOT NULL DEFAULT 0,
+                message TEXT
+            );
+            CREATE INDEX sync_runs_connection ON sync_runs (connection, started_at);
+            CREATE TABLE usage_rows (
+                row_id TEXT PRIMARY KEY,
+                connector TEXT NOT NULL,
+                connection TEXT NOT NULL,
+                account TEXT NOT NULL,
+                period_start TIMESTAMPTZ NOT NULL,
+                period_end TIMESTAMPTZ NOT NULL,
+                api_key_id TEXT,
+                api_key_label TEXT NOT NULL,
+                login_username TEXT,
+                model TEXT NOT NULL,
+                unit TEXT NOT NULL,
+                quantity NUMERIC NOT NULL,
+                unit_price NUMERIC NOT NULL,
+                percent_discount NUMERIC,
+                list_cost NUMERIC NOT NULL,
+                discount NUMERIC NOT NULL,
+                cost NUMERIC NOT NULL,
+                currency TEXT NOT NULL,
+                synced_at TIMESTAMPTZ NOT NULL
+            );
+            CREATE INDEX usage_rows_connection_period ON usage_rows (connection, period_start);
+        """,
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,307 @@
+"""Typed records that cross the host's boundaries: configs, rows, pages, connections, runs and manifests."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+HOUR = timedelta(hours=1)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def floor_hour(moment: datetime) -> datetime:
+    """The start of the UTC hour that contains ``moment``."""
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def iso(moment: datetime) -> str:
+    """``2026-01-02T03:00:00Z``: the one timestamp format the host writes."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def decimal_text(value: Decimal) -> str:
+    """Exact, plain decimal text without exponent or trailing zeros: ``0.3``, ``12``, ``0.000125``."""
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text if text not in ("", "-0") else "0"
+
+
+class ConnectorConfig(BaseModel):
+    """Base of every connector's configuration model.
+
+    Secret fields are ``SecretStr``: their JSON Schema says ``writeOnly`` and the host stores them encrypted, apart
+    from the rest. The two sync settings live here because the host, not the connector, owns sync windows.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backfill_days: int = Field(30, ge=1, le=400, description="How many days of history the first sync collects.")
+    lookback_hours: int = Field(
+        48, ge=0, le=24 * 31, description="How many recent hours every later sync polls again, for late revisions."
+    )
+
+    @classmethod
+    def secret_field_names(cls) -> list[str]:
+        return [name for name, field in cls.model_fields.items() if field.annotation is SecretStr]
+
+    def public_values(self) -> dict[str, Any]:
+        """The configuration without its secrets, as JSON-compatible values."""
+        return self.model_dump(mode="json", exclude=set(self.secret_field_names()))
+
+    def secret_values(self) -> dict[str, str]:
+        return {name: getattr(self, name).get_secret_value() for name in self.secret_field_names()}
+
+
+class ConnectionState(StrEnum):
+    CONNECTED = "connected"
+    SYNCING = "syncing"
+    RECONNECT_REQUIRED = "reconnect_required"
+    ERROR = "error"
+    DISCONNECTED = "disconnected"
+
+
+class RunOutcome(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    RECONNECT_REQUIRED = "reconnect_required"
+    GAVE_UP = "gave_up"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class SyncWindow(BaseModel):
+    """Whole UTC hours ``[start, end)``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    start: datetime
+    end: datetime
+
+    @model_validator(mode="after")
+    def _whole_hours(self) -> SyncWindow:
+        for moment in (self.start, self.end):
+            if moment.tzinfo is None or moment != floor_hour(moment):
+                raise ValueError(f"sync windows are whole UTC hours, got {moment.isoformat()}")
+        if self.start >= self.end:
+            raise ValueError("a sync window must end after it starts")
+        return self
+
+    @property
+    def hours(self) -> int:
+        return int((self.end - self.start) / HOUR)
+
+
+class SyncContext(BaseModel):
+    """What a connector knows about the connection it syncs, to stamp on its rows."""
+
+    model_config = ConfigDict(frozen=True)
+
+    connector: str
+    connection: str
+    account: str
+    synced_at: datetime
+
+
+class UsageRow(BaseModel):
+    """One normalized resource-utilization row: usage of one model by one API key (or user) in one hour,
+    at one unit price and discount. Money and quantities are exact ``Decimal``s."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    row_id: str
+    connector: str
+    connection: str
+    account: str
+    period_start: datetime
+    period_end: datetime
+    api_key_id: str | None
+    api_key_label: str
+    login_username: str | None
+    model: str
+    unit: str
+    quantity: Decimal
+    unit_price: Decimal
+    percent_discount: Decimal | None
+    list_cost: Decimal
+    discount: Decimal
+    cost: Decimal
+    currency: str
+    synced_at: datetime
+
+    @classmethod
+    def natural_key_id(
+        cls,
+        *,
+        connection: str,
+        period_start: datetime,
+        api_key_id: str | None,
+        login_username: str | None,
+        model: str,
+        unit: str,
+        unit_price: Decimal,
+        percent_discount: Decimal | None,
+    ) -> str:
+        """A stable id of the natural key: equal keys give equal ids, whatever the decimals' spelling."""
+        who = f"key:{api_key_id}" if api_key_id is not None else f"user:{login_username or ''}"
+        pct = "" if percent_discount is None else decimal_text(percent_discount)
+        parts = (connection, iso(period_start), who, model, unit, decimal_text(unit_price), pct)
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+    def export(self) -> dict[str, Any]:
+        """JSON-ready values: timestamps as ISO 8601 UTC, money and quantities as exact decimal strings."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, Decimal):
+                value = decimal_text(value)
+            elif isinstance(value, datetime):
+                value = iso(value)
+            out[name] = value
+        return out
+
+
+ROW_FIELDS: tuple[str, ...] = tuple(UsageRow.model_fields)
+
+
+class Page(BaseModel):
+    """A unit of progress in a sync: the rows of every hour in ``[covers_from, complete_through)``.
+
+    The host replaces the connection's rows in that range with ``rows`` in one transaction, so a vendor that revises
+    or drops an hour's usage is mirrored exactly and a page written twice is written once.
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    rows: list[UsageRow]
+    covers_from: datetime
+    complete_through: datetime
+    requests: int = 0
+
+
+class AccountInfo(BaseModel):
+    """What a credential check learned: the vendor account's name and anything worth showing beside it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    account: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Connection(BaseModel):
+    """A stored connection, without its credential."""
+
+    name: str
+    connector: str
+    config: dict[str, Any]
+    state: ConnectionState
+    reason: str | None = None
+    account: str | None = None
+    created_at: datetime
+    watermark: datetime | None = None
+    last_sync_at: datetime | None = None
+    last_success_at: datetime | None = None
+    next_sync_at: datetime | None = None
+
+
+class StatusChange(BaseModel):
+    connection: str
+    at: datetime
+    old: ConnectionState | None
+    new: ConnectionState
+    reason: str | None = None
+
+
+class SyncRun(BaseModel):
+    run_id: str
+    connection: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    outcome: RunOutcome = RunOutcome.RUNNING
+    window_start: datetime
+    window_end: datetime
+    rows_written: int = 0
+    pages: int = 0
+    message: str | None = None
+
+
+class ConnectionStatus(BaseModel):
+    """What ``status`` shows for one connection."""
+
+    name: str
+    connector: str
+    account: str | None
+    state: ConnectionState
+    reason: str | None
+    last_sync: datetime | None
+    last_success: datetime | None
+    watermark: datetime | None
+    next_sync: datetime | None
+    rows: int
+
+
+class ReportLine(BaseModel):
+    """One line of the spend report: an API key label with its active models and total cost."""
+
+    api_key_label: str
+    models: list[str]
+    cost: Decimal
+    currency: str
+    row_count: int
+
+
+class ManifestAuthentication(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    header: str
+    format: str
+    required_scope: str
+    secret_field: str
+    setup_steps: list[str] = Field(min_length=1)
+
+
+class ManifestDataSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str
+    dimensions: list[str]
+    measures: list[str]
+
+
+class Manifest(BaseModel):
+    """What an admin portal needs to offer a connector and configure a connection of it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    display_name: str
+    vendor: str
+    description: str
+    version: str
+    category: str
+    homepage: str | None = None
+    authentication: ManifestAuthentication
+    config_schema: dict[str, Any]
+    poll_interval_seconds: int = Field(gt=0)
+    data_collected: list[ManifestDataSet] = Field(min_length=1)
+    labels: dict[str, str] = Field(default_factory=dict)
+    limitations: list[str] = Field(default_factory=list)
+    permissions: dict[str, Any]
+    initial_sync: str
+
+    @field_validator("permissions")
+    @classmethod
+    def _read_only(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("read_only") is not True:
+            raise ValueError("connectors collect spend read-only: permissions.read_only must be true")
+        return value

@@ -1,0 +1,97 @@
+"""Paging mechanisms that any vendor connector can reuse: cursor walking and hour-bucket pages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from typing import Any
+
+from connector_sdk.errors import ResponseError
+from connector_sdk.models import Page, SyncWindow, UsageRow, floor_hour
+
+
+def follow_cursor(
+    fetch: Callable[[str | None], dict[str, Any]], *, what: str, cursor_field: str = "next_cursor"
+) -> Iterator[dict[str, Any]]:
+    """Yield every page of a cursor-paged listing, calling ``fetch(cursor)`` with ``None`` first.
+
+    A cursor the server has already handed out means it would page forever: that is an error, not a loop.
+    """
+    seen: set[str] = set()
+    cursor: str | None = None
+    while True:
+        page = fetch(cursor)
+        if not isinstance(page, dict):
+            raise ResponseError(f"{what}: expected a JSON object, got {type(page).__name__}")
+        yield page
+        cursor = page.get(cursor_field)
+        if cursor is None:
+            return
+        if not isinstance(cursor, str) or not cursor:
+            raise ResponseError(f"{what}: field {cursor_field!r} must be a non-empty string or null, got {cursor!r}")
+        if cursor in seen:
+            raise ResponseError(f"{what}: the server repeated cursor {cursor!r}; stopping instead of looping")
+        seen.add(cursor)
+
+
+class HourlyPages:
+    """Turns a stream of API pages of hour buckets into :class:`Page`s the host can commit.
+
+    A bucket may continue on the next API page, so the last bucket of each API page is held back until a later
+    bucket (or the end) proves it complete. Buckets must arrive in ascending order inside the window.
+    """
+
+    def __init__(self, window: SyncWindow, *, what: str) -> None:
+        self.window = window
+        self.what = what
+        self._covered = window.start
+        self._open_hour: datetime | None = None
+        self._open_rows: list[UsageRow] = []
+
+    def feed(self, buckets: Iterable[tuple[datetime, list[UsageRow]]], requests: int = 1) -> Page | None:
+        """Add one API page's buckets; return the hours this page completed, or ``None`` if it completed none."""
+        done: list[UsageRow] = []
+        for hour, rows in buckets:
+            if hour < self.window.start or hour >= self.window.end:
+                raise ResponseError(f"{self.what}: bucket {hour.isoformat()} lies outside the requested window")
+            if self._open_hour is not None and hour < self._open_hour:
+                raise ResponseError(
+                    f"{self.what}: bucket {hour.isoformat()} arrived after {self._open_hour.isoformat()}; "
+                    "buckets must be in ascending order"
+                )
+            if hour == self._open_hour:
+                self._open_rows.extend(rows)
+                continue
+            done.extend(self._open_rows)
+            self._open_hour, self._open_rows = hour, list(rows)
+        # Everything before the open bucket is complete.
+        through = self._open_hour if self._open_hour is not None else self._covered
+        if through <= self._covered:
+            return None
+        page = Page(rows=done, covers_from=self._covered, complete_through=through, requests=requests)
+        self._covered = through
+        return page
+
+    def finish(self, requests: int = 0) -> Page:
+        """The last page: the open bucket and every empty hour up to the window's end."""
+        page = Page(
+            rows=self._open_rows, covers_from=self._covered, complete_through=self.window.end, requests=requests
+        )
+        self._covered, self._open_hour, self._open_rows = self.window.end, None, []
+        return page
+
+
+def hour_of(value: Any, *, what: str) -> datetime:
+    """Parse a bucket timestamp (any UTC offset) to the aware UTC hour it starts."""
+    if not isinstance(value, str):
+        raise ResponseError(f"{what}: field 'bucket' must be a string, got {type(value).__name__}")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ResponseError(f"{what}: field 'bucket' is not an ISO 8601 timestamp: {value!r}") from None
+    if moment.tzinfo is None:
+        raise ResponseError(f"{what}: field 'bucket' has no UTC offset: {value!r}")
+    hour = floor_hour(moment)
+    if hour != moment:
+        raise ResponseError(f"{what}: bucket {value!r} does not start on a whole hour")
+    return hour

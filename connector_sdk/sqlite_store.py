@@ -1,0 +1,416 @@
+"""The embedded store: one SQLite file in WAL mode, through the standard library's ``sqlite3``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from connector_sdk.errors import ConfigError, StoreError, UnknownConnection
+from connector_sdk.migrations import LATEST_VERSION, MIGRATIONS
+from connector_sdk.models import (
+    ROW_FIELDS,
+    Connection,
+    ConnectionState,
+    Page,
+    ReportLine,
+    RunOutcome,
+    StatusChange,
+    SyncRun,
+    SyncWindow,
+    UsageRow,
+    decimal_text,
+    iso,
+)
+from connector_sdk.store import Store
+
+MONEY_FIELDS = frozenset({"quantity", "unit_price", "percent_discount", "list_cost", "discount", "cost"})
+TIME_FIELDS = frozenset({"period_start", "period_end", "synced_at"})
+CONNECTION_COLUMNS = (
+    "name, connector, config, state, reason, account, created_at, watermark, last_sync_at, last_success_at, "
+    "next_sync_at"
+)
+RUN_COLUMNS = (
+    "run_id, connection, started_at, finished_at, outcome, window_start, window_end, rows_written, pages, message"
+)
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else iso(value)
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _num(value: Decimal | None) -> str | None:
+    return None if value is None else decimal_text(value)
+
+
+class _DecimalSum:
+    """``dsum(text)``: an exact sum of decimal text; SQLite's own SUM would go through binary floats."""
+
+    def __init__(self) -> None:
+        self.total = Decimal(0)
+
+    def step(self, value: str | None) -> None:
+        if value is not None:
+            self.total += Decimal(value)
+
+    def finalize(self) -> str:
+        return decimal_text(self.total)
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            # Created 0600 before SQLite opens it; SQLite gives its -wal and -shm files the same mode.
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        self._migrate()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+                db.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.DatabaseError as error:
+                raise StoreError(f"cannot open the store at {self.path}: {error}") from None
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=30000")
+            db.create_aggregate("dsum", 1, _DecimalSum)
+            self._local.db = db
+            with self._lock:
+                self._all.append(db)
+        return db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            current = db.execute("PRAGMA user_version").fetchone()[0]
+            if current > LATEST_VERSION:
+                raise StoreError(
+                    f"the store at {self.path} has schema version {current}, newer than this connector-host "
+                    f"understands ({LATEST_VERSION}); upgrade connector-host"
+                )
+            for migration in MIGRATIONS:
+                if migration.version > current:
+                    for statement in migration.sqlite.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {migration.version}")
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._all:
+                db.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    def schema_version(self) -> int:
+        return int(self._db().execute("PRAGMA user_version").fetchone()[0])
+
+    # -- connections ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _connection(row: tuple[Any, ...]) -> Connection:
+        return Connection(
+            name=row[0],
+            connector=row[1],
+            config=json.loads(row[2]),
+            state=ConnectionState(row[3]),
+            reason=row[4],
+            account=row[5],
+            created_at=_dt(row[6]),
+            watermark=_dt(row[7]),
+            last_sync_at=_dt(row[8]),
+            last_success_at=_dt(row[9]),
+            next_sync_at=_dt(row[10]),
+        )
+
+    def add_connection(
+        self, *, name: str, connector: str, config: dict[str, Any], credential: bytes, account: str, now: datetime
+    ) -> Connection:
+        try:
+            with self._write() as db:
+                db.execute(
+                    "INSERT INTO connections (name, connector, config, credential, state, account, created_at, "
+                    "next_sync_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, connector, json.dumps(config, sort_keys=True), credential,
+                     ConnectionState.CONNECTED.value, account, _ts(now), _ts(now)),
+                )
+                db.execute(
+                    "INSERT INTO status_history (connection, at, old, new, reason) VALUES (?, ?, NULL, ?, NULL)",
+                    (name, _ts(now), ConnectionState.CONNECTED.value),
+                )
+        except sqlite3.IntegrityError:
+            raise ConfigError(f"a connection named {name!r} already exists; choose another name") from None
+        return self.get_connection(name)
+
+    def get_connection(self, name: str) -> Connection:
+        row = self._db().execute(f"SELECT {CONNECTION_COLUMNS} FROM connections WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise UnknownConnection(name)
+        return self._connection(row)
+
+    def list_connections(self) -> list[Connection]:
+        rows = self._db().execute(f"SELECT {CONNECTION_COLUMNS} FROM connections ORDER BY name").fetchall()
+        return [self._connection(row) for row in rows]
+
+    def get_credential(self, name: str) -> bytes | None:
+        row = self._db().execute("SELECT credential FROM connections WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise UnknownConnection(name)
+        return row[0]
+
+    def set_credential(self, name: str, credential: bytes | None, *, account: str | None = None) -> None:
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE connections SET credential = ?, account = COALESCE(?, account) WHERE name = ?",
+                (credential, account, name),
+            )
+            if cursor.rowcount == 0:
+                raise UnknownConnection(name)
+
+    def delete_connection(self, name: str) -> None:
+        with self._write() as db:
+            if db.execute("DELETE FROM connections WHERE name = ?", (name,)).rowcount == 0:
+                raise UnknownConnection(name)
+            for table in ("usage_rows", "sync_runs", "status_history"):
+                db.execute(f"DELETE FROM {table} WHERE connection = ?", (name,))
+
+    def set_state(
+        self, name: str, state: ConnectionState, reason: str | None, *, now: datetime
+    ) -> StatusChange | None:
+        state = ConnectionState(state)
+        with self._write() as db:
+            row = db.execute("SELECT state, reason FROM connections WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise UnknownConnection(name)
+            old = ConnectionState(row[0])
+            if old == state and row[1] == reason:
+                return None
+            db.execute("UPDATE connections SET state = ?, reason = ? WHERE name = ?", (state.value, reason, name))
+            if old == state:
+                return None
+            db.execute(
+                "INSERT INTO status_history (connection, at, old, new, reason) VALUES (?, ?, ?, ?, ?)",
+                (name, _ts(now), old.value, state.value, reason),
+            )
+        return StatusChange(connection=name, at=now, old=old, new=state, reason=reason)
+
+    def status_history(self, name: str) -> list[StatusChange]:
+        rows = self._db().execute(
+            "SELECT at, old, new, reason FROM status_history WHERE connection = ? ORDER BY id", (name,)
+        ).fetchall()
+        return [
+            StatusChange(
+                connection=name, at=_dt(at), old=ConnectionState(old) if old else None, new=ConnectionState(new),
+                reason=reason,
+            )
+            for at, old, new, reason in rows
+        ]
+
+    def set_next_sync(self, name: str, at: datetime | None) -> None:
+        with self._write() as db:
+            db.execute("UPDATE connections SET next_sync_at = ? WHERE name = ?", (_ts(at), name))
+
+    # -- single flight -------------------------------------------------------------------------------------
+    def acquire_lease(self, name: str, owner: str, *, now: datetime, ttl_seconds: float) -> bool:
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE connections SET lease_owner = ?, lease_expires_at = ? WHERE name = ? AND "
+                "(lease_owner IS NULL OR lease_owner = ? OR lease_expires_at <= ?)",
+                (owner, _ts(now + timedelta(seconds=ttl_seconds)), name, owner, _ts(now)),
+            )
+            exists = db.execute("SELECT 1 FROM connections WHERE name = ?", (name,)).fetchone()
+            if exists is None:
+                raise UnknownConnection(name)
+            return cursor.rowcount == 1
+
+    def renew_lease(self, name: str, owner: str, *, now: datetime, ttl_seconds: float) -> bool:
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE connections SET lease_expires_at = ? WHERE name = ? AND lease_owner = ?",
+                (_ts(now + timedelta(seconds=ttl_seconds)), name, owner),
+            )
+            return cursor.rowcount == 1
+
+    def release_lease(self, name: str, owner: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE connections SET lease_owner = NULL, lease_expires_at = NULL WHERE name = ? AND lease_owner = ?",
+                (name, owner),
+            )
+
+    def lease_holder(self, name: str, *, now: datetime) -> str | None:
+        row = self._db().execute(
+            "SELECT lease_owner FROM connections WHERE name = ? AND lease_expires_at > ?", (name, _ts(now))
+        ).fetchone()
+        return row[0] if row else None
+
+    # -- runs ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _run(row: tuple[Any, ...]) -> SyncRun:
+        return SyncRun(
+            run_id=row[0], connection=row[1], started_at=_dt(row[2]), finished_at=_dt(row[3]),
+            outcome=RunOutcome(row[4]), window_start=_dt(row[5]), window_end=_dt(row[6]), rows_written=row[7],
+            pages=row[8], message=row[9],
+        )
+
+    def start_run(self, name: str, run_id: str, window: SyncWindow, *, now: datetime) -> SyncRun:
+        with self._write() as db:
+            if db.execute("UPDATE connections SET last_sync_at = ? WHERE name = ?", (_ts(now), name)).rowcount == 0:
+                raise UnknownConnection(name)
+            db.execute(
+                "INSERT INTO sync_runs (run_id, connection, started_at, outcome, window_start, window_end) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, name, _ts(now), RunOutcome.RUNNING.value, _ts(window.start), _ts(window.end)),
+            )
+        return self._get_run(run_id)
+
+    def _get_run(self, run_id: str) -> SyncRun:
+        row = self._db().execute(f"SELECT {RUN_COLUMNS} FROM sync_runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no sync run {run_id!r}")
+        return self._run(row)
+
+    def commit_page(self, name: str, run_id: str, page: Page, *, watermark: datetime) -> None:
+        values = [
+            tuple(
+                _num(v) if f in MONEY_FIELDS else _ts(v) if f in TIME_FIELDS else v
+                for f, v in ((f, getattr(row, f)) for f in ROW_FIELDS)
+            )
+            for row in page.rows
+        ]
+        placeholders = ", ".join("?" * len(ROW_FIELDS))
+        updates = ", ".join(f"{f} = excluded.{f}" for f in ROW_FIELDS if f != "row_id")
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM usage_rows WHERE connection = ? AND period_start >= ? AND period_start < ?",
+                (name, _ts(page.covers_from), _ts(page.complete_through)),
+            )
+            db.executemany(
+                f"INSERT INTO usage_rows ({', '.join(ROW_FIELDS)}) VALUES ({placeholders}) "
+                f"ON CONFLICT (row_id) DO UPDATE SET {updates}",
+                values,
+            )
+            db.execute(
+                "UPDATE connections SET watermark = ? WHERE name = ? AND (watermark IS NULL OR watermark < ?)",
+                (_ts(watermark), name, _ts(watermark)),
+            )
+            db.execute(
+                "UPDATE sync_runs SET rows_written = rows_written + ?, pages = pages + 1 WHERE run_id = ?",
+                (len(values), run_id),
+            )
+
+    def finish_run(self, run_id: str, outcome: RunOutcome, message: str | None, *, now: datetime) -> SyncRun:
+        with self._write() as db:
+            db.execute(
+                "UPDATE sync_runs SET finished_at = ?, outcome = ?, message = ? WHERE run_id = ?",
+                (_ts(now), outcome.value, message, run_id),
+            )
+            if outcome == RunOutcome.SUCCEEDED:
+                db.execute(
+                    "UPDATE connections SET last_success_at = ? WHERE name = "
+                    "(SELECT connection FROM sync_runs WHERE run_id = ?)",
+                    (_ts(now), run_id),
+                )
+        return self._get_run(run_id)
+
+    def list_runs(self, name: str, *, limit: int = 20) -> list[SyncRun]:
+        rows = self._db().execute(
+            f"SELECT {RUN_COLUMNS} FROM sync_runs WHERE connection = ? ORDER BY started_at DESC, rowid DESC LIMIT ?",
+            (name, limit),
+        ).fetchall()
+        return [self._run(row) for row in rows]
+
+    # -- rows ----------------------------------------------------------------------------------------------
+    @staticmethod
+    def _where(name: str | None, since: datetime | None, until: datetime | None) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        if name is not None:
+            clauses.append("connection = ?")
+            params.append(name)
+        if since is not None:
+            clauses.append("period_start >= ?")
+            params.append(_ts(since))
+        if until is not None:
+            clauses.append("period_start < ?")
+            params.append(_ts(until))
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+    def iter_rows(
+        self, name: str | None = None, *, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[UsageRow]:
+        where, params = self._where(name, since, until)
+        # A connection of its own, so a long export never holds a read transaction open on the shared one.
+        db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        try:
+            cursor = db.execute(
+                f"SELECT {', '.join(ROW_FIELDS)} FROM usage_rows{where} ORDER BY period_start, row_id", params
+            )
+            while batch := cursor.fetchmany(2000):
+                for values in batch:
+                    fields = {}
+                    for f, v in zip(ROW_FIELDS, values, strict=True):
+                        if v is not None and f in MONEY_FIELDS:
+                            v = Decimal(v)
+                        elif f in TIME_FIELDS:
+                            v = _dt(v)
+                        fields[f] = v
+                    # Rows were validated on their way in; re-validating millions on the way out buys nothing.
+                    yield UsageRow.model_construct(**fields)
+        finally:
+            db.close()
+
+    def count_rows(self, name: str | None = None) -> int:
+        where, params = self._where(name, None, None)
+        return int(self._db().execute(f"SELECT COUNT(*) FROM usage_rows{where}", params).fetchone()[0])
+
+    def report(self, name: str | None, *, since: datetime, until: datetime) -> list[ReportLine]:
+        where, params = self._where(name, since, until)
+        rows = self._db().execute(
+            "SELECT api_key_label, currency, group_concat(DISTINCT model), dsum(cost), COUNT(*) "
+            f"FROM usage_rows{where} GROUP BY api_key_label, currency",
+            params,
+        ).fetchall()
+        lines = [
+            ReportLine(
+                api_key_label=label, currency=currency, models=sorted(models.split(",")), cost=Decimal(cost),
+                row_count=count,
+            )
+            for label, currency, models, cost, count in rows
+        ]
+        return sorted(lines, key=lambda line: (-line.cost, line.api_key_label))
+
+    def delete_rows(self, name: str) -> int:
+        with self._write() as db:
+            return db.execute("DELETE FROM usage_rows WHERE connection = ?", (name,)).rowcount

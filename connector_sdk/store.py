@@ -1,0 +1,170 @@
+"""The store contract: connections, their encrypted credentials, sync state, runs, status history and rows.
+
+Two implementations share it: :class:`~connector_sdk.sqlite_store.SQLiteStore` (the embedded default) and
+:class:`~connector_sdk.postgres_store.PostgresStore` (for many workers). The host talks only to this interface, and
+one contract test suite runs against both. Timestamps are aware UTC datetimes; money is ``Decimal``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from connector_sdk.errors import ConfigError
+from connector_sdk.models import (
+    Connection,
+    ConnectionState,
+    Page,
+    ReportLine,
+    RunOutcome,
+    StatusChange,
+    SyncRun,
+    SyncWindow,
+    UsageRow,
+)
+
+STORE_ENV = "CONNECTOR_HOST_STORE"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema version, written once for each backend so both stay at the same version number."""
+
+    version: int
+    description: str
+    sqlite: str
+    postgres: str
+
+
+class Store(ABC):
+    """Everything the host persists. Every method is one transaction; implementations are thread-safe."""
+
+    url: str
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def schema_version(self) -> int: ...
+
+    # -- connections ---------------------------------------------------------------------------------------
+    @abstractmethod
+    def add_connection(
+        self, *, name: str, connector: str, config: dict[str, Any], credential: bytes, account: str, now: datetime
+    ) -> Connection:
+        """Store a new ``connected`` connection, due for its first sync at ``now``; record its first status.
+
+        Raises :class:`ConfigError` if the name is taken.
+        """
+
+    @abstractmethod
+    def get_connection(self, name: str) -> Connection:
+        """Raises :class:`~connector_sdk.errors.UnknownConnection`."""
+
+    @abstractmethod
+    def list_connections(self) -> list[Connection]:
+        """All connections, by name."""
+
+    @abstractmethod
+    def get_credential(self, name: str) -> bytes | None:
+        """The encrypted credential, or ``None`` once disconnected."""
+
+    @abstractmethod
+    def set_credential(self, name: str, credential: bytes | None, *, account: str | None = None) -> None:
+        """Replace (or with ``None``, delete) the encrypted credential; update the account name if given."""
+
+    @abstractmethod
+    def delete_connection(self, name: str) -> None:
+        """Remove the connection with its rows, runs and status history."""
+
+    @abstractmethod
+    def set_state(
+        self, name: str, state: ConnectionState, reason: str | None, *, now: datetime
+    ) -> StatusChange | None:
+        """Set the stored state. Returns the change, or ``None`` when state and reason were already so.
+
+        A change of state is recorded in the status history; a new reason for the same state only updates it.
+        """
+
+    @abstractmethod
+    def status_history(self, name: str) -> list[StatusChange]: ...
+
+    @abstractmethod
+    def set_next_sync(self, name: str, at: datetime | None) -> None: ...
+
+    # -- single flight -------------------------------------------------------------------------------------
+    @abstractmethod
+    def acquire_lease(self, name: str, owner: str, *, now: datetime, ttl_seconds: float) -> bool:
+        """Take the connection's sync lease if it is free, expired, or already ``owner``'s."""
+
+    @abstractmethod
+    def renew_lease(self, name: str, owner: str, *, now: datetime, ttl_seconds: float) -> bool:
+        """Extend ``owner``'s lease; ``False`` if it lost it."""
+
+    @abstractmethod
+    def release_lease(self, name: str, owner: str) -> None: ...
+
+    @abstractmethod
+    def lease_holder(self, name: str, *, now: datetime) -> str | None:
+        """Who holds an unexpired lease, if anyone."""
+
+    # -- runs ----------------------------------------------------------------------------------------------
+    @abstractmethod
+    def start_run(self, name: str, run_id: str, window: SyncWindow, *, now: datetime) -> SyncRun:
+        """Record a running sync and the connection's ``last_sync_at``."""
+
+    @abstractmethod
+    def commit_page(self, name: str, run_id: str, page: Page, *, watermark: datetime) -> None:
+        """In one transaction: replace the connection's rows in ``[page.covers_from, page.complete_through)``
+        with ``page.rows`` (upserted on ``row_id``), raise the watermark to ``watermark`` (never lower it) and
+        count the rows and page on the run."""
+
+    @abstractmethod
+    def finish_run(self, run_id: str, outcome: RunOutcome, message: str | None, *, now: datetime) -> SyncRun:
+        """Close the run; a succeeded run also sets the connection's ``last_success_at``."""
+
+    @abstractmethod
+    def list_runs(self, name: str, *, limit: int = 20) -> list[SyncRun]:
+        """The most recent runs first."""
+
+    # -- rows ----------------------------------------------------------------------------------------------
+    @abstractmethod
+    def iter_rows(
+        self, name: str | None = None, *, since: datetime | None = None, until: datetime | None = None
+    ) -> Iterator[UsageRow]:
+        """Rows with ``since <= period_start < until``, by period then row id, streamed."""
+
+    @abstractmethod
+    def count_rows(self, name: str | None = None) -> int: ...
+
+    @abstractmethod
+    def report(self, name: str | None, *, since: datetime, until: datetime) -> list[ReportLine]:
+        """Per API key label and currency: the models used and the exact total cost; highest cost first."""
+
+    @abstractmethod
+    def delete_rows(self, name: str) -> int: ...
+
+
+def open_store(url: str | None, *, home: Path) -> Store:
+    """Open the store a URL names (``postgresql://...`` or ``sqlite:///path``); by default SQLite in ``home``."""
+    if not url:
+        from connector_sdk.sqlite_store import SQLiteStore
+
+        return SQLiteStore(home / "connector-host.db")
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from connector_sdk.postgres_store import PostgresStore
+        except ImportError as error:
+            raise ConfigError(
+                f"a PostgreSQL store needs psycopg: pip install 'connector-host[postgres]' ({error})"
+            ) from None
+        return PostgresStore(url)
+    if url.startswith("sqlite:///"):
+        from connector_sdk.sqlite_store import SQLiteStore
+
+        return SQLiteStore(Path(url.removeprefix("sqlite:///")))
+    raise ConfigError(f"unsupported store URL {url.split(':', 1)[0]!r}: use postgresql://... or sqlite:///path")
