@@ -59,6 +59,17 @@ class RetryPolicy:
     backoff_max: float = 30.0
     retry_after_max: float = 300.0
 
+    @classmethod
+    def from_env(cls) -> RetryPolicy:
+        """The default policy, tunable by ``CONNECTOR_HOST_MAX_ATTEMPTS`` and ``CONNECTOR_HOST_BACKOFF_BASE``."""
+        try:
+            return cls(
+                max_attempts=int(os.environ.get("CONNECTOR_HOST_MAX_ATTEMPTS", cls.max_attempts)),
+                backoff_base=float(os.environ.get("CONNECTOR_HOST_BACKOFF_BASE", cls.backoff_base)),
+            )
+        except ValueError:
+            raise ConfigError("CONNECTOR_HOST_MAX_ATTEMPTS / CONNECTOR_HOST_BACKOFF_BASE must be numbers") from None
+
     def backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
         return ceiling * random.uniform(0.5, 1.0)

@@ -53,9 +53,7 @@ def _clean(value: Any) -> Any:
 
 def redact(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """structlog processor: drop sensitive keys' values and scrub known secrets from everything else."""
-    return {
-        key: REDACTED if key.lower() in SENSITIVE_KEYS else _clean(value) for key, value in event_dict.items()
-    }
+    return {key: REDACTED if key.lower() in SENSITIVE_KEYS else _clean(value) for key, value in event_dict.items()}
 
 
 def configure_logging(*, level: str = "info", json_output: bool | None = None) -> None:

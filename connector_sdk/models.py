@@ -44,9 +44,15 @@ class ConnectorConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    backfill_days: int = Field(30, ge=1, le=400, description="How many days of history the first sync collects.")
+    backfill_days: int = Field(
+        30, title="Backfill days", ge=1, le=400, description="How many days of history the first sync collects."
+    )
     lookback_hours: int = Field(
-        48, ge=0, le=24 * 31, description="How many recent hours every later sync polls again, for late revisions."
+        48,
+        title="Lookback hours",
+        ge=0,
+        le=24 * 31,
+        description="How many recent hours every later sync polls again, for late revisions.",
     )
 
     @classmethod
@@ -172,6 +178,26 @@ class UsageRow(BaseModel):
 ROW_FIELDS: tuple[str, ...] = tuple(UsageRow.model_fields)
 
 
+def merge_duplicates(rows: list[UsageRow]) -> list[UsageRow]:
+    """Sum rows that share a natural key, so an item the vendor repeats adds its money instead of overwriting it."""
+    by_id: dict[str, UsageRow] = {}
+    for row in rows:
+        seen = by_id.get(row.row_id)
+        by_id[row.row_id] = (
+            row
+            if seen is None
+            else seen.model_copy(
+                update={
+                    "quantity": seen.quantity + row.quantity,
+                    "list_cost": seen.list_cost + row.list_cost,
+                    "discount": seen.discount + row.discount,
+                    "cost": seen.cost + row.cost,
+                }
+            )
+        )
+    return list(by_id.values()) if len(by_id) != len(rows) else rows
+
+
 class Page(BaseModel):
     """A unit of progress in a sync: the rows of every hour in ``[covers_from, complete_through)``.
 
@@ -266,6 +292,7 @@ class ManifestAuthentication(BaseModel):
     format: str
     required_scope: str
     secret_field: str
+    env_var: str | None = Field(None, description="Environment variable the CLI reads the secret from.")
     setup_steps: list[str] = Field(min_length=1)
 
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from connector_sdk.errors import ResponseError
-from connector_sdk.models import Page, SyncWindow, UsageRow, floor_hour
+from connector_sdk.models import Page, SyncWindow, UsageRow, floor_hour, merge_duplicates
 
 
 def follow_cursor(
@@ -68,14 +68,17 @@ class HourlyPages:
         through = self._open_hour if self._open_hour is not None else self._covered
         if through <= self._covered:
             return None
-        page = Page(rows=done, covers_from=self._covered, complete_through=through, requests=requests)
+        page = Page(rows=merge_duplicates(done), covers_from=self._covered, complete_through=through, requests=requests)
         self._covered = through
         return page
 
     def finish(self, requests: int = 0) -> Page:
         """The last page: the open bucket and every empty hour up to the window's end."""
         page = Page(
-            rows=self._open_rows, covers_from=self._covered, complete_through=self.window.end, requests=requests
+            rows=merge_duplicates(self._open_rows),
+            covers_from=self._covered,
+            complete_through=self.window.end,
+            requests=requests,
         )
         self._covered, self._open_hour, self._open_rows = self.window.end, None, []
         return page

@@ -163,8 +163,16 @@ class SQLiteStore(Store):
                 db.execute(
                     "INSERT INTO connections (name, connector, config, credential, state, account, created_at, "
                     "next_sync_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (name, connector, json.dumps(config, sort_keys=True), credential,
-                     ConnectionState.CONNECTED.value, account, _ts(now), _ts(now)),
+                    (
+                        name,
+                        connector,
+                        json.dumps(config, sort_keys=True),
+                        credential,
+                        ConnectionState.CONNECTED.value,
+                        account,
+                        _ts(now),
+                        _ts(now),
+                    ),
                 )
                 db.execute(
                     "INSERT INTO status_history (connection, at, old, new, reason) VALUES (?, ?, NULL, ?, NULL)",
@@ -206,9 +214,7 @@ class SQLiteStore(Store):
             for table in ("usage_rows", "sync_runs", "status_history"):
                 db.execute(f"DELETE FROM {table} WHERE connection = ?", (name,))
 
-    def set_state(
-        self, name: str, state: ConnectionState, reason: str | None, *, now: datetime
-    ) -> StatusChange | None:
+    def set_state(self, name: str, state: ConnectionState, reason: str | None, *, now: datetime) -> StatusChange | None:
         state = ConnectionState(state)
         with self._write() as db:
             row = db.execute("SELECT state, reason FROM connections WHERE name = ?", (name,)).fetchone()
@@ -227,12 +233,17 @@ class SQLiteStore(Store):
         return StatusChange(connection=name, at=now, old=old, new=state, reason=reason)
 
     def status_history(self, name: str) -> list[StatusChange]:
-        rows = self._db().execute(
-            "SELECT at, old, new, reason FROM status_history WHERE connection = ? ORDER BY id", (name,)
-        ).fetchall()
+        rows = (
+            self._db()
+            .execute("SELECT at, old, new, reason FROM status_history WHERE connection = ? ORDER BY id", (name,))
+            .fetchall()
+        )
         return [
             StatusChange(
-                connection=name, at=_dt(at), old=ConnectionState(old) if old else None, new=ConnectionState(new),
+                connection=name,
+                at=_dt(at),
+                old=ConnectionState(old) if old else None,
+                new=ConnectionState(new),
                 reason=reason,
             )
             for at, old, new, reason in rows
@@ -271,18 +282,27 @@ class SQLiteStore(Store):
             )
 
     def lease_holder(self, name: str, *, now: datetime) -> str | None:
-        row = self._db().execute(
-            "SELECT lease_owner FROM connections WHERE name = ? AND lease_expires_at > ?", (name, _ts(now))
-        ).fetchone()
+        row = (
+            self._db()
+            .execute("SELECT lease_owner FROM connections WHERE name = ? AND lease_expires_at > ?", (name, _ts(now)))
+            .fetchone()
+        )
         return row[0] if row else None
 
     # -- runs ----------------------------------------------------------------------------------------------
     @staticmethod
     def _run(row: tuple[Any, ...]) -> SyncRun:
         return SyncRun(
-            run_id=row[0], connection=row[1], started_at=_dt(row[2]), finished_at=_dt(row[3]),
-            outcome=RunOutcome(row[4]), window_start=_dt(row[5]), window_end=_dt(row[6]), rows_written=row[7],
-            pages=row[8], message=row[9],
+            run_id=row[0],
+            connection=row[1],
+            started_at=_dt(row[2]),
+            finished_at=_dt(row[3]),
+            outcome=RunOutcome(row[4]),
+            window_start=_dt(row[5]),
+            window_end=_dt(row[6]),
+            rows_written=row[7],
+            pages=row[8],
+            message=row[9],
         )
 
     def start_run(self, name: str, run_id: str, window: SyncWindow, *, now: datetime) -> SyncRun:
@@ -346,10 +366,15 @@ class SQLiteStore(Store):
         return self._get_run(run_id)
 
     def list_runs(self, name: str, *, limit: int = 20) -> list[SyncRun]:
-        rows = self._db().execute(
-            f"SELECT {RUN_COLUMNS} FROM sync_runs WHERE connection = ? ORDER BY started_at DESC, rowid DESC LIMIT ?",
-            (name, limit),
-        ).fetchall()
+        rows = (
+            self._db()
+            .execute(
+                f"SELECT {RUN_COLUMNS} FROM sync_runs WHERE connection = ? "
+                "ORDER BY started_at DESC, rowid DESC LIMIT ?",
+                (name, limit),
+            )
+            .fetchall()
+        )
         return [self._run(row) for row in rows]
 
     # -- rows ----------------------------------------------------------------------------------------------
@@ -397,14 +422,21 @@ class SQLiteStore(Store):
 
     def report(self, name: str | None, *, since: datetime, until: datetime) -> list[ReportLine]:
         where, params = self._where(name, since, until)
-        rows = self._db().execute(
-            "SELECT api_key_label, currency, group_concat(DISTINCT model), dsum(cost), COUNT(*) "
-            f"FROM usage_rows{where} GROUP BY api_key_label, currency",
-            params,
-        ).fetchall()
+        rows = (
+            self._db()
+            .execute(
+                "SELECT api_key_label, currency, group_concat(DISTINCT model), dsum(cost), COUNT(*) "
+                f"FROM usage_rows{where} GROUP BY api_key_label, currency",
+                params,
+            )
+            .fetchall()
+        )
         lines = [
             ReportLine(
-                api_key_label=label, currency=currency, models=sorted(models.split(",")), cost=Decimal(cost),
+                api_key_label=label,
+                currency=currency,
+                models=sorted(models.split(",")),
+                cost=Decimal(cost),
                 row_count=count,
             )
             for label, currency, models, cost, count in rows

@@ -82,9 +82,7 @@ class Store(ABC):
         """Remove the connection with its rows, runs and status history."""
 
     @abstractmethod
-    def set_state(
-        self, name: str, state: ConnectionState, reason: str | None, *, now: datetime
-    ) -> StatusChange | None:
+    def set_state(self, name: str, state: ConnectionState, reason: str | None, *, now: datetime) -> StatusChange | None:
         """Set the stored state. Returns the change, or ``None`` when state and reason were already so.
 
         A change of state is recorded in the status history; a new reason for the same state only updates it.

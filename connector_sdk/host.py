@@ -1,0 +1,231 @@
+"""The host: connectors from plugins, connections in a store, credentials encrypted, events fired."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import structlog
+from pydantic import ValidationError
+
+from connector_sdk import logs
+from connector_sdk.connector import Connector
+from connector_sdk.crypto import CredentialCipher
+from connector_sdk.errors import ConfigError, CredentialError, UnknownConnection
+from connector_sdk.models import (
+    Connection,
+    ConnectionState,
+    ConnectionStatus,
+    ConnectorConfig,
+    ReportLine,
+    SyncRun,
+    floor_hour,
+    utcnow,
+)
+from connector_sdk.plugins import Plugins, get_plugin_manager
+from connector_sdk.store import STORE_ENV, Store, open_store
+
+log = structlog.get_logger()
+
+HOME_ENV = "CONNECTOR_HOST_HOME"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def default_home() -> Path:
+    return Path(os.environ.get(HOME_ENV) or platformdirs.user_data_dir("connector-host", appauthor=False))
+
+
+def validation_message(error: ValidationError) -> str:
+    """Field-by-field reasons, without echoing the input (which may be a secret)."""
+    parts = []
+    for item in error.errors(include_input=False, include_url=False):
+        field = ".".join(str(p) for p in item["loc"]) or "config"
+        parts.append(f"{field}: {item['msg']}")
+    return "; ".join(parts)
+
+
+class Host:
+    """Everything a runner needs, bound together: the store, the plugins and the credential cipher."""
+
+    def __init__(
+        self,
+        store: Store,
+        plugins: Plugins,
+        cipher: CredentialCipher,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.plugins = plugins
+        self.cipher = cipher
+        self.now = clock
+
+    @classmethod
+    def open(
+        cls,
+        home: Path | None = None,
+        *,
+        store_url: str | None = None,
+        plugins: Plugins | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> Host:
+        home = home or default_home()
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        store = open_store(store_url if store_url is not None else os.environ.get(STORE_ENV), home=home)
+        return cls(store, plugins or get_plugin_manager(), CredentialCipher.for_home(home), clock=clock)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Host:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- events --------------------------------------------------------------------------------------------
+    def fire(self, hook_name: str, **kwargs: Any) -> None:
+        """Call every listener of an event; one that raises is logged and the others still run."""
+        for impl in getattr(self.plugins.hook, hook_name).get_hookimpls():
+            try:
+                impl.function(**kwargs)
+            except Exception:
+                log.exception("event_listener_failed", hook=hook_name, plugin=impl.plugin_name)
+
+    def change_state(self, name: str, state: ConnectionState, reason: str | None) -> None:
+        change = self.store.set_state(name, state, reason, now=self.now())
+        if change is not None:
+            log.info("connection_status_changed", connection=name, old=change.old, new=change.new, reason=reason)
+            self.fire(
+                "connector_sdk_connection_status_changed",
+                connection=self.store.get_connection(name),
+                old=change.old,
+                new=change.new,
+                reason=reason,
+            )
+
+    # -- configuration -------------------------------------------------------------------------------------
+    def build_config(self, connector_id: str, values: dict[str, Any]) -> ConnectorConfig:
+        model = self.plugins.connector(connector_id).config_model
+        try:
+            return model.model_validate(values)
+        except ValidationError as error:
+            raise ConfigError(f"invalid {connector_id} configuration: {validation_message(error)}") from None
+
+    def config_for(self, name: str) -> ConnectorConfig:
+        connection = self.store.get_connection(name)
+        token = self.store.get_credential(name)
+        if token is None:
+            raise ConfigError(f"connection {name!r} has no credential; `connector-host reconnect {name}`")
+        secrets = self.cipher.decrypt(token)
+        for value in secrets.values():
+            logs.secrets.add(value)
+        return self.build_config(connection.connector, {**connection.config, **secrets})
+
+    def _checked(self, connector_id: str, config: ConnectorConfig) -> str:
+        for value in config.secret_values().values():
+            logs.secrets.add(value)
+        connector = self.plugins.connector(connector_id)(config)
+        try:
+            return connector.check().account
+        finally:
+            connector.close()
+
+    # -- connections ---------------------------------------------------------------------------------------
+    def connect(self, connector_id: str, name: str, values: dict[str, Any]) -> Connection:
+        """Validate the config, check the credential with the vendor, then store the connection."""
+        if not NAME_PATTERN.match(name or ""):
+            raise ConfigError(
+                "a connection name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
+        try:
+            self.store.get_connection(name)
+        except UnknownConnection:
+            pass
+        else:
+            raise ConfigError(f"a connection named {name!r} already exists; choose another name")
+        config = self.build_config(connector_id, values)
+        account = self._checked(connector_id, config)
+        connection = self.store.add_connection(
+            name=name,
+            connector=connector_id,
+            config=config.public_values(),
+            credential=self.cipher.encrypt(config.secret_values()),
+            account=account,
+            now=self.now(),
+        )
+        log.info("connection_created", connection=name, connector=connector_id, account=account)
+        self.fire(
+            "connector_sdk_connection_status_changed",
+            connection=connection,
+            old=None,
+            new=connection.state,
+            reason=None,
+        )
+        return connection
+
+    def reconnect(self, name: str, secrets: dict[str, Any]) -> Connection:
+        """Check a new credential and put the connection back to ``connected``; the next sync fills the gap."""
+        connection = self.store.get_connection(name)
+        config = self.build_config(connection.connector, {**connection.config, **secrets})
+        account = self._checked(connection.connector, config)
+        self.store.set_credential(name, self.cipher.encrypt(config.secret_values()), account=account)
+        self.change_state(name, ConnectionState.CONNECTED, None)
+        self.store.set_next_sync(name, self.now())
+        return self.store.get_connection(name)
+
+    def disconnect(self, name: str, *, purge: bool = False) -> None:
+        """Stop syncing and delete the credential; with ``purge`` also the rows and the connection itself."""
+        self.store.get_connection(name)
+        if purge:
+            self.store.delete_connection(name)
+            log.info("connection_purged", connection=name)
+            return
+        self.store.set_credential(name, None)
+        self.store.set_next_sync(name, None)
+        self.change_state(name, ConnectionState.DISCONNECTED, "disconnected by an admin; rows kept")
+
+    def connector_class(self, name: str) -> type[Connector]:
+        return self.plugins.connector(self.store.get_connection(name).connector)
+
+    # -- reading -------------------------------------------------------------------------------------------
+    def status(self, connection: Connection) -> ConnectionStatus:
+        state = connection.state
+        if self.store.lease_holder(connection.name, now=self.now()) is not None:
+            state = ConnectionState.SYNCING
+        return ConnectionStatus(
+            name=connection.name,
+            connector=connection.connector,
+            account=connection.account,
+            state=state,
+            reason=connection.reason,
+            last_sync=connection.last_sync_at,
+            last_success=connection.last_success_at,
+            watermark=connection.watermark,
+            next_sync=connection.next_sync_at,
+            rows=self.store.count_rows(connection.name),
+        )
+
+    def statuses(self, name: str | None = None) -> list[ConnectionStatus]:
+        connections = [self.store.get_connection(name)] if name else self.store.list_connections()
+        return [self.status(c) for c in connections]
+
+    def report(self, name: str | None, *, days: int = 30) -> tuple[datetime, datetime, list[ReportLine]]:
+        if name is not None:
+            self.store.get_connection(name)
+        until = floor_hour(self.now()) + timedelta(hours=1)
+        since = until - timedelta(days=days)
+        return since, until, self.store.report(name, since=since, until=until)
+
+    def sync(self, name: str, **kwargs: Any) -> SyncRun:
+        from connector_sdk.sync import run_sync
+
+        return run_sync(self, name, **kwargs)
+
+
+__all__ = ["CredentialError", "Host", "default_home"]

@@ -1,0 +1,214 @@
+"""One sync of one connection: the single code path every runner (CLI, scheduler, workers) calls."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+import structlog
+
+from connector_sdk import logs
+from connector_sdk.errors import (
+    ConfigError,
+    ConnectorHostError,
+    CredentialError,
+    SyncInProgress,
+    TransientError,
+)
+from connector_sdk.models import (
+    ConnectionState,
+    Page,
+    RunOutcome,
+    SyncContext,
+    SyncRun,
+    SyncWindow,
+    floor_hour,
+)
+
+if TYPE_CHECKING:
+    from connector_sdk.host import Host
+
+log = structlog.get_logger()
+
+LEASE_TTL_SECONDS = 600.0
+
+
+def compute_window(watermark: datetime | None, now: datetime, *, backfill_days: int, lookback_hours: int) -> SyncWindow:
+    """The hours a sync asks for: the backfill on first sync, else the lookback before the watermark, up to and
+    including the current (partial) hour, which later syncs read again."""
+    current = floor_hour(now)
+    end = current + timedelta(hours=1)
+    if watermark is None:
+        start = current - timedelta(days=backfill_days)
+    else:
+        start = min(floor_hour(watermark) - timedelta(hours=lookback_hours), current)
+    return SyncWindow(start=start, end=end)
+
+
+@dataclass(frozen=True)
+class Progress:
+    run: SyncRun
+    window: SyncWindow
+    covered_through: datetime
+    rows: int
+
+    @property
+    def fraction(self) -> float:
+        done = (self.covered_through - self.window.start) / (self.window.end - self.window.start)
+        return max(0.0, min(1.0, done))
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def next_sync_time(now: datetime, interval_seconds: float, jitter: float) -> datetime:
+    """``now + interval``, spread by ±``jitter`` of the interval so connections do not all fire together."""
+    spread = interval_seconds * jitter * random.uniform(-1.0, 1.0)
+    return now + timedelta(seconds=interval_seconds + spread)
+
+
+def run_sync(
+    host: Host,
+    name: str,
+    *,
+    cancel: threading.Event | None = None,
+    progress: ProgressCallback | None = None,
+    interval_seconds: float | None = None,
+    jitter: float = 0.1,
+) -> SyncRun:
+    """Sync one connection now and return the finished run.
+
+    Failures are recorded, not raised: the run's outcome says what happened and the connection's state follows it
+    (``reconnect_required`` on a refused credential, ``error`` otherwise). Raises only before a run starts:
+    :class:`UnknownConnection`, :class:`SyncInProgress`, :class:`CredentialError` for a connection that already
+    waits for a new key, and :class:`ConfigError` for a disconnected one.
+    """
+    store = host.store
+    connection = store.get_connection(name)
+    if connection.state == ConnectionState.DISCONNECTED:
+        raise ConfigError(f"connection {name!r} is disconnected; `connector-host reconnect {name}` to resume it")
+    if connection.state == ConnectionState.RECONNECT_REQUIRED:
+        raise CredentialError(
+            f"connection {name!r} needs a new key before it can sync: {connection.reason} "
+            f"Then run `connector-host reconnect {name}`."
+        )
+    cls = host.plugins.connector(connection.connector)
+    manifest = cls.manifest()
+    interval = interval_seconds or manifest.poll_interval_seconds
+
+    run_id = uuid.uuid4().hex[:16]
+    owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{run_id}"
+    if not store.acquire_lease(name, owner, now=host.now(), ttl_seconds=LEASE_TTL_SECONDS):
+        raise SyncInProgress(name, store.lease_holder(name, now=host.now()))
+
+    outcome, message, rows_total = RunOutcome.FAILED, None, 0
+    run: SyncRun | None = None
+    connector = None
+    with structlog.contextvars.bound_contextvars(connection=name, run_id=run_id, connector=connection.connector):
+        try:
+            config = host.config_for(name)
+            window = compute_window(
+                connection.watermark,
+                host.now(),
+                backfill_days=config.backfill_days,
+                lookback_hours=config.lookback_hours,
+            )
+            run = store.start_run(name, run_id, window, now=host.now())
+            log.info("sync_started", window_start=window.start.isoformat(), window_end=window.end.isoformat())
+            connector = cls(config)
+            context = SyncContext(
+                connector=connection.connector, connection=name, account=connection.account or "", synced_at=host.now()
+            )
+            expected = window.start
+            for page in connector.sync(window, context):
+                _check_page(page, expected, window)
+                watermark = min(page.complete_through, floor_hour(host.now()))
+                store.commit_page(name, run_id, page, watermark=max(watermark, window.start))
+                rows_total += len(page.rows)
+                expected = page.complete_through
+                if not store.renew_lease(name, owner, now=host.now(), ttl_seconds=LEASE_TTL_SECONDS):
+                    raise ConnectorHostError(f"lost the sync lease of {name!r} to another worker; stopped")
+                host.fire("connector_sdk_rows_emitted", connection=connection, rows=page.rows)
+                if progress is not None:
+                    progress(Progress(run=run, window=window, covered_through=expected, rows=rows_total))
+                if cancel is not None and cancel.is_set():
+                    outcome, message = RunOutcome.CANCELLED, "stopped on request; the next sync resumes from here"
+                    break
+            else:
+                if expected != window.end:
+                    raise ConnectorHostError(
+                        f"connector {connection.connector!r} ended its sync at {expected.isoformat()}, before the "
+                        f"window's end {window.end.isoformat()}"
+                    )
+                outcome = RunOutcome.SUCCEEDED
+        except CredentialError as error:
+            outcome, message = RunOutcome.RECONNECT_REQUIRED, str(error)
+        except TransientError as error:
+            outcome, message = RunOutcome.GAVE_UP, str(error)
+        except ConnectorHostError as error:
+            outcome, message = RunOutcome.FAILED, str(error)
+        except Exception as error:
+            outcome = RunOutcome.FAILED
+            message = logs.secrets.scrub(f"internal error ({type(error).__name__}: {error}); please report it")
+            log.exception("sync_crashed")
+        finally:
+            if connector is not None:
+                connector.close()
+            finished = _finish(host, name, run, outcome, message, rows_total, interval, jitter)
+            store.release_lease(name, owner)
+    return finished
+
+
+def _check_page(page: Page, expected: datetime, window: SyncWindow) -> None:
+    if page.covers_from != expected or not (expected <= page.complete_through <= window.end):
+        raise ConnectorHostError(
+            f"connector produced a page for [{page.covers_from.isoformat()}, {page.complete_through.isoformat()}) "
+            f"where [{expected.isoformat()}, ...) was due"
+        )
+    for row in page.rows:
+        if not (page.covers_from <= row.period_start < page.complete_through):
+            raise ConnectorHostError(f"connector produced a row for {row.period_start.isoformat()} outside its page")
+
+
+def _finish(
+    host: Host,
+    name: str,
+    run: SyncRun | None,
+    outcome: RunOutcome,
+    message: str | None,
+    rows: int,
+    interval: float,
+    jitter: float,
+) -> SyncRun:
+    store = host.store
+    now = host.now()
+    if outcome == RunOutcome.SUCCEEDED:
+        host.change_state(name, ConnectionState.CONNECTED, None)
+    elif outcome == RunOutcome.RECONNECT_REQUIRED:
+        host.change_state(name, ConnectionState.RECONNECT_REQUIRED, message)
+    elif outcome in (RunOutcome.GAVE_UP, RunOutcome.FAILED):
+        host.change_state(name, ConnectionState.ERROR, message)
+    store.set_next_sync(name, next_sync_time(now, interval, jitter))
+    if run is None:  # failed before the run could be recorded (the credential could not be decrypted, say)
+        log.error("sync_not_started", outcome=outcome.value, reason=message)
+        return SyncRun(
+            run_id="-",
+            connection=name,
+            started_at=now,
+            finished_at=now,
+            outcome=outcome,
+            window_start=floor_hour(now),
+            window_end=floor_hour(now),
+            message=message,
+        )
+    finished = store.finish_run(run.run_id, outcome, message, now=now)
+    log.info("sync_finished", outcome=outcome.value, rows=rows, pages=finished.pages, reason=message)
+    host.fire("connector_sdk_sync_finished", connection=store.get_connection(name), run=finished)
+    return finished

@@ -1,0 +1,40 @@
+"""The fal connector's configuration."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+
+from connector_sdk.http import validate_base_url
+from connector_sdk.models import ConnectorConfig
+
+DEFAULT_BASE_URL = "https://api.fal.ai/v1"
+
+
+class FalConfig(ConnectorConfig):
+    api_key: SecretStr = Field(
+        title="API key",
+        description="An Admin-scoped fal API key, KEY_ID:KEY_SECRET, from the fal dashboard's API Keys page.",
+    )
+    base_url: str = Field(
+        DEFAULT_BASE_URL, title="Base URL", description="fal's Platform API base URL; change only for a proxy."
+    )
+    page_size: int | None = Field(
+        None,
+        title="Page size",
+        ge=1,
+        le=10_000,
+        description="Usage items per request; empty lets fal choose its default.",
+    )
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_shape(cls, value: SecretStr) -> SecretStr:
+        key_id, sep, key_secret = value.get_secret_value().strip().partition(":")
+        if not sep or not key_id or not key_secret or any(c.isspace() for c in key_id + key_secret):
+            raise ValueError("a fal API key has the form KEY_ID:KEY_SECRET (copy it whole from the fal dashboard)")
+        return SecretStr(f"{key_id}:{key_secret}")
+
+    @field_validator("base_url")
+    @classmethod
+    def _safe_url(cls, value: str) -> str:
+        return validate_base_url(value)

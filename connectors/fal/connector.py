@@ -1,0 +1,132 @@
+"""The fal.ai connector: hourly usage and cost per API key from fal's Platform APIs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from connector_sdk.connector import Connector
+from connector_sdk.errors import CredentialError, ResponseError
+from connector_sdk.http import ApiClient, RetryPolicy
+from connector_sdk.models import AccountInfo, Manifest, Page, SyncContext, SyncWindow, iso
+from connector_sdk.paging import HourlyPages, follow_cursor
+from connectors.fal.config import FalConfig
+from connectors.fal.mapping import parse_usage_page
+
+SETUP_HINT = "In the fal dashboard open API Keys, click Add key, set Scope to Admin, then reconnect with the new key."
+ESTIMATE_PATH = "/models/pricing/estimate"
+
+
+def fal_auth_error(status: int, message: str) -> CredentialError:
+    """fal answers 401 for a bad key and 403 (or a message about Admin) for a key without Admin scope."""
+    if status == 403 or "admin" in message.lower():
+        return CredentialError(
+            f"fal accepted the API key but it is not Admin-scoped; usage and cost need an Admin key "
+            f"(fal said: {message}). {SETUP_HINT}",
+            kind="insufficient_scope",
+            status=status,
+        )
+    return CredentialError(
+        f"fal rejected the API key: it is invalid, malformed or revoked (fal said: {message}). {SETUP_HINT}",
+        kind="invalid",
+        status=status,
+    )
+
+
+@cache
+def _manifest() -> Manifest:
+    packaged = resources.files("connectors.fal").joinpath("manifest.yaml")
+    if packaged.is_file():
+        text = packaged.read_text(encoding="utf-8")
+    else:  # a source checkout or editable install: the manifest lives in the repository's manifests/ folder
+        text = (Path(__file__).resolve().parents[2] / "manifests" / "fal.yaml").read_text(encoding="utf-8")
+    return Manifest.model_validate(yaml.safe_load(text))
+
+
+class FalConnector(Connector):
+    id = "fal"
+    config_model = FalConfig
+    config: FalConfig
+
+    def __init__(self, config: FalConfig, *, retry: RetryPolicy | None = None) -> None:
+        super().__init__(config)
+        self.client = ApiClient(
+            config.base_url,
+            authorization=lambda: f"Key {config.api_key.get_secret_value()}",
+            vendor="fal",
+            retry=retry or RetryPolicy.from_env(),
+            read_only_posts=frozenset({ESTIMATE_PATH}),
+            auth_error=fal_auth_error,
+        )
+
+    def __repr__(self) -> str:
+        return f"FalConnector(base_url={self.config.base_url!r})"
+
+    @classmethod
+    def manifest(cls) -> Manifest:
+        return _manifest()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def check(self) -> AccountInfo:
+        body = self.client.get_json("/account/billing", {"expand": "credits"})
+        if not isinstance(body, dict) or not isinstance(body.get("username"), str) or not body["username"]:
+            raise ResponseError("fal /account/billing: field 'username' is missing or not a string")
+        details: dict[str, Any] = {}
+        credits = body.get("credits")
+        if isinstance(credits, dict) and "current_balance" in credits:
+            details["credits"] = {
+                "current_balance": str(credits["current_balance"]),
+                "currency": credits.get("currency"),
+            }
+        return AccountInfo(account=body["username"], details=details)
+
+    def key_aliases(self) -> dict[str, str]:
+        """``key_id → alias`` of every API-scope key ``/keys`` lists."""
+        aliases: dict[str, str] = {}
+
+        def fetch(cursor: str | None) -> Any:
+            params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+            return self.client.get_json("/keys", params)
+
+        for page in follow_cursor(fetch, what="fal /keys"):
+            keys = page.get("keys")
+            if not isinstance(keys, list):
+                raise ResponseError(f"fal /keys: field 'keys' must be a list, got {type(keys).__name__}")
+            for i, key in enumerate(keys):
+                if not isinstance(key, dict) or not isinstance(key.get("key_id"), str):
+                    raise ResponseError(f"fal /keys: keys[{i}].key_id is missing or not a string")
+                alias = key.get("alias")
+                aliases[key["key_id"]] = alias if isinstance(alias, str) and alias else key["key_id"]
+        return aliases
+
+    def sync(self, window: SyncWindow, context: SyncContext) -> Iterator[Page]:
+        aliases = self.key_aliases()
+        params: dict[str, Any] = {
+            "start": iso(window.start),
+            "end": iso(window.end),
+            "timezone": "UTC",
+            "timeframe": "hour",
+            "bound_to_timeframe": "true",
+            "expand": ["time_series", "auth_method", "auth_method_structured"],
+        }
+        if self.config.page_size:
+            params["limit"] = self.config.page_size
+
+        def fetch(cursor: str | None) -> Any:
+            return self.client.get_json("/models/usage", {**params, "cursor": cursor} if cursor else params)
+
+        pages = HourlyPages(window, what="fal /models/usage")
+        sent = self.client.requests_sent
+        for body in follow_cursor(fetch, what="fal /models/usage"):
+            page = pages.feed(parse_usage_page(body, context, aliases), requests=self.client.requests_sent - sent)
+            if page is not None:
+                sent = self.client.requests_sent
+                yield page
+        yield pages.finish(requests=self.client.requests_sent - sent)
