@@ -1,0 +1,54 @@
+"""Comparing what the host stored with what the simulator says is true."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from connector_sdk.models import UsageRow, decimal_text
+
+Key = tuple[Any, ...]
+
+
+def truth_rows(items: Iterable[dict[str, Any]]) -> dict[Key, tuple[Decimal, Decimal]]:
+    """natural key -> (quantity, cost) of the simulator's items; a repeated key adds up."""
+    out: dict[Key, tuple[Decimal, Decimal]] = {}
+    for item in items:
+        who = item["auth_method_structured"]
+        key = (
+            item["bucket"],
+            who.get("api_key_id"),
+            None if who.get("api_key_id") else who.get("login_username"),
+            item["endpoint_id"],
+            item["unit"],
+            decimal_text(item["unit_price"]),
+            None if item["percent_discount"] is None else decimal_text(Decimal(item["percent_discount"])),
+        )
+        cost = item.get("cost_total", item.get("cost"))
+        q, c = out.get(key, (Decimal(0), Decimal(0)))
+        out[key] = (q + item["quantity"], c + cost)
+    return out
+
+
+def stored_rows(rows: Iterable[UsageRow]) -> dict[Key, tuple[Decimal, Decimal]]:
+    out: dict[Key, tuple[Decimal, Decimal]] = {}
+    for row in rows:
+        key = (
+            row.period_start,
+            row.api_key_id,
+            row.login_username,
+            row.model,
+            row.unit,
+            decimal_text(row.unit_price),
+            None if row.percent_discount is None else decimal_text(row.percent_discount),
+        )
+        assert key not in out, f"duplicate row for {key}"
+        out[key] = (row.quantity, row.cost)
+    return out
+
+
+def window_bounds(now: datetime, days: int) -> tuple[datetime, datetime]:
+    end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    return end - timedelta(days=days, hours=1), end
