@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import ClassVar
 
+from connector_sdk.errors import SyncCancelled
 from connector_sdk.models import AccountInfo, ConnectorConfig, Manifest, Page, SyncContext, SyncWindow
 
 
@@ -20,10 +22,16 @@ class Connector(ABC):
     id: ClassVar[str]
     config_model: ClassVar[type[ConnectorConfig]]
 
-    def __init__(self, config: ConnectorConfig) -> None:
+    def __init__(self, config: ConnectorConfig, *, cancel: threading.Event | None = None) -> None:
         if not isinstance(config, self.config_model):
             raise TypeError(f"{type(self).__name__} needs a {self.config_model.__name__}")
         self.config = config
+        self.cancel = cancel or threading.Event()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait between retries, but stop at once when the runner is stopping."""
+        if self.cancel.wait(seconds):
+            raise SyncCancelled("stopped on request while waiting to retry")
 
     @classmethod
     @abstractmethod

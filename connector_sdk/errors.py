@@ -65,6 +65,10 @@ class ApiError(ConnectorHostError):
         self.status = status
 
 
+class SyncCancelled(ConnectorHostError):
+    """The runner is stopping (SIGTERM, Ctrl-C); the sync ends where its last committed page left it."""
+
+
 class SyncInProgress(ConnectorHostError):
     """Another process or thread holds this connection's sync lease."""
 

@@ -19,6 +19,7 @@ from connector_sdk.errors import (
     ConfigError,
     ConnectorHostError,
     CredentialError,
+    SyncCancelled,
     SyncInProgress,
     TransientError,
 )
@@ -41,14 +42,17 @@ LEASE_TTL_SECONDS = 600.0
 
 
 def compute_window(watermark: datetime | None, now: datetime, *, backfill_days: int, lookback_hours: int) -> SyncWindow:
-    """The hours a sync asks for: the backfill on first sync, else the lookback before the watermark, up to and
-    including the current (partial) hour, which later syncs read again."""
+    """The hours a sync asks for, up to and including the current (partial) hour.
+
+    The first sync backfills ``backfill_days``. A later one starts at the watermark or ``lookback_hours`` before
+    now, whichever is earlier: the trailing hours the vendor may still revise, and any gap since the last sync.
+    """
     current = floor_hour(now)
     end = current + timedelta(hours=1)
     if watermark is None:
         start = current - timedelta(days=backfill_days)
     else:
-        start = min(floor_hour(watermark) - timedelta(hours=lookback_hours), current)
+        start = min(floor_hour(watermark), current - timedelta(hours=lookback_hours))
     return SyncWindow(start=start, end=end)
 
 
@@ -122,7 +126,7 @@ def run_sync(
             )
             run = store.start_run(name, run_id, window, now=host.now())
             log.info("sync_started", window_start=window.start.isoformat(), window_end=window.end.isoformat())
-            connector = cls(config)
+            connector = cls(config, cancel=cancel)
             context = SyncContext(
                 connector=connection.connector, connection=name, account=connection.account or "", synced_at=host.now()
             )
@@ -148,6 +152,8 @@ def run_sync(
                         f"window's end {window.end.isoformat()}"
                     )
                 outcome = RunOutcome.SUCCEEDED
+        except SyncCancelled as error:
+            outcome, message = RunOutcome.CANCELLED, f"{error}; the next sync resumes from here"
         except CredentialError as error:
             outcome, message = RunOutcome.RECONNECT_REQUIRED, str(error)
         except TransientError as error:
@@ -195,7 +201,9 @@ def _finish(
         host.change_state(name, ConnectionState.RECONNECT_REQUIRED, message)
     elif outcome in (RunOutcome.GAVE_UP, RunOutcome.FAILED):
         host.change_state(name, ConnectionState.ERROR, message)
-    store.set_next_sync(name, next_sync_time(now, interval, jitter))
+    # A stopped sync is due again at once, so the next start resumes it instead of waiting an interval.
+    resume = outcome == RunOutcome.CANCELLED
+    store.set_next_sync(name, now if resume else next_sync_time(now, interval, jitter))
     if run is None:  # failed before the run could be recorded (the credential could not be decrypted, say)
         log.error("sync_not_started", outcome=outcome.value, reason=message)
         return SyncRun(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from functools import cache
 from importlib import resources
@@ -53,8 +54,10 @@ class FalConnector(Connector):
     config_model = FalConfig
     config: FalConfig
 
-    def __init__(self, config: FalConfig, *, retry: RetryPolicy | None = None) -> None:
-        super().__init__(config)
+    def __init__(
+        self, config: FalConfig, *, cancel: threading.Event | None = None, retry: RetryPolicy | None = None
+    ) -> None:
+        super().__init__(config, cancel=cancel)
         self.client = ApiClient(
             config.base_url,
             authorization=lambda: f"Key {config.api_key.get_secret_value()}",
@@ -62,6 +65,7 @@ class FalConnector(Connector):
             retry=retry or RetryPolicy.from_env(),
             read_only_posts=frozenset({ESTIMATE_PATH}),
             auth_error=fal_auth_error,
+            sleep=self.sleep,
         )
 
     def __repr__(self) -> str:
