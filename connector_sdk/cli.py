@@ -38,7 +38,8 @@ EXIT_FOR_OUTCOME = {
     RunOutcome.CANCELLED: 1,
 }
 
-out = Console(highlight=False, soft_wrap=True)
+# Off a terminal Rich would assume 80 columns; tables of timestamps and model ids need more.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -380,8 +381,11 @@ def status(ctx: Ctx, name: str | None, fmt: str) -> None:
         return
     table = Table("connection", "account", "state", "last sync", "last success", "watermark", "next sync", "rows")
     colour = {"connected": "green", "syncing": "cyan", "reconnect_required": "red", "error": "yellow"}
+
+    def stamp(moment: datetime | None) -> str:
+        return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%MZ") if moment else "-"
+
     for s in statuses:
-        stamp = lambda d: iso(d) if d else "-"  # noqa: E731
         table.add_row(
             s.name,
             s.account or "-",
@@ -447,10 +451,11 @@ def report(ctx: Ctx, name: str | None, days: int, fmt: str) -> None:
         )
         return
     title = f"Spend {'of ' + name if name else 'of all connections'}, {iso(since)} to {iso(until)}"
-    table = Table("API key", "active models", "models", "cost", title=title, title_justify="left")
+    table = Table("API key", "active models", "models", title=title, title_justify="left")
+    table.add_column("cost", justify="right")
     for line in lines:
         table.add_row(
-            line.api_key_label, str(len(line.models)), ", ".join(line.models), f"{line.cost:,.2f} {line.currency}"
+            line.api_key_label, str(len(line.models)), "\n".join(line.models), f"{line.cost:,.2f} {line.currency}"
         )
     for currency, total in _totals(lines).items():
         table.add_row("[bold]total[/]", "", "", f"[bold]{Decimal(total):,.2f} {currency}[/]")
