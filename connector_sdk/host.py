@@ -123,13 +123,18 @@ class Host:
         if token is None:
             raise ConfigError(f"connection {name!r} has no credential; `connector-host reconnect {name}`")
         secrets = self.cipher.decrypt(token)
-        for value in secrets.values():
-            logs.secrets.add(value)
+        self._remember(secrets)
         return self.build_config(connection.connector, {**connection.config, **secrets})
 
+    @staticmethod
+    def _remember(secrets: dict[str, str]) -> None:
+        """Teach the log redactor this process's secrets, and their halves: vendors echo ``id:secret`` parts."""
+        for value in secrets.values():
+            for part in {value, *value.split(":")[1:]}:
+                logs.secrets.add(part)
+
     def _checked(self, connector_id: str, config: ConnectorConfig) -> str:
-        for value in config.secret_values().values():
-            logs.secrets.add(value)
+        self._remember(config.secret_values())
         connector = self.plugins.connector(connector_id)(config)
         try:
             return connector.check().account

@@ -235,5 +235,11 @@ class ApiClient:
         return self._scrub(text)[:500]
 
     def _scrub(self, text: str) -> str:
-        secret = self._authorization().split(" ", 1)[-1]
-        return text.replace(secret, "[redacted]") if secret else text
+        credential = self._authorization().split(" ", 1)[-1]
+        if credential:
+            text = text.replace(credential, "[redacted]")
+        # A KEY_ID:KEY_SECRET credential: a vendor may echo the secret half alone (a half under 6 chars is left).
+        secret = credential.partition(":")[2]
+        if len(secret) >= 6:
+            text = text.replace(secret, "[redacted]")
+        return text

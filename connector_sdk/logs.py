@@ -22,12 +22,12 @@ class SecretRegistry:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values: frozenset[str] = frozenset()
+        self._values: tuple[str, ...] = ()  # longest first: a secret containing another goes whole
 
     def add(self, value: str) -> None:
         if len(value) >= 6:  # a very short value would redact ordinary words
             with self._lock:
-                self._values = self._values | {value}
+                self._values = tuple(sorted({*self._values, value}, key=len, reverse=True))
 
     def scrub(self, text: str) -> str:
         for value in self._values:

@@ -122,22 +122,28 @@ def get_plugin_manager(
             if _register(pm, plugin, ep.name, failed) and ep.dist is not None:
                 result.distributions[ep.name] = (ep.dist.name, ep.dist.version)
 
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as error:
-        failed(getattr(error.plugin, "__name__", repr(error.plugin)), error)
-        pm.unregister(error.plugin)
+    while True:  # check_pending stops at the first plugin with an unknown hook; drop each one in turn
+        try:
+            pm.check_pending()
+        except pluggy.PluginValidationError as error:
+            name = pm.get_name(error.plugin) or getattr(error.plugin, "__name__", repr(error.plugin))
+            failed(name, error)
+            pm.unregister(error.plugin)
+        else:
+            break
 
     _collect_connectors(result, failed)
     return result
 
 
 def _register(pm: pluggy.PluginManager, plugin: object, name: str, failed: Any) -> bool:
+    holder = pm.get_plugin(name)
     try:
         pm.register(plugin, name=name)
     except Exception as error:
-        # pluggy registers a plugin before it validates it; undo that so a half-registered plugin never runs.
-        if pm.has_plugin(name):
+        # pluggy registers a plugin before it validates it; undo that so a half-registered plugin never runs,
+        # but never unregister a plugin (this one or another) that held this name before.
+        if holder is None and pm.get_plugin(name) is plugin:
             pm.unregister(name=name)
         failed(name, error)
         return False
@@ -149,7 +155,7 @@ def _collect_connectors(result: Plugins, failed: Any) -> None:
     for impl in pm.hook.connector_sdk_register_connectors.get_hookimpls():
         name = pm.get_name(impl.plugin) or impl.plugin_name
         try:
-            classes = impl.function() or []
+            classes = list(impl.function() or [])  # a generator or tuple must not be consumed by the checks
             for cls in classes:
                 _check_connector_class(cls)
         except Exception as error:
