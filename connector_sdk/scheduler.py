@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 
 import structlog
 
-from connector_sdk.errors import ConnectorHostError
+from connector_sdk.errors import ConnectorHostError, SyncInProgress
 from connector_sdk.host import Host
 from connector_sdk.models import Connection, ConnectionState, SyncRun
 
@@ -47,8 +48,10 @@ class Scheduler:
         self.concurrency = concurrency
         self.jitter = jitter
         self.tick_seconds = tick_seconds
+        self.busy_retry_seconds = 30.0
         self.stop_event = threading.Event()
         self._in_flight: dict[str, Future[SyncRun | None]] = {}
+        self._busy_until: dict[str, float] = {}
 
     def stop(self) -> None:
         """Ask running syncs to stop after their current page and the loop to end."""
@@ -59,7 +62,12 @@ class Scheduler:
             return self.host.sync(
                 name, cancel=self.stop_event, interval_seconds=self.interval_seconds, jitter=self.jitter
             )
-        except ConnectorHostError as error:  # skipped: leased elsewhere, disconnected meanwhile, ...
+        except SyncInProgress as error:
+            # Another process syncs it; ask again later rather than every tick.
+            self._busy_until[name] = time.monotonic() + self.busy_retry_seconds
+            log.info("sync_skipped", connection=name, reason=str(error))
+            return None
+        except ConnectorHostError as error:  # skipped: disconnected meanwhile, ...
             log.info("sync_skipped", connection=name, reason=str(error))
             return None
         except Exception:
@@ -71,7 +79,10 @@ class Scheduler:
         for name, future in list(self._in_flight.items()):
             if future.done():
                 del self._in_flight[name]
+        clock = time.monotonic()
         for connection in self.host.store.list_connections():
+            if self._busy_until.get(connection.name, 0.0) > clock:
+                continue
             if connection.name not in self._in_flight and is_due(connection, now):
                 self._in_flight[connection.name] = pool.submit(self._sync, connection.name)
 

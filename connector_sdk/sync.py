@@ -110,7 +110,14 @@ def run_sync(
     run_id = uuid.uuid4().hex[:16]
     owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{run_id}"
     if not store.acquire_lease(name, owner, now=host.now(), ttl_seconds=LEASE_TTL_SECONDS):
-        raise SyncInProgress(name, store.lease_holder(name, now=host.now()))
+        holder = store.lease_holder(name, now=host.now())
+        if holder is None or not holder_is_dead(holder):
+            raise SyncInProgress(name, holder)
+        log.warning("lease_taken_over", connection=name, dead_holder=holder)
+        store.release_lease(name, holder)
+        if not store.acquire_lease(name, owner, now=host.now(), ttl_seconds=LEASE_TTL_SECONDS):
+            raise SyncInProgress(name, store.lease_holder(name, now=host.now()))
+    _close_interrupted_runs(host, name)
 
     outcome, message, rows_total = RunOutcome.FAILED, None, 0
     run: SyncRun | None = None
@@ -170,6 +177,34 @@ def run_sync(
             finished = _finish(host, name, run, outcome, message, rows_total, interval, jitter)
             store.release_lease(name, owner)
     return finished
+
+
+def holder_is_dead(holder: str) -> bool:
+    """A lease held by a process of this machine that no longer exists (killed, crashed) can be taken over
+    at once; a holder elsewhere is only presumed dead when its lease expires."""
+    hostname, _, rest = holder.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    if hostname != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _close_interrupted_runs(host: Host, name: str) -> None:
+    """Runs still marked running while we hold the lease died with their process; say so in their record."""
+    for run in host.store.list_runs(name, limit=10):
+        if run.outcome == RunOutcome.RUNNING:
+            host.store.finish_run(
+                run.run_id,
+                RunOutcome.FAILED,
+                "interrupted: the process running this sync stopped without finishing; the next sync resumed",
+                now=host.now(),
+            )
 
 
 def _check_page(page: Page, expected: datetime, window: SyncWindow) -> None:
