@@ -72,6 +72,8 @@ class SyncCancelled(ConnectorHostError):
 class SyncInProgress(ConnectorHostError):
     """Another process or thread holds this connection's sync lease."""
 
+    exit_code = 5
+
     def __init__(self, name: str, holder: str | None) -> None:
         who = f" ({holder})" if holder else ""
         super().__init__(f"connection {name!r} is already being synced by another worker{who}; skipped")
