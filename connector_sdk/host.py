@@ -228,9 +228,12 @@ class Host:
         return since, until, self.store.report(name, since=since, until=until)
 
     def sync(self, name: str, **kwargs: Any) -> SyncRun:
+        """Sync one connection now (see :func:`connector_sdk.sync.run_sync`)."""
         from connector_sdk.sync import run_sync
 
-        return run_sync(self, name, **kwargs)
+        run = run_sync(self, name, **kwargs)
+        assert run is not None, "only a due-only sync can be skipped"
+        return run
 
 
 __all__ = ["CredentialError", "Host", "default_home"]

@@ -12,6 +12,7 @@ import structlog
 from connector_sdk.errors import ConnectorHostError, SyncInProgress
 from connector_sdk.host import Host
 from connector_sdk.models import Connection, ConnectionState, SyncRun
+from connector_sdk.sync import run_sync
 
 log = structlog.get_logger()
 
@@ -59,8 +60,13 @@ class Scheduler:
 
     def _sync(self, name: str) -> SyncRun | None:
         try:
-            return self.host.sync(
-                name, cancel=self.stop_event, interval_seconds=self.interval_seconds, jitter=self.jitter
+            return run_sync(
+                self.host,
+                name,
+                cancel=self.stop_event,
+                interval_seconds=self.interval_seconds,
+                jitter=self.jitter,
+                only_if_due=True,
             )
         except SyncInProgress as error:
             # Another process syncs it; ask again later rather than every tick.

@@ -86,8 +86,12 @@ def run_sync(
     progress: ProgressCallback | None = None,
     interval_seconds: float | None = None,
     jitter: float = 0.1,
-) -> SyncRun:
+    only_if_due: bool = False,
+) -> SyncRun | None:
     """Sync one connection now and return the finished run.
+
+    With ``only_if_due`` (the scheduler's way) it returns ``None`` without syncing when, once the lease is held,
+    the connection turns out not to be due any more: another runner synced it since the caller looked.
 
     Failures are recorded, not raised: the run's outcome says what happened and the connection's state follows it
     (``reconnect_required`` on a refused credential, ``error`` otherwise). Raises only before a run starts:
@@ -117,6 +121,12 @@ def run_sync(
         store.release_lease(name, holder)
         if not store.acquire_lease(name, owner, now=host.now(), ttl_seconds=LEASE_TTL_SECONDS):
             raise SyncInProgress(name, store.lease_holder(name, now=host.now()))
+    if only_if_due:
+        current = store.get_connection(name)
+        due = current.next_sync_at is None or current.next_sync_at <= host.now()
+        if not due or current.state not in (ConnectionState.CONNECTED, ConnectionState.ERROR):
+            store.release_lease(name, owner)
+            return None
     _close_interrupted_runs(host, name)
 
     outcome, message, rows_total = RunOutcome.FAILED, None, 0
