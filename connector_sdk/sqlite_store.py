@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -90,7 +91,7 @@ class SQLiteStore(Store):
         if db is None:
             try:
                 db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-                db.execute("PRAGMA journal_mode=WAL")
+                self._enable_wal(db)
             except sqlite3.DatabaseError as error:
                 raise StoreError(f"cannot open the store at {self.path}: {error}") from None
             db.execute("PRAGMA synchronous=NORMAL")
@@ -101,6 +102,25 @@ class SQLiteStore(Store):
             with self._lock:
                 self._all.append(db)
         return db
+
+    @staticmethod
+    def _enable_wal(db: sqlite3.Connection) -> None:
+        # Switching a new file to WAL can fail at once with "database is locked" while another connection opens it
+        # too: SQLite does not call the busy handler there. Retry for as long as the busy timeout would wait.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    @staticmethod
+    def _require(db: sqlite3.Connection, name: str) -> None:
+        if db.execute("SELECT 1 FROM connections WHERE name = ?", (name,)).fetchone() is None:
+            raise UnknownConnection(name)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -233,6 +253,7 @@ class SQLiteStore(Store):
         return StatusChange(connection=name, at=now, old=old, new=state, reason=reason)
 
     def status_history(self, name: str) -> list[StatusChange]:
+        self._require(self._db(), name)
         rows = (
             self._db()
             .execute("SELECT at, old, new, reason FROM status_history WHERE connection = ? ORDER BY id", (name,))
@@ -251,7 +272,8 @@ class SQLiteStore(Store):
 
     def set_next_sync(self, name: str, at: datetime | None) -> None:
         with self._write() as db:
-            db.execute("UPDATE connections SET next_sync_at = ? WHERE name = ?", (_ts(at), name))
+            if db.execute("UPDATE connections SET next_sync_at = ? WHERE name = ?", (_ts(at), name)).rowcount == 0:
+                raise UnknownConnection(name)
 
     # -- single flight -------------------------------------------------------------------------------------
     def acquire_lease(self, name: str, owner: str, *, now: datetime, ttl_seconds: float) -> bool:
@@ -272,22 +294,31 @@ class SQLiteStore(Store):
                 "UPDATE connections SET lease_expires_at = ? WHERE name = ? AND lease_owner = ?",
                 (_ts(now + timedelta(seconds=ttl_seconds)), name, owner),
             )
+            if cursor.rowcount == 0:
+                self._require(db, name)
             return cursor.rowcount == 1
 
     def release_lease(self, name: str, owner: str) -> None:
         with self._write() as db:
-            db.execute(
+            cursor = db.execute(
                 "UPDATE connections SET lease_owner = NULL, lease_expires_at = NULL WHERE name = ? AND lease_owner = ?",
                 (name, owner),
             )
+            if cursor.rowcount == 0:
+                self._require(db, name)
 
     def lease_holder(self, name: str, *, now: datetime) -> str | None:
         row = (
             self._db()
-            .execute("SELECT lease_owner FROM connections WHERE name = ? AND lease_expires_at > ?", (name, _ts(now)))
+            .execute(
+                "SELECT CASE WHEN lease_expires_at > ? THEN lease_owner END FROM connections WHERE name = ?",
+                (_ts(now), name),
+            )
             .fetchone()
         )
-        return row[0] if row else None
+        if row is None:
+            raise UnknownConnection(name)
+        return row[0]
 
     # -- runs ----------------------------------------------------------------------------------------------
     @staticmethod
@@ -333,6 +364,7 @@ class SQLiteStore(Store):
         placeholders = ", ".join("?" * len(ROW_FIELDS))
         updates = ", ".join(f"{f} = excluded.{f}" for f in ROW_FIELDS if f != "row_id")
         with self._write() as db:
+            self._require(db, name)
             db.execute(
                 "DELETE FROM usage_rows WHERE connection = ? AND period_start >= ? AND period_start < ?",
                 (name, _ts(page.covers_from), _ts(page.complete_through)),
@@ -366,6 +398,7 @@ class SQLiteStore(Store):
         return self._get_run(run_id)
 
     def list_runs(self, name: str, *, limit: int = 20) -> list[SyncRun]:
+        self._require(self._db(), name)
         rows = (
             self._db()
             .execute(
@@ -399,6 +432,8 @@ class SQLiteStore(Store):
         # A connection of its own, so a long export never holds a read transaction open on the shared one.
         db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
         try:
+            if name is not None:
+                self._require(db, name)
             cursor = db.execute(
                 f"SELECT {', '.join(ROW_FIELDS)} FROM usage_rows{where} ORDER BY period_start, row_id", params
             )
@@ -418,10 +453,14 @@ class SQLiteStore(Store):
 
     def count_rows(self, name: str | None = None) -> int:
         where, params = self._where(name, None, None)
+        if name is not None:
+            self._require(self._db(), name)
         return int(self._db().execute(f"SELECT COUNT(*) FROM usage_rows{where}", params).fetchone()[0])
 
     def report(self, name: str | None, *, since: datetime, until: datetime) -> list[ReportLine]:
         where, params = self._where(name, since, until)
+        if name is not None:
+            self._require(self._db(), name)
         rows = (
             self._db()
             .execute(
@@ -445,4 +484,5 @@ class SQLiteStore(Store):
 
     def delete_rows(self, name: str) -> int:
         with self._write() as db:
+            self._require(db, name)
             return db.execute("DELETE FROM usage_rows WHERE connection = ?", (name,)).rowcount

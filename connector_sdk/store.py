@@ -83,9 +83,9 @@ class Store(ABC):
 
     @abstractmethod
     def set_state(self, name: str, state: ConnectionState, reason: str | None, *, now: datetime) -> StatusChange | None:
-        """Set the stored state. Returns the change, or ``None`` when state and reason were already so.
+        """Set the stored state. Returns the change of state, or ``None`` when the state stays the same.
 
-        A change of state is recorded in the status history; a new reason for the same state only updates it.
+        A change of state is recorded in the status history; a new reason alone is stored without a history entry.
         """
 
     @abstractmethod

@@ -52,9 +52,7 @@ def validator(spec: dict[str, Any], path: str, method: str, status: int) -> Draf
     """A validator for one operation's response body, resolving references against the whole document."""
     escaped = path.replace("~", "~0").replace("/", "~1")
     pointer = f"#/paths/{escaped}/{method}/responses/{status}/content/application~1json/schema"
-    registry = Registry().with_resource(
-        SPEC_URI, Resource.from_contents(spec, default_specification=DRAFT202012)
-    )
+    registry = Registry().with_resource(SPEC_URI, Resource.from_contents(spec, default_specification=DRAFT202012))
     return Draft202012Validator({"$ref": SPEC_URI + pointer}, registry=registry)
 
 
@@ -146,9 +144,9 @@ def test_usage_without_summary_or_auth_expansions_matches_the_spec_and_omits_the
 
 
 def test_usage_items_carry_only_fields_the_spec_declares(sim, admin, spec):
-    item_schema = spec["paths"]["/models/usage"]["get"]["responses"]["200"]["content"]["application/json"][
-        "schema"
-    ]["properties"]["time_series"]["items"]["properties"]["results"]["items"]
+    item_schema = spec["paths"]["/models/usage"]["get"]["responses"]["200"]["content"]["application/json"]["schema"][
+        "properties"
+    ]["time_series"]["items"]["properties"]["results"]["items"]
     structured = set(item_schema["properties"]["auth_method_structured"]["properties"])
 
     items = flatten(walk(sim, admin))
@@ -175,9 +173,7 @@ def test_keys_with_creator_info_match_the_spec(sim, admin, spec):
     assert_valid(spec, response, "/keys")
     body = response.json()
     assert [key["alias"] for key in body["keys"]] == ["Production Key", "Staging Key", "Key 3"]
-    assert all(
-        key["scope"] == "API" and key["creator_email"] and key["creator_nickname"] for key in body["keys"]
-    )
+    assert all(key["scope"] == "API" and key["creator_email"] and key["creator_nickname"] for key in body["keys"])
     assert body["next_cursor"] is None and body["has_more"] is False
 
 
@@ -277,9 +273,7 @@ def test_estimate_rejects_bodies_the_spec_does_not_allow(sim, admin, spec, body)
 
 
 def test_estimate_of_an_unknown_endpoint_is_not_found(sim, admin):
-    response = estimate(
-        sim, admin, {"estimate_type": "unit_price", "endpoints": {"nope/x": {"unit_quantity": 1}}}
-    )
+    response = estimate(sim, admin, {"estimate_type": "unit_price", "endpoints": {"nope/x": {"unit_quantity": 1}}})
 
     assert response.status_code == 404
 
@@ -287,9 +281,7 @@ def test_estimate_of_an_unknown_endpoint_is_not_found(sim, admin):
 # Errors: the envelope, statuses and messages fal documents.
 
 
-@pytest.mark.parametrize(
-    "authorization", [None, "", "Bearer abc", "Key nocolon", "Key 0123456789abcdef:wrong"]
-)
+@pytest.mark.parametrize("authorization", [None, "", "Bearer abc", "Key nocolon", "Key 0123456789abcdef:wrong"])
 def test_bad_credentials_get_401_with_the_documented_message(sim, admin, spec, authorization):
     headers = {} if authorization is None else {"Authorization": authorization}
     response = requests.get(sim.base_url + "/models/usage", headers=headers, timeout=TIMEOUT)
@@ -372,9 +364,7 @@ def test_pricing_needs_an_endpoint_id(sim, admin, spec):
 def test_unknown_paths_get_404_and_wrong_methods_405_in_the_envelope(sim, admin):
     missing = call(sim, admin, "/models/usage-v2")
     outside = requests.get(sim.base_url.removesuffix("/v1") + "/keys", timeout=TIMEOUT)
-    wrong = requests.delete(
-        sim.base_url + "/models/usage", headers={"Authorization": f"Key {admin}"}, timeout=TIMEOUT
-    )
+    wrong = requests.delete(sim.base_url + "/models/usage", headers={"Authorization": f"Key {admin}"}, timeout=TIMEOUT)
 
     assert missing.status_code == outside.status_code == 404
     assert missing.json()["error"]["type"] == "not_found"
@@ -423,9 +413,7 @@ def test_truth_is_exact_and_every_item_adds_up(sim, admin):
 
     assert items
     for item in items:
-        money = [
-            item[name] for name in ("quantity", "unit_price", "cost_subtotal", "cost_discount", "cost_total")
-        ]
+        money = [item[name] for name in ("quantity", "unit_price", "cost_subtotal", "cost_discount", "cost_total")]
         assert all(isinstance(value, Decimal) for value in money)
         assert item["cost_subtotal"] == item["quantity"] * item["unit_price"]
         assert item["cost_total"] == item["cost_subtotal"] - item["cost_discount"]
@@ -485,8 +473,7 @@ def test_web_ui_traffic_has_no_api_key_id(sim, admin):
     assert all(item["auth_method"] == "User token" for item in tokens)
     assert {item["auth_method_structured"]["login_username"] for item in logins} <= {"alice", "bob"}
     assert all(
-        item["auth_method_structured"]["detail"] == item["auth_method_structured"]["login_username"]
-        for item in logins
+        item["auth_method_structured"]["detail"] == item["auth_method_structured"]["login_username"] for item in logins
     )
 
 
@@ -565,9 +552,7 @@ def test_without_bound_to_timeframe_the_window_cuts_inside_hours(sim, admin):
     hour = datetime(2025, 1, 15, 10, tzinfo=UTC)
     start, end = hour + timedelta(minutes=30), hour + timedelta(hours=2, minutes=15)
 
-    served = flatten(
-        walk(sim, admin, start=start.isoformat(), end=end.isoformat(), bound_to_timeframe="false")
-    )
+    served = flatten(walk(sim, admin, start=start.isoformat(), end=end.isoformat(), bound_to_timeframe="false"))
 
     around = sim.truth("acme-team", hour, hour + 3 * HOUR)
     inside = sim.truth("acme-team", hour + HOUR, hour + 2 * HOUR)
@@ -624,9 +609,7 @@ def test_summary_totals_equal_the_time_series(sim, admin):
 
 
 def test_filters_narrow_usage_by_endpoint_and_key(sim, admin):
-    production = next(
-        key for key in call(sim, admin, "/keys").json()["keys"] if key["alias"] == "Production Key"
-    )
+    production = next(key for key in call(sim, admin, "/keys").json()["keys"] if key["alias"] == "Production Key")
 
     by_endpoint = flatten(walk(sim, admin, endpoint_id="fal-ai/flux/dev"))
     by_key = flatten(walk(sim, admin, api_key_id=[production["key_id"], "someone-else"]))
@@ -742,9 +725,7 @@ def test_a_reset_breaks_the_connection_mid_body(sim, admin):
 
 
 def test_a_respond_fault_can_send_a_raw_body(sim, admin):
-    sim.inject(
-        Fault("/keys", status=502, body=b"<html>bad gateway</html>", headers={"Content-Type": "text/html"})
-    )
+    sim.inject(Fault("/keys", status=502, body=b"<html>bad gateway</html>", headers={"Content-Type": "text/html"}))
 
     response = call(sim, admin, "/keys")
 

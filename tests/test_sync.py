@@ -283,5 +283,5 @@ def test_disconnect_deletes_the_credential_and_keeps_rows_unless_purged(host: Ho
     with pytest.raises(ConfigError, match="disconnected"):
         host.sync(name)
     host.disconnect(name, purge=True)
-    assert host.store.count_rows(name) == 0
+    assert host.store.count_rows() == 0
     assert host.store.list_connections() == []

@@ -55,8 +55,7 @@ API_PREFIX = "/v1"
 CURRENCY = "USD"
 INVALID_KEY_MESSAGE = "Invalid API key or malformed Authorization header"
 ADMIN_REQUIRED_MESSAGE = (
-    "This endpoint requires an Admin API key; the key sent has API scope. "
-    "Create an Admin-scoped key to use it."
+    "This endpoint requires an Admin API key; the key sent has API scope. Create an Admin-scoped key to use it."
 )
 
 _HOUR = 3600
@@ -363,9 +362,7 @@ def _filter_values(query: dict[str, list[str]], name: str) -> list[str] | None:
     return values
 
 
-def _expansions(
-    query: dict[str, list[str]], allowed: frozenset[str], default: Sequence[str] = ()
-) -> set[str]:
+def _expansions(query: dict[str, list[str]], allowed: frozenset[str], default: Sequence[str] = ()) -> set[str]:
     values = _many(query, "expand")
     if values is None:
         return set(default)
@@ -541,9 +538,7 @@ class _Account:
                 source.models = tuple(sorted(source.models))
         for source in sources:
             source.am_json = f',"auth_method":{json.dumps(source.label)}'
-            source.ams_json = (
-                f',"auth_method_structured":{json.dumps(source.structured(), separators=(",", ":"))}'
-            )
+            source.ams_json = f',"auth_method_structured":{json.dumps(source.structured(), separators=(",", ":"))}'
         self.sources = sources
 
     def _new_key(self, scope: str, alias: str, created_at: datetime) -> _Key:
@@ -770,9 +765,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         real = answer()
         if fault.action == "truncate":
-            cut = real._replace(
-                body=real.body[: len(real.body) // 2], headers={**real.headers, **fault.headers}
-            )
+            cut = real._replace(body=real.body[: len(real.body) // 2], headers={**real.headers, **fault.headers})
             self._send(cut, entry)
             return
         entry["status"] = real.status
@@ -838,9 +831,7 @@ class FalSimulator:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._request_ids = itertools.count(1)
-        self._routes: dict[
-            str, dict[str, tuple[Callable[[_Key, dict[str, list[str]], bytes], bytes], bool]]
-        ] = {
+        self._routes: dict[str, dict[str, tuple[Callable[[_Key, dict[str, list[str]], bytes], bytes], bool]]] = {
             "/models/usage": {"GET": (self._get_usage, True)},
             "/keys": {"GET": (self._get_keys, True)},
             "/account/billing": {"GET": (self._get_billing, True)},
@@ -994,9 +985,7 @@ class FalSimulator:
                 break
             bucket = datetime.fromtimestamp(hour, UTC)
             out.extend(
-                account.as_dict(item, bucket)
-                for item in account.hour_items(hour)
-                if hour + item.offset < now_ts
+                account.as_dict(item, bucket) for item in account.hour_items(hour) if hour + item.offset < now_ts
             )
         return out
 
@@ -1046,9 +1035,7 @@ class FalSimulator:
                 return fault
         return None
 
-    def _error(
-        self, status: int, kind: str, message: str, headers: dict[str, str] | None = None
-    ) -> _Response:
+    def _error(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> _Response:
         error = {"type": kind, "message": message, "request_id": f"sim-{next(self._request_ids):08d}"}
         body = json.dumps({"error": error}).encode()
         return _Response(status, body, {"Content-Type": _JSON, **(headers or {})})
@@ -1065,9 +1052,7 @@ class FalSimulator:
             operation = operations.get(method)
             if operation is None:
                 allowed = ", ".join(sorted(operations))
-                raise _ApiError(
-                    405, "validation_error", f"Method {method} not allowed on {path}", {"Allow": allowed}
-                )
+                raise _ApiError(405, "validation_error", f"Method {method} not allowed on {path}", {"Allow": allowed})
             handler, admin_only = operation
             key = self._authenticate(authorization, admin_only)
             return _Response(200, handler(key, query, body), {"Content-Type": _JSON})
@@ -1080,11 +1065,7 @@ class FalSimulator:
         scheme, _, credentials = (authorization or "").strip().partition(" ")
         key_id, _, secret = credentials.strip().partition(":")
         record = self._keys.get(key_id) if scheme.lower() == "key" else None
-        if (
-            record is None
-            or record.revoked
-            or not hmac.compare_digest(record.secret.encode(), secret.encode())
-        ):
+        if record is None or record.revoked or not hmac.compare_digest(record.secret.encode(), secret.encode()):
             raise _ApiError(401, "authorization_error", INVALID_KEY_MESSAGE)
         if admin_only and record.scope != "ADMIN":
             raise _ApiError(403, "authorization_error", ADMIN_REQUIRED_MESSAGE)
@@ -1094,9 +1075,7 @@ class FalSimulator:
         now_ts = self._now.timestamp()
         zone = _one(query, "timezone")
         if zone is not None and zone.upper() not in ("UTC", "ETC/UTC"):
-            raise _ApiError(
-                400, "validation_error", f"Unsupported timezone {zone!r}: this simulator serves UTC only"
-            )
+            raise _ApiError(400, "validation_error", f"Unsupported timezone {zone!r}: this simulator serves UTC only")
         start_text, end_text = _one(query, "start"), _one(query, "end")
         start = now_ts - _DAY if start_text is None else _instant(start_text, "start")
         end = now_ts if end_text is None else _instant(end_text, "end")
@@ -1147,9 +1126,7 @@ class FalSimulator:
             )
         models = None
         if uq.endpoints is not None:
-            models = frozenset(
-                index for index, model in enumerate(account.models) if model.endpoint_id in uq.endpoints
-            )
+            models = frozenset(index for index, model in enumerate(account.models) if model.endpoint_id in uq.endpoints)
         first = max(self._first_hour(now_ts), _floor(uq.start, "hour"))
         stop = min(_floor(now_ts, "hour") + _HOUR, _ceil(uq.end, "hour"))
         until = min(uq.end, now_ts)
@@ -1164,15 +1141,12 @@ class FalSimulator:
                 items = [
                     item
                     for item in items
-                    if (sources is None or item.source in sources)
-                    and (models is None or item.model in models)
+                    if (sources is None or item.source in sources) and (models is None or item.model in models)
                 ]
             if items:
                 yield hour, items
 
-    def _buckets(
-        self, account: _Account, uq: _UsageQuery, now_ts: float
-    ) -> Iterator[tuple[int, Sequence[_Item]]]:
+    def _buckets(self, account: _Account, uq: _UsageQuery, now_ts: float) -> Iterator[tuple[int, Sequence[_Item]]]:
         by_source = uq.auth_label or uq.auth_structured
         hours = self._visible_hours(account, uq, now_ts)
         if uq.timeframe == "hour":
@@ -1256,9 +1230,7 @@ class FalSimulator:
     def _get_pricing(self, key: _Key, query: dict[str, list[str]], body: bytes) -> bytes:
         wanted = _filter_values(query, "endpoint_id")
         if wanted is None:
-            raise _ApiError(
-                400, "validation_error", "Parameter 'endpoint_id' is required (1-50 endpoint ids)"
-            )
+            raise _ApiError(400, "validation_error", "Parameter 'endpoint_id' is required (1-50 endpoint ids)")
         unknown = [endpoint for endpoint in wanted if endpoint not in _PRICES]
         if unknown:
             raise _ApiError(404, "not_found", f"No pricing found for endpoint(s): {', '.join(unknown)}")
@@ -1278,14 +1250,10 @@ class FalSimulator:
             raise _ApiError(400, "validation_error", "Request body must be a JSON object")
         kind = request.get("estimate_type")
         if kind not in ("unit_price", "historical_api_price"):
-            raise _ApiError(
-                400, "validation_error", "'estimate_type' must be 'unit_price' or 'historical_api_price'"
-            )
+            raise _ApiError(400, "validation_error", "'estimate_type' must be 'unit_price' or 'historical_api_price'")
         endpoints = request.get("endpoints")
         if not isinstance(endpoints, dict):
-            raise _ApiError(
-                400, "validation_error", "'endpoints' must be an object of endpoint id -> quantities"
-            )
+            raise _ApiError(400, "validation_error", "'endpoints' must be an object of endpoint id -> quantities")
         name = "unit_quantity" if kind == "unit_price" else "call_quantity"
         total = _ZERO
         for endpoint, spec in endpoints.items():
@@ -1294,13 +1262,9 @@ class FalSimulator:
                 raise _ApiError(400, "validation_error", f"endpoints[{endpoint!r}].{name} must be a number")
             quantity = Decimal(value)
             if kind == "unit_price" and quantity < Decimal("0.000001"):
-                raise _ApiError(
-                    400, "validation_error", f"endpoints[{endpoint!r}].{name} must be >= 0.000001"
-                )
+                raise _ApiError(400, "validation_error", f"endpoints[{endpoint!r}].{name} must be >= 0.000001")
             if kind == "historical_api_price" and (quantity < 1 or quantity != quantity.to_integral_value()):
-                raise _ApiError(
-                    400, "validation_error", f"endpoints[{endpoint!r}].{name} must be an integer >= 1"
-                )
+                raise _ApiError(400, "validation_error", f"endpoints[{endpoint!r}].{name} must be an integer >= 1")
             if endpoint not in _PRICES:
                 raise _ApiError(404, "not_found", f"No pricing found for endpoint {endpoint}")
             unit, price = _PRICES[endpoint]

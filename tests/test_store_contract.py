@@ -1,0 +1,549 @@
+"""The store contract, run against every backend: SQLite and PostgreSQL must be indistinguishable through it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector_sdk.errors import ConfigError, StoreError, UnknownConnection
+from connector_sdk.migrations import LATEST_VERSION
+from connector_sdk.models import ConnectionState, RunOutcome, SyncWindow, UsageRow
+from connector_sdk.store import Store, open_store
+from tests.store_fixtures import hour, page, set_schema_version, usage_row
+from tests.store_fixtures import store_fixture as store_fixture
+from tests.store_fixtures import store_url_fixture as store_url_fixture
+
+SECOND = timedelta(seconds=1)
+WINDOW = SyncWindow(start=hour(0), end=hour(24))
+
+
+def add(store: Store, name: str = "acme", **overrides: Any) -> None:
+    values: dict[str, Any] = {
+        "connector": "fal",
+        "config": {"backfill_days": 3, "base_url": "https://api.fal.ai"},
+        "credential": b"sealed-key",
+        "account": "acme-ai",
+        "now": hour(0),
+    }
+    store.add_connection(name=name, **(values | overrides))
+
+
+def commit(store: Store, rows: list[UsageRow], start: int, end: int, *, name: str = "acme", run: str = "run-1") -> None:
+    store.commit_page(name, run, page(rows, start, end), watermark=hour(end))
+
+
+def stored(store: Store, name: str | None = "acme") -> list[UsageRow]:
+    return list(store.iter_rows(name))
+
+
+def by_position(rows: list[UsageRow]) -> list[UsageRow]:
+    return sorted(rows, key=lambda row: (row.period_start, row.row_id))
+
+
+# -- connections -----------------------------------------------------------------------------------------------
+def test_a_new_connection_is_connected_and_due_at_once(store: Store) -> None:
+    add(store)
+    connection = store.get_connection("acme")
+    assert connection.connector == "fal"
+    assert connection.config == {"backfill_days": 3, "base_url": "https://api.fal.ai"}
+    assert connection.state == ConnectionState.CONNECTED
+    assert connection.reason is None
+    assert connection.account == "acme-ai"
+    assert connection.created_at == connection.next_sync_at == hour(0)
+    assert connection.watermark is connection.last_sync_at is connection.last_success_at is None
+    assert store.status_history("acme")[0].new == ConnectionState.CONNECTED
+
+
+def test_timestamps_come_back_as_aware_utc(store: Store) -> None:
+    add(store)
+    assert store.get_connection("acme").created_at.utcoffset() == timedelta(0)
+
+
+def test_connections_are_listed_by_name(store: Store) -> None:
+    for name in ("zeta", "Alpha", "beta"):
+        add(store, name)
+    assert [c.name for c in store.list_connections()] == ["Alpha", "beta", "zeta"]
+
+
+def test_a_taken_name_is_refused_and_nothing_changes(store: Store) -> None:
+    add(store)
+    before = store.get_connection("acme")
+    with pytest.raises(ConfigError, match="already exists"):
+        add(store, connector="other", credential=b"other-key", now=hour(5))
+    assert store.get_connection("acme") == before
+    assert store.get_credential("acme") == b"sealed-key"
+    assert len(store.status_history("acme")) == 1
+    assert len(store.list_connections()) == 1
+
+
+UNKNOWN_NAME_CALLS: dict[str, Callable[[Store], object]] = {
+    "get_connection": lambda s: s.get_connection("nope"),
+    "get_credential": lambda s: s.get_credential("nope"),
+    "set_credential": lambda s: s.set_credential("nope", b"x"),
+    "delete_connection": lambda s: s.delete_connection("nope"),
+    "set_state": lambda s: s.set_state("nope", ConnectionState.ERROR, "x", now=hour(1)),
+    "status_history": lambda s: s.status_history("nope"),
+    "set_next_sync": lambda s: s.set_next_sync("nope", hour(1)),
+    "acquire_lease": lambda s: s.acquire_lease("nope", "w1", now=hour(1), ttl_seconds=60),
+    "renew_lease": lambda s: s.renew_lease("nope", "w1", now=hour(1), ttl_seconds=60),
+    "release_lease": lambda s: s.release_lease("nope", "w1"),
+    "lease_holder": lambda s: s.lease_holder("nope", now=hour(1)),
+    "start_run": lambda s: s.start_run("nope", "run-1", WINDOW, now=hour(1)),
+    "commit_page": lambda s: s.commit_page("nope", "run-1", page([], 0, 1), watermark=hour(1)),
+    "list_runs": lambda s: s.list_runs("nope"),
+    "iter_rows": lambda s: list(s.iter_rows("nope")),
+    "count_rows": lambda s: s.count_rows("nope"),
+    "report": lambda s: s.report("nope", since=hour(0), until=hour(1)),
+    "delete_rows": lambda s: s.delete_rows("nope"),
+}
+
+
+@pytest.mark.parametrize("call", UNKNOWN_NAME_CALLS.values(), ids=UNKNOWN_NAME_CALLS.keys())
+def test_every_method_refuses_an_unknown_connection(store: Store, call: Callable[[Store], object]) -> None:
+    add(store)
+    with pytest.raises(UnknownConnection):
+        call(store)
+    assert [c.name for c in store.list_connections()] == ["acme"]
+
+
+# -- credentials -----------------------------------------------------------------------------------------------
+def test_credentials_round_trip_as_exact_bytes(store: Store) -> None:
+    every_byte = bytes(range(256))
+    add(store, credential=every_byte)
+    assert store.get_credential("acme") == every_byte
+
+
+def test_a_credential_is_replaced_with_the_account_if_given(store: Store) -> None:
+    add(store)
+    store.set_credential("acme", b"new-key")
+    assert store.get_credential("acme") == b"new-key"
+    assert store.get_connection("acme").account == "acme-ai"
+    store.set_credential("acme", b"newer-key", account="acme-labs")
+    assert store.get_credential("acme") == b"newer-key"
+    assert store.get_connection("acme").account == "acme-labs"
+
+
+def test_a_credential_set_to_none_is_deleted(store: Store) -> None:
+    add(store)
+    store.set_credential("acme", None)
+    assert store.get_credential("acme") is None
+
+
+def test_next_sync_is_set_and_cleared(store: Store) -> None:
+    add(store)
+    store.set_next_sync("acme", hour(3))
+    assert store.get_connection("acme").next_sync_at == hour(3)
+    store.set_next_sync("acme", None)
+    assert store.get_connection("acme").next_sync_at is None
+
+
+# -- state -----------------------------------------------------------------------------------------------------
+def test_set_state_returns_the_change_once(store: Store) -> None:
+    add(store)
+    change = store.set_state("acme", ConnectionState.ERROR, "timed out", now=hour(1))
+    assert change is not None
+    assert (change.connection, change.at, change.old, change.new, change.reason) == (
+        "acme",
+        hour(1),
+        ConnectionState.CONNECTED,
+        ConnectionState.ERROR,
+        "timed out",
+    )
+    assert store.set_state("acme", ConnectionState.ERROR, "timed out", now=hour(2)) is None
+    connection = store.get_connection("acme")
+    assert (connection.state, connection.reason) == (ConnectionState.ERROR, "timed out")
+
+
+def test_status_history_records_each_transition_in_order(store: Store) -> None:
+    add(store)
+    store.set_state("acme", ConnectionState.SYNCING, None, now=hour(1))
+    store.set_state("acme", ConnectionState.RECONNECT_REQUIRED, "key revoked", now=hour(2))
+    history = store.status_history("acme")
+    assert [(h.at, h.old, h.new, h.reason) for h in history] == [
+        (hour(0), None, ConnectionState.CONNECTED, None),
+        (hour(1), ConnectionState.CONNECTED, ConnectionState.SYNCING, None),
+        (hour(2), ConnectionState.SYNCING, ConnectionState.RECONNECT_REQUIRED, "key revoked"),
+    ]
+    assert {h.connection for h in history} == {"acme"}
+
+
+def test_a_new_reason_for_the_same_state_updates_only_the_reason(store: Store) -> None:
+    add(store)
+    store.set_state("acme", ConnectionState.ERROR, "timed out", now=hour(1))
+    assert store.set_state("acme", ConnectionState.ERROR, "rate limited", now=hour(2)) is None
+    assert store.get_connection("acme").reason == "rate limited"
+    assert len(store.status_history("acme")) == 2
+
+
+# -- leases ----------------------------------------------------------------------------------------------------
+def test_a_lease_is_exclusive_while_it_lasts(store: Store) -> None:
+    add(store)
+    assert store.acquire_lease("acme", "w1", now=hour(0), ttl_seconds=60)
+    assert not store.acquire_lease("acme", "w2", now=hour(0) + 59 * SECOND, ttl_seconds=60)
+    assert store.lease_holder("acme", now=hour(0) + 59 * SECOND) == "w1"
+
+
+def test_a_lease_is_re_entrant_for_its_owner_and_extended(store: Store) -> None:
+    add(store)
+    assert store.acquire_lease("acme", "w1", now=hour(0), ttl_seconds=60)
+    assert store.acquire_lease("acme", "w1", now=hour(0) + 30 * SECOND, ttl_seconds=60)
+    assert store.lease_holder("acme", now=hour(0) + 89 * SECOND) == "w1"
+
+
+def test_an_expired_lease_is_free_for_another_owner(store: Store) -> None:
+    add(store)
+    store.acquire_lease("acme", "w1", now=hour(0), ttl_seconds=60)
+    assert store.lease_holder("acme", now=hour(0) + 60 * SECOND) is None
+    assert store.acquire_lease("acme", "w2", now=hour(0) + 60 * SECOND, ttl_seconds=60)
+    assert store.lease_holder("acme", now=hour(0) + 61 * SECOND) == "w2"
+
+
+def test_renewing_extends_only_the_owners_lease(store: Store) -> None:
+    add(store)
+    store.acquire_lease("acme", "w1", now=hour(0), ttl_seconds=60)
+    assert store.renew_lease("acme", "w1", now=hour(0) + 50 * SECOND, ttl_seconds=60)
+    assert not store.acquire_lease("acme", "w2", now=hour(0) + 100 * SECOND, ttl_seconds=60)
+    assert not store.renew_lease("acme", "w2", now=hour(0) + 100 * SECOND, ttl_seconds=60)
+    assert store.lease_holder("acme", now=hour(0) + 109 * SECOND) == "w1"
+
+
+def test_a_lease_taken_over_cannot_be_renewed_by_its_old_owner(store: Store) -> None:
+    add(store)
+    store.acquire_lease("acme", "w1", now=hour(0), ttl_seconds=60)
+    store.acquire_lease("acme", "w2", now=hour(0) + 61 * SECOND, ttl_seconds=60)
+    assert not store.renew_lease("acme", "w1", now=hour(0) + 62 * SECOND, ttl_seconds=60)
+
+
+def test_only_the_owner_releases_a_lease(store: Store) -> None:
+    add(store)
+    store.acquire_lease("acme", "w1", now=hour(0), ttl_seconds=60)
+    store.release_lease("acme", "w2")
+    assert store.lease_holder("acme", now=hour(0)) == "w1"
+    store.release_lease("acme", "w1")
+    assert store.lease_holder("acme", now=hour(0)) is None
+    assert store.acquire_lease("acme", "w2", now=hour(0), ttl_seconds=60)
+
+
+def test_a_connection_without_a_lease_has_no_holder(store: Store) -> None:
+    add(store)
+    assert store.lease_holder("acme", now=hour(0)) is None
+
+
+# -- runs ------------------------------------------------------------------------------------------------------
+def test_a_started_run_is_running_and_stamps_the_last_sync(store: Store) -> None:
+    add(store)
+    run = store.start_run("acme", "run-1", WINDOW, now=hour(1))
+    assert (run.run_id, run.connection, run.outcome) == ("run-1", "acme", RunOutcome.RUNNING)
+    assert (run.started_at, run.finished_at) == (hour(1), None)
+    assert (run.window_start, run.window_end) == (WINDOW.start, WINDOW.end)
+    assert (run.rows_written, run.pages, run.message) == (0, 0, None)
+    assert store.get_connection("acme").last_sync_at == hour(1)
+
+
+def test_a_failed_run_is_closed_without_a_last_success(store: Store) -> None:
+    add(store)
+    store.start_run("acme", "run-1", WINDOW, now=hour(1))
+    run = store.finish_run("run-1", RunOutcome.FAILED, "vendor said 500", now=hour(2))
+    assert (run.outcome, run.message, run.finished_at) == (RunOutcome.FAILED, "vendor said 500", hour(2))
+    assert store.get_connection("acme").last_success_at is None
+
+
+def test_a_succeeded_run_sets_the_last_success(store: Store) -> None:
+    add(store)
+    store.start_run("acme", "run-1", WINDOW, now=hour(1))
+    run = store.finish_run("run-1", RunOutcome.SUCCEEDED, None, now=hour(2))
+    assert run.outcome == RunOutcome.SUCCEEDED
+    assert store.get_connection("acme").last_success_at == hour(2)
+
+
+def test_finishing_an_unknown_run_is_a_store_error(store: Store) -> None:
+    with pytest.raises(StoreError):
+        store.finish_run("no-such-run", RunOutcome.SUCCEEDED, None, now=hour(1))
+
+
+def test_runs_are_listed_newest_first(store: Store) -> None:
+    add(store)
+    add(store, "other")
+    for n in range(3):
+        store.start_run("acme", f"run-{n}", WINDOW, now=hour(n))
+    store.start_run("other", "other-run", WINDOW, now=hour(9))
+    assert [r.run_id for r in store.list_runs("acme")] == ["run-2", "run-1", "run-0"]
+    assert [r.run_id for r in store.list_runs("acme", limit=2)] == ["run-2", "run-1"]
+
+
+# -- committing pages ------------------------------------------------------------------------------------------
+def test_rows_round_trip_exactly(store: Store) -> None:
+    add(store)
+    store.start_run("acme", "run-1", WINDOW, now=hour(0))
+    rows = [
+        usage_row(at=0, quantity="3", unit_price="0.1"),
+        usage_row(at=0, model="fal-ai/llm", unit="tokens", quantity="123456789", unit_price="0.000000125"),
+        usage_row(at=1, quantity="7.5", unit_price="0.04", percent_discount="20"),
+        usage_row(at=1, key=None, label="(user)", user="ada", quantity="1", unit_price="12.345678901234567890"),
+    ]
+    commit(store, rows, 0, 2)
+    back = stored(store)
+    assert back == by_position(rows)
+    assert [r.export() for r in back] == [r.export() for r in by_position(rows)]
+    assert {r.percent_discount for r in back} == {None, Decimal("20")}
+    assert all(isinstance(r.cost, Decimal) and r.period_start.utcoffset() == timedelta(0) for r in back)
+
+
+def test_a_page_replaces_the_rows_of_its_hours(store: Store) -> None:
+    add(store)
+    store.start_run("acme", "run-1", WINDOW, now=hour(0))
+    kept, revised, dropped = usage_row(at=0), usage_row(at=1, quantity="2"), usage_row(at=1, model="fal-ai/gone")
+    commit(store, [kept, revised, dropped], 0, 2)
+    revision = usage_row(at=1, quantity="5")
+    commit(store, [kept, revision], 0, 2)
+    assert stored(store) == by_position([kept, revision])
+    assert revision.row_id == revised.row_id
+
+
+def test_committing_the_same_page_twice_stores_it_once(store: Store) -> None:
+    add(store)
+    store.start_run("acme", "run-1", WINDOW, now=hour(0))
+    rows = [usage_row(at=0), usage_row(at=1, model="fal-ai/other")]
+    commit(store, rows, 0, 2)
+    commit(store, rows, 0, 2)
+    assert stored(store) == by_position(rows)
+    assert store.count_rows("acme") == 2
+
+
+def test_a_page_leaves_rows_outside_its_hours_and_connection_alone(store: Store) -> None:
+    add(store)
+    add(store, "other")
+    store.start_run("acme", "run-1", WINDOW, now=hour(0))
+    store.start_run("other", "run-2", WINDOW, now=hour(0))
+    before, inside, after = usage_row(at=0), usage_row(at=1), usage_row(at=2)
+    neighbour = usage_row("other", at=1)
+    commit(store, [before, inside, after], 0, 3)
+    commit(store, [neighbour], 0, 3, name="other", run="run-2")
+    commit(store, [], 1, 2)
+    assert stored(store) == by_position([before, after])
+    assert stored(store, "other") == [neighbour]
+
+
+def test_an_empty_page_still_counts_and_moves_the_watermark(store: Store) -> None:
+    add(store)
+    store.start_run("acme", "run-1", WINDOW, now=hour(0))
+    commit(store, [], 0, 4)
+    assert store.get_connection("acme").watermark == hour(4)
+    assert store.list_runs("acme")[0].pages == 1
+
+
+def test_the_watermark_only_rises(store: Store) -> None:
+    add(store)
+    store.start_run("acme", "run-1", WINDOW, now=hour(0))
+    store.commit_page("acme", "run-1", page([], 0, 5), watermark=hour(5))
+    store.commit_page("acme", "run-1", page([], 0, 3), watermark=hour(3))
+    assert store.get_connection("acme").watermark == hour(5)
+    store.commit_page("acme", "run-1", page([], 5, 8), watermark=hour(8))
+    assert store.get_connection("acme").watermark == hour(8)
+
+
+def test_each_page_counts_its_rows_and_itself_on_the_run(store: Store) -> None:
+    add(store)
+    store.start_run("acme", "run-1", WINDOW, now=hour(0))
+    commit(store, [usage_row(at=0), usage_row(at=0, model="fal-ai/b")], 0, 1)
+    commit(store, [usage_row(at=1)], 1, 2)
+    run = store.finish_run("run-1", RunOutcome.SUCCEEDED, None, now=hour(3))
+    assert (run.rows_written, run.pages) == (3, 2)
+
+
+# -- reading rows ----------------------------------------------------------------------------------------------
+def test_rows_stream_by_period_then_row_id(store: Store) -> None:
+    add(store)
+    store.start_run("acme", "run-1", WINDOW, now=hour(0))
+    rows = [usage_row(at=h, model=f"fal-ai/m{m}") for h in (2, 0, 1) for m in range(5)]
+    commit(store, rows, 0, 3)
+    assert [(r.period_start, r.row_id) for r in stored(store)] == sorted((r.period_start, r.row_id) for r in rows)
+
+
+def test_rows_are_filtered_by_since_inclusive_and_until_exclusive(store: Store) -> None:
+    add(store)
+    store.start_run("acme", "run-1", WINDOW, now=hour(0))
+    commit(store, [usage_row(at=h) for h in range(6)], 0, 6)
+    assert [r.period_start for r in store.iter_rows("acme", since=hour(2), until=hour(4))] == [hour(2), hour(3)]
+    assert [r.period_start for r in store.iter_rows("acme", since=hour(4))] == [hour(4), hour(5)]
+    assert [r.period_start for r in store.iter_rows("acme", until=hour(1))] == [hour(0)]
+
+
+def test_rows_of_every_connection_without_a_name(store: Store) -> None:
+    add(store)
+    add(store, "other")
+    store.start_run("acme", "run-1", WINDOW, now=hour(0))
+    store.start_run("other", "run-2", WINDOW, now=hour(0))
+    mine, theirs = [usage_row(at=0), usage_row(at=2)], [usage_row("other", at=1)]
+    commit(store, mine, 0, 3)
+    commit(store, theirs, 0, 3, name="other", run="run-2")
+    assert stored(store, None) == by_position(mine + theirs)
+
+
+def test_rows_are_counted_per_connection_and_in_all(store: Store) -> None:
+    add(store)
+    add(store, "other")
+    assert store.count_rows() == store.count_rows("acme") == 0
+    store.start_run("acme", "run-1", WINDOW, now=hour(0))
+    commit(store, [usage_row(at=h) for h in range(3)], 0, 3)
+    commit(store, [usage_row("other", at=0)], 0, 1, name="other")
+    assert (store.count_rows("acme"), store.count_rows("other"), store.count_rows()) == (3, 1, 4)
+
+
+def test_the_report_sums_exactly_per_label_and_currency(store: Store) -> None:
+    add(store)
+    store.start_run("acme", "run-1", WINDOW, now=hour(0))
+    rows = [
+        usage_row(at=0, label="prod", model="fal-ai/b", cost="0.1"),
+        usage_row(at=0, label="prod", model="fal-ai/a", cost="0.1"),
+        usage_row(at=1, label="prod", model="fal-ai/b", cost="0.1"),
+        usage_row(at=1, label="prod", model="fal-ai/a", currency="EUR", cost="5"),
+        usage_row(at=2, label="staging", model="fal-ai/c", cost="1.5"),
+    ]
+    commit(store, rows, 0, 3)
+    lines = store.report("acme", since=hour(0), until=hour(3))
+    assert [(line.api_key_label, line.currency, line.models, line.cost, line.row_count) for line in lines] == [
+        ("prod", "EUR", ["fal-ai/a"], Decimal("5"), 1),
+        ("staging", "USD", ["fal-ai/c"], Decimal("1.5"), 1),
+        ("prod", "USD", ["fal-ai/a", "fal-ai/b"], Decimal("0.3"), 3),
+    ]
+    assert str(lines[2].cost) == "0.3"
+
+
+def test_the_report_covers_only_its_window_and_connection(store: Store) -> None:
+    add(store)
+    add(store, "other")
+    store.start_run("acme", "run-1", WINDOW, now=hour(0))
+    commit(store, [usage_row(at=h, cost="1") for h in range(4)], 0, 4)
+    commit(store, [usage_row("other", at=1, cost="100")], 0, 4, name="other")
+    assert [line.cost for line in store.report("acme", since=hour(1), until=hour(3))] == [Decimal("2")]
+    assert [line.cost for line in store.report(None, since=hour(1), until=hour(3))] == [Decimal("102")]
+    assert store.report("acme", since=hour(10), until=hour(11)) == []
+
+
+def test_delete_rows_removes_only_that_connections_rows(store: Store) -> None:
+    add(store)
+    add(store, "other")
+    commit(store, [usage_row(at=0), usage_row(at=1)], 0, 2)
+    commit(store, [usage_row("other", at=0)], 0, 2, name="other")
+    assert store.delete_rows("acme") == 2
+    assert (store.count_rows("acme"), store.count_rows("other")) == (0, 1)
+    assert store.get_connection("acme").name == "acme"
+
+
+def test_deleting_a_connection_removes_its_rows_runs_and_history(store: Store) -> None:
+    add(store)
+    add(store, "other")
+    store.start_run("acme", "run-1", WINDOW, now=hour(0))
+    store.set_state("acme", ConnectionState.ERROR, "boom", now=hour(1))
+    commit(store, [usage_row(at=0)], 0, 1)
+    commit(store, [usage_row("other", at=0)], 0, 1, name="other")
+    store.delete_connection("acme")
+    with pytest.raises(UnknownConnection):
+        store.get_connection("acme")
+    assert store.count_rows() == 1
+    add(store, now=hour(5))
+    assert store.list_runs("acme") == []
+    assert [h.at for h in store.status_history("acme")] == [hour(5)]
+    assert store.count_rows("acme") == 0
+
+
+# -- schema and lifecycle --------------------------------------------------------------------------------------
+def test_a_new_store_is_at_the_latest_schema_version(store: Store) -> None:
+    assert store.schema_version() == LATEST_VERSION
+
+
+def test_reopening_a_store_keeps_its_data(store_url: str, tmp_path: Path) -> None:
+    first = open_store(store_url, home=tmp_path)
+    add(first)
+    first.start_run("acme", "run-1", WINDOW, now=hour(0))
+    commit(first, [usage_row(at=0, cost="0.1")], 0, 1)
+    first.close()
+    second = open_store(store_url, home=tmp_path)
+    try:
+        assert second.schema_version() == LATEST_VERSION
+        assert second.get_connection("acme").watermark == hour(1)
+        assert second.get_credential("acme") == b"sealed-key"
+        assert stored(second) == [usage_row(at=0, cost="0.1")]
+    finally:
+        second.close()
+
+
+def test_a_store_from_a_newer_version_is_refused(store_url: str, tmp_path: Path) -> None:
+    open_store(store_url, home=tmp_path).close()
+    set_schema_version(store_url, LATEST_VERSION + 1)
+    with pytest.raises(StoreError, match="newer"):
+        open_store(store_url, home=tmp_path)
+
+
+def test_the_url_reopens_the_store_and_never_shows_a_password(store_url: str, tmp_path: Path) -> None:
+    with_password = store_url.replace("://postgres@", "://postgres:s3cret@")
+    first = open_store(with_password, home=tmp_path)
+    add(first)
+    first.close()
+    assert "s3cret" not in first.url + repr(first)
+    second = open_store(first.url, home=tmp_path)
+    try:
+        assert [c.name for c in second.list_connections()] == ["acme"]
+    finally:
+        second.close()
+
+
+def test_workers_opening_a_new_store_at_once_all_succeed(store_url: str, tmp_path: Path) -> None:
+    opened: list[Store] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            opened.append(open_store(store_url, home=tmp_path))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        assert [s.schema_version() for s in opened] == [LATEST_VERSION] * 4
+    finally:
+        for s in opened:
+            s.close()
+
+
+def test_concurrent_writers_lose_no_rows(store: Store) -> None:
+    names = [f"conn-{n}" for n in range(4)]
+    for name in names:
+        add(store, name)
+    start = threading.Barrier(len(names))
+    errors: list[BaseException] = []
+
+    def sync(name: str) -> None:
+        try:
+            start.wait()
+            store.start_run(name, f"run-{name}", WINDOW, now=hour(0))
+            for h in range(10):
+                rows = [usage_row(name, at=h, model=f"fal-ai/m{m}") for m in range(50)]
+                commit(store, rows, h, h + 1, name=name, run=f"run-{name}")
+            store.finish_run(f"run-{name}", RunOutcome.SUCCEEDED, None, now=hour(10))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=sync, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert {name: store.count_rows(name) for name in names} == dict.fromkeys(names, 500)
+    assert {name: store.list_runs(name)[0].rows_written for name in names} == dict.fromkeys(names, 500)
+    assert store.count_rows() == 2000
