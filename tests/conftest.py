@@ -15,6 +15,7 @@ from connector_sdk.host import Host
 from connector_sdk.models import floor_hour, utcnow
 from connector_sdk.plugins import get_plugin_manager
 from connectors.fal.simulator import FalSimulator
+from tests.store_fixtures import store_url_fixture as store_url_fixture
 
 TEAM = "acme-ai"
 FAST_RETRIES = {"CONNECTOR_HOST_BACKOFF_BASE": "0.01", "CONNECTOR_HOST_MAX_ATTEMPTS": "3"}
@@ -51,8 +52,9 @@ def fal_plugins():
 
 
 @pytest.fixture
-def host(home: Path) -> Iterator[Host]:
-    with Host.open(home, store_url="", plugins=fal_plugins()) as h:
+def host(home: Path, store_url: str) -> Iterator[Host]:
+    """A host with the fal plugin, once on a SQLite file and once on a fresh PostgreSQL database."""
+    with Host.open(home, store_url=store_url, plugins=fal_plugins()) as h:
         yield h
 
 

@@ -249,3 +249,22 @@ def test_demo_runs_offline_and_prints_the_report(cli: CliRunner) -> None:
     assert result.returncode == 0, result.stderr
     assert "User key" in result.stdout
     assert "total" in result.stdout and "USD" in result.stdout
+
+
+def test_every_command_works_unchanged_on_either_store(
+    cli: CliRunner, sim: FalSimulator, admin_key: str, store_url: str
+) -> None:
+    env = {"FAL_KEY": admin_key, "CONNECTOR_HOST_STORE": store_url}
+    assert (
+        cli("connect", "fal", "--name", "prod", "--base-url", sim.base_url, "--backfill-days", "1", env=env).returncode
+        == 0
+    )
+    assert cli("sync", "prod", env=env).returncode == 0
+    (status,) = json.loads(cli("status", "--format", "json", env=env).stdout)
+    start, end = window_bounds(utcnow(), 1)
+    expected = truth_rows(sim.truth(TEAM, start, end))
+    assert status["rows"] == len(expected)
+    report = json.loads(cli("--store", store_url, "report", "--format", "json").stdout)
+    assert Decimal(report["totals"]["USD"]) == sum(c for _q, c in expected.values())
+    exported = [json.loads(line) for line in cli("rows", "prod", env=env).stdout.splitlines()]
+    assert len(exported) == len(expected)
