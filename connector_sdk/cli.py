@@ -203,6 +203,13 @@ def manifest(connector_id: str) -> None:
 @click.option("--backfill-days", type=int, help="Days of history the first sync collects [default: 30].")
 @click.option("--lookback-hours", type=int, help="Recent hours every sync reads again [default: 48].")
 @click.option("--page-size", type=int, help="Items per request [default: the vendor's].")
+@click.option(
+    "--set",
+    "extra",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Any other field of the connector's config schema (see `manifest`), e.g. --set timeout_seconds=30.",
+)
 @click.option("--api-key-stdin", is_flag=True, help="Read the API key from standard input instead of FAL_KEY.")
 @pass_ctx
 def connect(
@@ -213,6 +220,7 @@ def connect(
     backfill_days: int | None,
     lookback_hours: int | None,
     page_size: int | None,
+    extra: tuple[str, ...],
     api_key_stdin: bool,
 ) -> None:
     """Check an API key with the vendor and store a new connection.
@@ -221,8 +229,19 @@ def connect(
     """
     options = {"base_url": base_url, "backfill_days": backfill_days, "lookback_hours": lookback_hours}
     options["page_size"] = page_size
-    values = {k: v for k, v in options.items() if v is not None}
+    values: dict[str, Any] = {}
+    for item in extra:
+        field, sep, value = item.partition("=")
+        if not sep or not field:
+            fail(f"--set takes FIELD=VALUE, got {item!r}", 2)
+        values[field.strip()] = value
+    values.update({k: v for k, v in options.items() if v is not None})
     with handled(), ctx.host() as host:
+        secret = set(values) & set(host.plugins.connector(connector_id).config_model.secret_field_names())
+        if secret:
+            raise ConfigError(
+                f"{', '.join(sorted(secret))} is a secret: it is read from the environment or stdin, never argv"
+            )
         values.update(_secret_for(host, connector_id, api_key_stdin))
         connection = host.connect(connector_id, name, values)
         out.print(

@@ -268,3 +268,24 @@ def test_every_command_works_unchanged_on_either_store(
     assert Decimal(report["totals"]["USD"]) == sum(c for _q, c in expected.values())
     exported = [json.loads(line) for line in cli("rows", "prod", env=env).stdout.splitlines()]
     assert len(exported) == len(expected)
+
+
+def test_other_config_fields_are_set_by_name_but_never_a_secret(
+    cli: CliRunner, sim: FalSimulator, admin_key: str
+) -> None:
+    ok = cli(
+        "connect",
+        "fal",
+        "--name",
+        "p",
+        "--base-url",
+        sim.base_url,
+        "--set",
+        "timeout_seconds=5",
+        env={"FAL_KEY": admin_key},
+    )
+    assert ok.returncode == 0, ok.stderr
+    refused = cli("connect", "fal", "--name", "q", "--set", "api_key=a:b", env={"FAL_KEY": admin_key})
+    assert refused.returncode == 2 and "never argv" in refused.stderr
+    bad = cli("connect", "fal", "--name", "r", "--set", "timeout_seconds=soon", env={"FAL_KEY": admin_key})
+    assert bad.returncode == 2 and "timeout_seconds" in bad.stderr

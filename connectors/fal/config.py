@@ -18,6 +18,9 @@ class FalConfig(ConnectorConfig):
     base_url: str = Field(
         DEFAULT_BASE_URL, title="Base URL", description="fal's Platform API base URL; change only for a proxy."
     )
+    timeout_seconds: float = Field(
+        60.0, title="Timeout (seconds)", gt=0, le=600, description="How long to wait for each answer from fal."
+    )
     page_size: int | None = Field(
         None,
         title="Page size",

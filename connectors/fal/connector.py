@@ -62,6 +62,7 @@ class FalConnector(Connector):
             config.base_url,
             authorization=lambda: f"Key {config.api_key.get_secret_value()}",
             vendor="fal",
+            timeout=(min(10.0, config.timeout_seconds), config.timeout_seconds),
             retry=retry or RetryPolicy.from_env(),
             read_only_posts=frozenset({ESTIMATE_PATH}),
             auth_error=fal_auth_error,
