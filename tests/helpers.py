@@ -32,18 +32,24 @@ def truth_rows(items: Iterable[dict[str, Any]]) -> dict[Key, tuple[Decimal, Deci
     return out
 
 
+def row_key(row: UsageRow) -> Key:
+    """A stored row's natural key, spelled as :func:`truth_rows` spells an item's."""
+    return (
+        row.period_start,
+        row.api_key_id,
+        row.login_username,
+        row.model,
+        row.unit,
+        decimal_text(row.unit_price),
+        None if row.percent_discount is None else decimal_text(row.percent_discount),
+    )
+
+
 def stored_rows(rows: Iterable[UsageRow]) -> dict[Key, tuple[Decimal, Decimal]]:
+    """natural key -> (quantity, cost) of stored rows; a natural key stored twice fails the test."""
     out: dict[Key, tuple[Decimal, Decimal]] = {}
     for row in rows:
-        key = (
-            row.period_start,
-            row.api_key_id,
-            row.login_username,
-            row.model,
-            row.unit,
-            decimal_text(row.unit_price),
-            None if row.percent_discount is None else decimal_text(row.percent_discount),
-        )
+        key = row_key(row)
         assert key not in out, f"duplicate row for {key}"
         out[key] = (row.quantity, row.cost)
     return out
