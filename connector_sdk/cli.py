@@ -229,12 +229,7 @@ def connect(
     """
     options = {"base_url": base_url, "backfill_days": backfill_days, "lookback_hours": lookback_hours}
     options["page_size"] = page_size
-    values: dict[str, Any] = {}
-    for item in extra:
-        field, sep, value = item.partition("=")
-        if not sep or not field:
-            fail(f"--set takes FIELD=VALUE, got {item!r}", 2)
-        values[field.strip()] = value
+    values = _fields(extra)
     values.update({k: v for k, v in options.items() if v is not None})
     with handled(), ctx.host() as host:
         secret = set(values) & set(host.plugins.connector(connector_id).config_model.secret_field_names())
@@ -276,6 +271,89 @@ def disconnect(ctx: Ctx, name: str, purge: bool) -> None:
         host.disconnect(name, purge=purge)
         kept = f"{rows} rows deleted" if purge else f"{rows} rows kept"
         out.print(f"Disconnected [bold]{name}[/]; credential deleted, {kept}.", markup=True)
+
+
+# -- sinks -----------------------------------------------------------------------------------------------------
+SINK_SECRET_ENV = "CONNECTOR_HOST_SINK_SECRET"
+
+
+@cli.group()
+def sink() -> None:
+    """Send each connection's committed rows on: JSONL or CSV files, or a signed webhook."""
+
+
+@sink.command("add")
+@click.argument("name")
+@click.argument("sink_name")
+@click.option("--kind", required=True, help="jsonl, csv, webhook, or a kind a plugin adds.")
+@click.option("--set", "settings", multiple=True, metavar="FIELD=VALUE", help="A config field, e.g. directory=out.")
+@click.option("--secret-stdin", is_flag=True, help=f"Read the sink's secret from stdin instead of {SINK_SECRET_ENV}.")
+@pass_ctx
+def sink_add(ctx: Ctx, name: str, sink_name: str, kind: str, settings: tuple[str, ...], secret_stdin: bool) -> None:
+    """Attach a sink to connection NAME; rows of every later page are delivered to it at least once."""
+    values = _fields(settings)
+    with handled(), ctx.host() as host:
+        cls = host.plugins.sink(kind)
+        secret_fields = cls.config_model.secret_field_names()
+        if set(values) & set(secret_fields):
+            raise ConfigError("sink secrets are read from the environment or stdin, never argv")
+        for field in secret_fields:
+            values[field] = read_secret(field, SINK_SECRET_ENV, secret_stdin)
+        record = host.add_sink(name, sink_name, kind, values)
+        out.print(f"Added {record.kind} sink [bold]{record.name}[/] to {name}.", markup=True)
+
+
+@sink.command("list")
+@click.argument("name")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@pass_ctx
+def sink_list(ctx: Ctx, name: str, fmt: str) -> None:
+    """The sinks of connection NAME with what each has not delivered yet."""
+    with handled(), ctx.host() as host:
+        records, backlog = host.store.list_sinks(name), host.store.backlog(name)
+    if fmt == "json":
+        emit_json([r.model_dump(mode="json") | {"backlog": backlog.get(r.name, 0)} for r in records])
+        return
+    table = Table("sink", "kind", "config", "backlog")
+    for r in records:
+        table.add_row(r.name, r.kind, json.dumps(r.config), str(backlog.get(r.name, 0)))
+    out.print(table)
+
+
+@sink.command("remove")
+@click.argument("name")
+@click.argument("sink_name")
+@pass_ctx
+def sink_remove(ctx: Ctx, name: str, sink_name: str) -> None:
+    """Detach a sink (and drop what it had not delivered yet)."""
+    with handled(), ctx.host() as host:
+        host.store.remove_sink(name, sink_name)
+        out.print(f"Removed sink {sink_name} from {name}.")
+
+
+@sink.command("deliver")
+@click.argument("name")
+@pass_ctx
+def sink_deliver(ctx: Ctx, name: str) -> None:
+    """Deliver NAME's backlog now instead of at the next sync or scheduler pass."""
+    from connector_sdk.sinks import deliver_pending
+
+    with handled(), ctx.host() as host:
+        sent = deliver_pending(host, name)
+        backlog = host.store.backlog(name)
+    for sink_name, count in sent.items():
+        out.print(f"{sink_name}: delivered {count}, {backlog.get(sink_name, 0)} waiting")
+    sys.exit(0 if not any(backlog.values()) else 4)
+
+
+def _fields(settings: tuple[str, ...]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for item in settings:
+        field, sep, value = item.partition("=")
+        if not sep or not field.strip():
+            fail(f"--set takes FIELD=VALUE, got {item!r}", 2)
+        values[field.strip()] = value
+    return values
 
 
 # -- syncing ---------------------------------------------------------------------------------------------------
@@ -398,7 +476,9 @@ def status(ctx: Ctx, name: str | None, fmt: str) -> None:
     if not statuses:
         out.print("No connections yet. Add one with `connector-host connect fal --name NAME`.")
         return
-    table = Table("connection", "account", "state", "last sync", "last success", "watermark", "next sync", "rows")
+    table = Table(
+        "connection", "account", "state", "last sync", "last success", "watermark", "next sync", "rows", "sink backlog"
+    )
     colour = {"connected": "green", "syncing": "cyan", "reconnect_required": "red", "error": "yellow"}
 
     def stamp(moment: datetime | None) -> str:
@@ -414,6 +494,7 @@ def status(ctx: Ctx, name: str | None, fmt: str) -> None:
             stamp(s.watermark),
             stamp(s.next_sync),
             str(s.rows),
+            ", ".join(f"{k}: {v}" for k, v in s.sinks.items()) or "-",
         )
     out.print(table)
     for s in statuses:

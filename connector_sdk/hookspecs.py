@@ -3,7 +3,8 @@
 A plugin is a module (or object) listed under the ``connector_sdk`` entry-point group whose functions carry the
 :data:`connector_sdk.hookimpl` marker and the names below. Every hook is optional.
 
-* ``connector_sdk_register_connectors`` is how connectors reach the host: the built-in fal connector uses it too.
+* ``connector_sdk_register_connectors`` is how connectors reach the host: the built-in fal connector uses it too;
+  ``connector_sdk_register_sinks`` likewise for the destinations of rows (the built-in ones use it too).
 * The other three are events the host fires; a plugin implements them to forward rows, react to finished syncs or
   tell an admin that a connection needs a new key. An event hook that raises is logged and ignored: a broken
   listener never fails a sync.
@@ -20,6 +21,7 @@ from connector_sdk import PROJECT_NAME
 if TYPE_CHECKING:
     from connector_sdk.connector import Connector
     from connector_sdk.models import Connection, ConnectionState, SyncRun, UsageRow
+    from connector_sdk.sinks import Sink
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
@@ -31,6 +33,16 @@ def connector_sdk_register_connectors() -> list[type[Connector]]:
     Each class is a subclass of :class:`connector_sdk.connector.Connector` with a unique ``id``. The host checks
     them all in one place: a class that is not a connector, or an ``id`` that two plugins claim, is reported as a
     load error naming the plugins, and the rest of the host keeps working.
+    """
+
+
+@hookspec
+def connector_sdk_register_sinks() -> list[type[Sink]]:
+    """Return the sink classes this plugin provides (see :mod:`connector_sdk.sinks`).
+
+    Each is a subclass of :class:`connector_sdk.sinks.Sink` with a unique ``kind``; an admin configures them per
+    connection (``connector-host sink add``). Checked like connectors: a bad class or a ``kind`` two plugins claim
+    is reported as a load error naming the plugins.
     """
 
 

@@ -23,11 +23,13 @@ from connector_sdk.models import (
     ConnectionStatus,
     ConnectorConfig,
     ReportLine,
+    SinkRecord,
     SyncRun,
     floor_hour,
     utcnow,
 )
 from connector_sdk.plugins import Plugins, get_plugin_manager
+from connector_sdk.sinks import Sink
 from connector_sdk.store import STORE_ENV, Store, open_store
 
 log = structlog.get_logger()
@@ -144,7 +146,7 @@ class Host:
     # -- connections ---------------------------------------------------------------------------------------
     def connect(self, connector_id: str, name: str, values: dict[str, Any]) -> Connection:
         """Validate the config, check the credential with the vendor, then store the connection."""
-        if not NAME_PATTERN.match(name or ""):
+        if not NAME_PATTERN.fullmatch(name or ""):
             raise ConfigError(
                 "a connection name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
             )
@@ -195,6 +197,40 @@ class Host:
         self.store.set_next_sync(name, None)
         self.change_state(name, ConnectionState.DISCONNECTED, "disconnected by an admin; rows kept")
 
+    # -- sinks ---------------------------------------------------------------------------------------------
+    def add_sink(self, name: str, sink_name: str, kind: str, values: dict[str, Any]) -> SinkRecord:
+        """Validate a sink's config and attach it to a connection; its secrets are stored encrypted."""
+        self.store.get_connection(name)
+        if not NAME_PATTERN.fullmatch(sink_name or ""):
+            raise ConfigError("a sink name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        cls = self.plugins.sink(kind)
+        try:
+            config = cls.config_model.model_validate(values)
+        except ValidationError as error:
+            raise ConfigError(f"invalid {kind} sink configuration: {validation_message(error)}") from None
+        secrets = config.secret_values()
+        self._remember(secrets)
+        return self.store.add_sink(
+            name,
+            sink_name,
+            kind=kind,
+            config=config.public_values(),
+            secret=self.cipher.encrypt(secrets) if secrets else None,
+            now=self.now(),
+        )
+
+    def open_sink(self, name: str, record: SinkRecord) -> Sink:
+        cls = self.plugins.sink(record.kind)
+        token = self.store.get_sink_secret(name, record.name)
+        secrets = self.cipher.decrypt(token) if token else {}
+        self._remember(secrets)
+        return cls(cls.config_model.model_validate({**record.config, **secrets}), connection=name)
+
+    @staticmethod
+    def scrub(text: str) -> str:
+        """``text`` without any secret this process knows."""
+        return logs.secrets.scrub(text)
+
     def connector_class(self, name: str) -> type[Connector]:
         return self.plugins.connector(self.store.get_connection(name).connector)
 
@@ -214,6 +250,7 @@ class Host:
             watermark=connection.watermark,
             next_sync=connection.next_sync_at,
             rows=self.store.count_rows(connection.name),
+            sinks=self.store.backlog(connection.name),
         )
 
     def statuses(self, name: str | None = None) -> list[ConnectionStatus]:

@@ -133,6 +133,54 @@ MIGRATIONS: tuple[Migration, ...] = (
             CREATE INDEX usage_rows_connection_period ON usage_rows (connection, period_start);
         """,
     ),
+    Migration(
+        version=2,
+        description="sinks per connection and the outbox that delivers to them at least once",
+        sqlite="""
+            CREATE TABLE sinks (
+                connection TEXT NOT NULL,
+                name TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                config TEXT NOT NULL,
+                secret BLOB,
+                created_at TEXT NOT NULL,
+                PRIMARY KEY (connection, name)
+            );
+            CREATE TABLE outbox (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                connection TEXT NOT NULL,
+                sink TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at TEXT NOT NULL,
+                last_error TEXT
+            );
+            CREATE INDEX outbox_pending ON outbox (connection, sink, id);
+        """,
+        postgres="""
+            CREATE TABLE sinks (
+                connection TEXT NOT NULL,
+                name TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                config JSONB NOT NULL,
+                secret BYTEA,
+                created_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (connection, name)
+            );
+            CREATE TABLE outbox (
+                id BIGSERIAL PRIMARY KEY,
+                connection TEXT NOT NULL,
+                sink TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at TIMESTAMPTZ NOT NULL,
+                last_error TEXT
+            );
+            CREATE INDEX outbox_pending ON outbox (connection, sink, id);
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

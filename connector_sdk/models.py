@@ -272,6 +272,30 @@ class ConnectionStatus(BaseModel):
     watermark: datetime | None
     next_sync: datetime | None
     rows: int
+    sinks: dict[str, int] = Field(default_factory=dict, description="Undelivered payloads per sink.")
+
+
+class SinkRecord(BaseModel):
+    """A sink configured on a connection: where committed rows (and alerts) are delivered."""
+
+    connection: str
+    name: str
+    kind: str
+    config: dict[str, Any]
+    created_at: datetime
+
+
+class OutboxItem(BaseModel):
+    """A payload waiting for delivery to one sink; delivered at least once, in order, then removed."""
+
+    id: int
+    connection: str
+    sink: str
+    payload: str
+    created_at: datetime
+    attempts: int = 0
+    next_attempt_at: datetime
+    last_error: str | None = None
 
 
 class ReportLine(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from datetime import MAXYEAR, MINYEAR, datetime
 from typing import Any
 
 from connector_sdk.errors import ResponseError
@@ -94,6 +94,9 @@ def hour_of(value: Any, *, what: str) -> datetime:
         raise ResponseError(f"{what}: field 'bucket' is not an ISO 8601 timestamp: {value!r}") from None
     if moment.tzinfo is None:
         raise ResponseError(f"{what}: field 'bucket' has no UTC offset: {value!r}")
+    if not MINYEAR < moment.year < MAXYEAR:
+        # So near the ends of the calendar that the hour, or its end, cannot be a datetime in UTC.
+        raise ResponseError(f"{what}: field 'bucket' is out of range: {value!r}")
     hour = floor_hour(moment)
     if hour != moment:
         raise ResponseError(f"{what}: bucket {value!r} does not start on a whole hour")

@@ -13,8 +13,9 @@ import structlog
 
 from connector_sdk import PROJECT_NAME, hookspecs
 from connector_sdk.connector import Connector
-from connector_sdk.errors import ConnectorHostError, UnknownConnector
+from connector_sdk.errors import ConfigError, ConnectorHostError, UnknownConnector
 from connector_sdk.models import ConnectorConfig, Manifest
+from connector_sdk.sinks import Sink
 
 log = structlog.get_logger()
 
@@ -47,6 +48,8 @@ class Plugins:
     manager: pluggy.PluginManager
     connectors: dict[str, type[Connector]] = field(default_factory=dict)
     connector_plugin: dict[str, str] = field(default_factory=dict)
+    sinks: dict[str, type[Sink]] = field(default_factory=dict)
+    sink_plugin: dict[str, str] = field(default_factory=dict)
     errors: list[LoadError] = field(default_factory=list)
     distributions: dict[str, tuple[str, str]] = field(default_factory=dict)
 
@@ -59,6 +62,13 @@ class Plugins:
             return self.connectors[connector_id]
         except KeyError:
             raise UnknownConnector(connector_id, list(self.connectors)) from None
+
+    def sink(self, kind: str) -> type[Sink]:
+        try:
+            return self.sinks[kind]
+        except KeyError:
+            known = ", ".join(sorted(self.sinks)) or "none"
+            raise ConfigError(f"no sink kind {kind!r} is loaded (loaded: {known})") from None
 
     def describe(self) -> list[PluginInfo]:
         out = []
@@ -133,6 +143,7 @@ def get_plugin_manager(
             break
 
     _collect_connectors(result, failed)
+    _collect_sinks(result, failed)
     return result
 
 
@@ -182,3 +193,24 @@ def _check_connector_class(cls: object) -> None:
     manifest = cls.manifest()
     if not isinstance(manifest, Manifest) or manifest.id != connector_id:
         raise TypeError(f"{cls.__name__}.manifest() must return a Manifest with id {connector_id!r}")
+
+
+def _collect_sinks(result: Plugins, failed: Any) -> None:
+    pm = result.manager
+    for impl in pm.hook.connector_sdk_register_sinks.get_hookimpls():
+        name = pm.get_name(impl.plugin) or impl.plugin_name
+        try:
+            classes = list(impl.function() or [])
+            for cls in classes:
+                if not (isinstance(cls, type) and issubclass(cls, Sink)) or not getattr(cls, "kind", None):
+                    raise TypeError(f"{cls!r} is not a connector_sdk.sinks.Sink subclass with a kind")
+        except Exception as error:
+            failed(name, error)
+            continue
+        for cls in classes:
+            owner = result.sink_plugin.get(cls.kind)
+            if owner is not None:
+                failed(name, f"sink kind {cls.kind!r} is already registered by plugin {owner!r}")
+                continue
+            result.sinks[cls.kind] = cls
+            result.sink_plugin[cls.kind] = name

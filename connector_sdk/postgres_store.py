@@ -8,7 +8,7 @@ plain shortest form), so both backends give back the same values for the same ca
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -27,9 +27,11 @@ from connector_sdk.models import (
     ROW_FIELDS,
     Connection,
     ConnectionState,
+    OutboxItem,
     Page,
     ReportLine,
     RunOutcome,
+    SinkRecord,
     StatusChange,
     SyncRun,
     SyncWindow,
@@ -284,7 +286,7 @@ class PostgresStore(Store):
         with self._tx() as cursor:
             if cursor.execute("DELETE FROM connections WHERE name = %s", (name,)).rowcount == 0:
                 raise UnknownConnection(name)
-            for table in ("usage_rows", "sync_runs", "status_history"):
+            for table in ("usage_rows", "sync_runs", "status_history", "sinks", "outbox"):
                 cursor.execute(f"DELETE FROM {table} WHERE connection = %s", (name,))
 
     def set_state(self, name: str, state: ConnectionState, reason: str | None, *, now: datetime) -> StatusChange | None:
@@ -403,7 +405,16 @@ class PostgresStore(Store):
         assert row is not None
         return self._run(row)
 
-    def commit_page(self, name: str, run_id: str, page: Page, *, watermark: datetime) -> None:
+    def commit_page(
+        self,
+        name: str,
+        run_id: str,
+        page: Page,
+        *,
+        watermark: datetime,
+        outbox: Sequence[tuple[str, str]] = (),
+        now: datetime | None = None,
+    ) -> None:
         # Later rows win over earlier ones with the same id, as they would upserted one by one; one INSERT may not
         # touch a row twice.
         latest = {row.row_id: row for row in page.rows}
@@ -433,6 +444,7 @@ class PostgresStore(Store):
                 "UPDATE sync_runs SET rows_written = rows_written + %s, pages = pages + 1 WHERE run_id = %s",
                 (len(page.rows), run_id),
             )
+            self._enqueue(cursor, name, outbox, now or watermark)
 
     def finish_run(self, run_id: str, outcome: RunOutcome, message: str | None, *, now: datetime) -> SyncRun:
         outcome = RunOutcome(outcome)
@@ -535,3 +547,104 @@ class PostgresStore(Store):
         with self._tx() as cursor:
             self._require(cursor, name, lock=True)
             return cursor.execute("DELETE FROM usage_rows WHERE connection = %s", (name,)).rowcount
+
+    # -- sinks and their outbox ----------------------------------------------------------------------------
+    @staticmethod
+    def _enqueue(cursor: psycopg.Cursor[Any], name: str, items: Sequence[tuple[str, str]], now: datetime) -> None:
+        if items:
+            cursor.executemany(
+                "INSERT INTO outbox (connection, sink, payload, created_at, next_attempt_at) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                [(name, sink, payload, _ts(now), _ts(now)) for sink, payload in items],
+            )
+
+    def add_sink(
+        self, name: str, sink: str, *, kind: str, config: dict[str, Any], secret: bytes | None, now: datetime
+    ) -> SinkRecord:
+        try:
+            with self._tx() as cursor:
+                self._require(cursor, name)
+                cursor.execute(
+                    "INSERT INTO sinks (connection, name, kind, config, secret, created_at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s)",
+                    (name, sink, kind, Jsonb(config), secret, _ts(now)),
+                )
+        except pg_errors.UniqueViolation:
+            raise ConfigError(f"connection {name!r} already has a sink named {sink!r}") from None
+        return next(s for s in self.list_sinks(name) if s.name == sink)
+
+    def list_sinks(self, name: str) -> list[SinkRecord]:
+        with self._tx() as cursor:
+            self._require(cursor, name)
+            rows = cursor.execute(
+                'SELECT name, kind, config, created_at FROM sinks WHERE connection = %s ORDER BY name COLLATE "C"',
+                (name,),
+            ).fetchall()
+        return [SinkRecord(connection=name, name=n, kind=k, config=c, created_at=_dt(at)) for n, k, c, at in rows]
+
+    def get_sink_secret(self, name: str, sink: str) -> bytes | None:
+        with self._tx() as cursor:
+            row = cursor.execute(
+                "SELECT secret FROM sinks WHERE connection = %s AND name = %s", (name, sink)
+            ).fetchone()
+        if row is None:
+            raise ConfigError(f"connection {name!r} has no sink named {sink!r}")
+        return bytes(row[0]) if row[0] is not None else None
+
+    def remove_sink(self, name: str, sink: str) -> None:
+        with self._tx() as cursor:
+            if cursor.execute("DELETE FROM sinks WHERE connection = %s AND name = %s", (name, sink)).rowcount == 0:
+                self._require(cursor, name)
+                raise ConfigError(f"connection {name!r} has no sink named {sink!r}")
+            cursor.execute("DELETE FROM outbox WHERE connection = %s AND sink = %s", (name, sink))
+
+    def enqueue(self, name: str, sink: str, payload: str, *, now: datetime) -> None:
+        with self._tx() as cursor:
+            self._require(cursor, name)
+            self._enqueue(cursor, name, [(sink, payload)], now)
+
+    def pending(self, name: str, sink: str, *, now: datetime, limit: int = 100) -> list[OutboxItem]:
+        with self._tx() as cursor:
+            rows = cursor.execute(
+                "SELECT id, payload, created_at, attempts, next_attempt_at, last_error FROM outbox "
+                "WHERE connection = %s AND sink = %s ORDER BY id LIMIT %s",
+                (name, sink, limit),
+            ).fetchall()
+        items = []
+        for item_id, payload, created, attempts, retry_at, error in rows:
+            if _dt(retry_at) > now:
+                break  # in order: nothing overtakes an item that waits for its retry
+            items.append(
+                OutboxItem(
+                    id=item_id,
+                    connection=name,
+                    sink=sink,
+                    payload=payload,
+                    created_at=_dt(created),
+                    attempts=attempts,
+                    next_attempt_at=_dt(retry_at),
+                    last_error=error,
+                )
+            )
+        return items
+
+    def delivered(self, item_ids: Sequence[int]) -> None:
+        with self._tx() as cursor:
+            cursor.execute("DELETE FROM outbox WHERE id = ANY(%s)", (list(item_ids),))
+
+    def delivery_failed(self, item_id: int, error: str, *, retry_at: datetime) -> None:
+        with self._tx() as cursor:
+            cursor.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = %s, next_attempt_at = %s WHERE id = %s",
+                (error[:1000], _ts(retry_at), item_id),
+            )
+
+    def backlog(self, name: str) -> dict[str, int]:
+        with self._tx() as cursor:
+            self._require(cursor, name)
+            rows = cursor.execute(
+                "SELECT s.name, COUNT(o.id) FROM sinks s LEFT JOIN outbox o ON o.connection = s.connection "
+                'AND o.sink = s.name WHERE s.connection = %s GROUP BY s.name ORDER BY s.name COLLATE "C"',
+                (name,),
+            ).fetchall()
+        return {sink: int(count) for sink, count in rows}

@@ -12,6 +12,7 @@ import structlog
 from connector_sdk.errors import ConnectorHostError, SyncInProgress
 from connector_sdk.host import Host
 from connector_sdk.models import Connection, ConnectionState, SyncRun
+from connector_sdk.sinks import deliver_pending
 from connector_sdk.sync import run_sync
 
 log = structlog.get_logger()
@@ -50,6 +51,7 @@ class Scheduler:
         self.jitter = jitter
         self.tick_seconds = tick_seconds
         self.busy_retry_seconds = 30.0
+        self.delivery_interval_seconds = 60.0
         self.stop_event = threading.Event()
         self._in_flight: dict[str, Future[SyncRun | None]] = {}
         self._busy_until: dict[str, float] = {}
@@ -92,6 +94,12 @@ class Scheduler:
             if connection.name not in self._in_flight and is_due(connection, now):
                 self._in_flight[connection.name] = pool.submit(self._sync, connection.name)
 
+    def deliver_backlog(self) -> None:
+        """Retry sink deliveries that failed earlier (a webhook that was down), for connections not syncing now."""
+        for connection in self.host.store.list_connections():
+            if connection.name not in self._in_flight and any(self.host.store.backlog(connection.name).values()):
+                deliver_pending(self.host, connection.name)
+
     def run_once(self) -> list[SyncRun]:
         """One cycle: sync every connection that is due now, wait for all of them, return their runs."""
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="sync") as pool:
@@ -103,10 +111,14 @@ class Scheduler:
     def run_forever(self) -> None:
         """Run until :meth:`stop`; syncs in progress finish their current page and record where they got to."""
         log.info("scheduler_started", concurrency=self.concurrency, interval_s=self.interval_seconds)
+        next_delivery = time.monotonic() + self.delivery_interval_seconds
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="sync") as pool:
             while not self.stop_event.is_set():
                 try:
                     self._submit_due(pool)
+                    if time.monotonic() >= next_delivery:
+                        next_delivery = time.monotonic() + self.delivery_interval_seconds
+                        self.deliver_backlog()
                 except ConnectorHostError as error:
                     log.error("scheduler_cycle_failed", reason=str(error))
                 self.stop_event.wait(self.tick_seconds)

@@ -7,7 +7,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -20,9 +20,11 @@ from connector_sdk.models import (
     ROW_FIELDS,
     Connection,
     ConnectionState,
+    OutboxItem,
     Page,
     ReportLine,
     RunOutcome,
+    SinkRecord,
     StatusChange,
     SyncRun,
     SyncWindow,
@@ -231,7 +233,7 @@ class SQLiteStore(Store):
         with self._write() as db:
             if db.execute("DELETE FROM connections WHERE name = ?", (name,)).rowcount == 0:
                 raise UnknownConnection(name)
-            for table in ("usage_rows", "sync_runs", "status_history"):
+            for table in ("usage_rows", "sync_runs", "status_history", "sinks", "outbox"):
                 db.execute(f"DELETE FROM {table} WHERE connection = ?", (name,))
 
     def set_state(self, name: str, state: ConnectionState, reason: str | None, *, now: datetime) -> StatusChange | None:
@@ -353,7 +355,16 @@ class SQLiteStore(Store):
             raise StoreError(f"no sync run {run_id!r}")
         return self._run(row)
 
-    def commit_page(self, name: str, run_id: str, page: Page, *, watermark: datetime) -> None:
+    def commit_page(
+        self,
+        name: str,
+        run_id: str,
+        page: Page,
+        *,
+        watermark: datetime,
+        outbox: Sequence[tuple[str, str]] = (),
+        now: datetime | None = None,
+    ) -> None:
         values = [
             tuple(
                 _num(v) if f in MONEY_FIELDS else _ts(v) if f in TIME_FIELDS else v
@@ -382,6 +393,7 @@ class SQLiteStore(Store):
                 "UPDATE sync_runs SET rows_written = rows_written + ?, pages = pages + 1 WHERE run_id = ?",
                 (len(values), run_id),
             )
+            self._enqueue(db, name, outbox, now or watermark)
 
     def finish_run(self, run_id: str, outcome: RunOutcome, message: str | None, *, now: datetime) -> SyncRun:
         with self._write() as db:
@@ -486,3 +498,103 @@ class SQLiteStore(Store):
         with self._write() as db:
             self._require(db, name)
             return db.execute("DELETE FROM usage_rows WHERE connection = ?", (name,)).rowcount
+
+    # -- sinks and their outbox ----------------------------------------------------------------------------
+    @staticmethod
+    def _enqueue(db: sqlite3.Connection, name: str, items: Sequence[tuple[str, str]], now: datetime) -> None:
+        db.executemany(
+            "INSERT INTO outbox (connection, sink, payload, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?)",
+            [(name, sink, payload, _ts(now), _ts(now)) for sink, payload in items],
+        )
+
+    def add_sink(
+        self, name: str, sink: str, *, kind: str, config: dict[str, Any], secret: bytes | None, now: datetime
+    ) -> SinkRecord:
+        try:
+            with self._write() as db:
+                self._require(db, name)
+                db.execute(
+                    "INSERT INTO sinks (connection, name, kind, config, secret, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (name, sink, kind, json.dumps(config, sort_keys=True), secret, _ts(now)),
+                )
+        except sqlite3.IntegrityError:
+            raise ConfigError(f"connection {name!r} already has a sink named {sink!r}") from None
+        return next(s for s in self.list_sinks(name) if s.name == sink)
+
+    def list_sinks(self, name: str) -> list[SinkRecord]:
+        db = self._db()
+        self._require(db, name)
+        rows = db.execute(
+            "SELECT name, kind, config, created_at FROM sinks WHERE connection = ? ORDER BY name", (name,)
+        ).fetchall()
+        return [
+            SinkRecord(connection=name, name=n, kind=k, config=json.loads(c), created_at=_dt(at))
+            for n, k, c, at in rows
+        ]
+
+    def get_sink_secret(self, name: str, sink: str) -> bytes | None:
+        row = self._db().execute("SELECT secret FROM sinks WHERE connection = ? AND name = ?", (name, sink)).fetchone()
+        if row is None:
+            raise ConfigError(f"connection {name!r} has no sink named {sink!r}")
+        return row[0]
+
+    def remove_sink(self, name: str, sink: str) -> None:
+        with self._write() as db:
+            if db.execute("DELETE FROM sinks WHERE connection = ? AND name = ?", (name, sink)).rowcount == 0:
+                self._require(db, name)
+                raise ConfigError(f"connection {name!r} has no sink named {sink!r}")
+            db.execute("DELETE FROM outbox WHERE connection = ? AND sink = ?", (name, sink))
+
+    def enqueue(self, name: str, sink: str, payload: str, *, now: datetime) -> None:
+        with self._write() as db:
+            self._require(db, name)
+            self._enqueue(db, name, [(sink, payload)], now)
+
+    def pending(self, name: str, sink: str, *, now: datetime, limit: int = 100) -> list[OutboxItem]:
+        rows = (
+            self._db()
+            .execute(
+                "SELECT id, payload, created_at, attempts, next_attempt_at, last_error FROM outbox "
+                "WHERE connection = ? AND sink = ? ORDER BY id LIMIT ?",
+                (name, sink, limit),
+            )
+            .fetchall()
+        )
+        items = []
+        for item_id, payload, created, attempts, retry_at, error in rows:
+            if _dt(retry_at) > now:
+                break  # in order: nothing overtakes an item that waits for its retry
+            items.append(
+                OutboxItem(
+                    id=item_id,
+                    connection=name,
+                    sink=sink,
+                    payload=payload,
+                    created_at=_dt(created),
+                    attempts=attempts,
+                    next_attempt_at=_dt(retry_at),
+                    last_error=error,
+                )
+            )
+        return items
+
+    def delivered(self, item_ids: Sequence[int]) -> None:
+        with self._write() as db:
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in item_ids])
+
+    def delivery_failed(self, item_id: int, error: str, *, retry_at: datetime) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+                (error[:1000], _ts(retry_at), item_id),
+            )
+
+    def backlog(self, name: str) -> dict[str, int]:
+        db = self._db()
+        self._require(db, name)
+        rows = db.execute(
+            "SELECT s.name, COUNT(o.id) FROM sinks s LEFT JOIN outbox o ON o.connection = s.connection "
+            "AND o.sink = s.name WHERE s.connection = ? GROUP BY s.name ORDER BY s.name",
+            (name,),
+        ).fetchall()
+        return dict(rows)

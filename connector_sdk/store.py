@@ -8,7 +8,7 @@ one contract test suite runs against both. Timestamps are aware UTC datetimes; m
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,9 +18,11 @@ from connector_sdk.errors import ConfigError
 from connector_sdk.models import (
     Connection,
     ConnectionState,
+    OutboxItem,
     Page,
     ReportLine,
     RunOutcome,
+    SinkRecord,
     StatusChange,
     SyncRun,
     SyncWindow,
@@ -116,10 +118,20 @@ class Store(ABC):
         """Record a running sync and the connection's ``last_sync_at``."""
 
     @abstractmethod
-    def commit_page(self, name: str, run_id: str, page: Page, *, watermark: datetime) -> None:
+    def commit_page(
+        self,
+        name: str,
+        run_id: str,
+        page: Page,
+        *,
+        watermark: datetime,
+        outbox: Sequence[tuple[str, str]] = (),
+        now: datetime | None = None,
+    ) -> None:
         """In one transaction: replace the connection's rows in ``[page.covers_from, page.complete_through)``
-        with ``page.rows`` (upserted on ``row_id``), raise the watermark to ``watermark`` (never lower it) and
-        count the rows and page on the run."""
+        with ``page.rows`` (upserted on ``row_id``), raise the watermark to ``watermark`` (never lower it), count
+        the rows and page on the run, and queue each ``(sink name, payload)`` of ``outbox`` for delivery at ``now``.
+        """
 
     @abstractmethod
     def finish_run(self, run_id: str, outcome: RunOutcome, message: str | None, *, now: datetime) -> SyncRun:
@@ -145,6 +157,43 @@ class Store(ABC):
 
     @abstractmethod
     def delete_rows(self, name: str) -> int: ...
+
+    # -- sinks and their outbox ----------------------------------------------------------------------------
+    @abstractmethod
+    def add_sink(
+        self, name: str, sink: str, *, kind: str, config: dict[str, Any], secret: bytes | None, now: datetime
+    ) -> SinkRecord:
+        """Configure a sink on a connection; :class:`ConfigError` if the connection already has one so named."""
+
+    @abstractmethod
+    def list_sinks(self, name: str) -> list[SinkRecord]: ...
+
+    @abstractmethod
+    def get_sink_secret(self, name: str, sink: str) -> bytes | None: ...
+
+    @abstractmethod
+    def remove_sink(self, name: str, sink: str) -> None:
+        """Remove the sink and whatever it had not delivered yet; :class:`ConfigError` if there is no such sink."""
+
+    @abstractmethod
+    def enqueue(self, name: str, sink: str, payload: str, *, now: datetime) -> None:
+        """Queue one payload outside a page commit (an alert, say)."""
+
+    @abstractmethod
+    def pending(self, name: str, sink: str, *, now: datetime, limit: int = 100) -> list[OutboxItem]:
+        """The sink's oldest undelivered items, in order, stopping at the first that waits for a retry time."""
+
+    @abstractmethod
+    def delivered(self, item_ids: Sequence[int]) -> None:
+        """Remove delivered items."""
+
+    @abstractmethod
+    def delivery_failed(self, item_id: int, error: str, *, retry_at: datetime) -> None:
+        """Count a failed attempt and hold the item (and those after it) until ``retry_at``."""
+
+    @abstractmethod
+    def backlog(self, name: str) -> dict[str, int]:
+        """Undelivered items per sink of the connection (every sink listed, zero included)."""
 
 
 def open_store(url: str | None, *, home: Path) -> Store:

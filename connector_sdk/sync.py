@@ -32,6 +32,7 @@ from connector_sdk.models import (
     SyncWindow,
     floor_hour,
 )
+from connector_sdk.sinks import ROWS, deliver_pending, rows_payload
 
 if TYPE_CHECKING:
     from connector_sdk.host import Host
@@ -148,10 +149,16 @@ def run_sync(
                 connector=connection.connector, connection=name, account=connection.account or "", synced_at=host.now()
             )
             expected = window.start
+            sinks = _row_sinks(host, name)
             for page in connector.sync(window, context):
                 _check_page(page, expected, window)
                 watermark = min(page.complete_through, floor_hour(host.now()))
-                store.commit_page(name, run_id, page, watermark=max(watermark, window.start))
+                outbox = [(sink, rows_payload(name, page.rows)) for sink in sinks] if page.rows else []
+                store.commit_page(
+                    name, run_id, page, watermark=max(watermark, window.start), outbox=outbox, now=host.now()
+                )
+                if outbox:
+                    _deliver(host, name)
                 rows_total += len(page.rows)
                 expected = page.complete_through
                 if not store.renew_lease(name, owner, now=host.now(), ttl_seconds=LEASE_TTL_SECONDS):
@@ -215,6 +222,25 @@ def _close_interrupted_runs(host: Host, name: str) -> None:
                 "interrupted: the process running this sync stopped without finishing; the next sync resumed",
                 now=host.now(),
             )
+
+
+def _row_sinks(host: Host, name: str) -> list[str]:
+    """The connection's sinks that take rows; one whose plugin is missing is skipped with a warning."""
+    names = []
+    for record in host.store.list_sinks(name):
+        kind = host.plugins.sinks.get(record.kind)
+        if kind is None:
+            log.warning("sink_kind_not_loaded", sink=record.name, kind=record.kind)
+        elif ROWS in kind.accepts:
+            names.append(record.name)
+    return names
+
+
+def _deliver(host: Host, name: str) -> None:
+    try:
+        deliver_pending(host, name)
+    except Exception:  # delivery is retried from the outbox; it never fails the sync
+        log.exception("sink_delivery_pass_failed")
 
 
 def _check_page(page: Page, expected: datetime, window: SyncWindow) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import connector_sdk.sinks
 import connectors.fal
 from connector_sdk.host import Host
 from connector_sdk.models import floor_hour, utcnow
@@ -48,7 +49,8 @@ def home(tmp_path: Path) -> Path:
 
 
 def fal_plugins():
-    return get_plugin_manager(load_entrypoints=False, plugins=[connectors.fal])
+    """The fal connector and the built-in sinks, without depending on what else is installed."""
+    return get_plugin_manager(load_entrypoints=False, plugins=[connectors.fal, connector_sdk.sinks])
 
 
 @pytest.fixture
