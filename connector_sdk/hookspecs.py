@@ -20,7 +20,7 @@ from connector_sdk import PROJECT_NAME
 
 if TYPE_CHECKING:
     from connector_sdk.connector import Connector
-    from connector_sdk.models import Connection, ConnectionState, SyncRun, UsageRow
+    from connector_sdk.models import Alert, Connection, ConnectionState, SyncRun, UsageRow
     from connector_sdk.sinks import Sink
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -62,6 +62,18 @@ def connector_sdk_sync_finished(connection: Connection, run: SyncRun) -> None:
 
     :param connection: the connection as it is after the sync (state and watermark updated).
     :param run: the finished run: outcome, window, rows written, pages and the error message if any.
+    """
+
+
+@hookspec
+def connector_sdk_alert(connection: Connection, alert: Alert) -> None:
+    """Called once when a budget threshold is crossed or a day's spend is anomalous (see :mod:`connector_sdk.budgets`).
+
+    Never again for the same threshold and month, or the same day. Implement it to deliver alerts elsewhere
+    (e-mail, Slack); the host already logs them and queues them for the connection's webhook sinks.
+
+    :param connection: the connection whose spend it concerns.
+    :param alert: what happened, in words (``message``) and in figures (``evidence``).
     """
 
 

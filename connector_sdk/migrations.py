@@ -181,6 +181,76 @@ MIGRATIONS: tuple[Migration, ...] = (
             CREATE INDEX outbox_pending ON outbox (connection, sink, id);
         """,
     ),
+    Migration(
+        version=3,
+        description="budgets, the alerts they fired, and a short-lived cache of vendor prices",
+        sqlite="""
+            CREATE TABLE budgets (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                connection TEXT NOT NULL,
+                api_key_label TEXT,
+                model TEXT,
+                monthly_amount TEXT NOT NULL,
+                currency TEXT NOT NULL,
+                thresholds TEXT NOT NULL,
+                anomaly INTEGER NOT NULL,
+                created_at TEXT NOT NULL
+            );
+            CREATE TABLE alerts (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                connection TEXT NOT NULL,
+                budget_id INTEGER,
+                kind TEXT NOT NULL,
+                dedupe_key TEXT NOT NULL UNIQUE,
+                fired_at TEXT NOT NULL,
+                message TEXT NOT NULL,
+                evidence TEXT NOT NULL
+            );
+            CREATE INDEX alerts_connection ON alerts (connection, id);
+            CREATE TABLE price_cache (
+                connector TEXT NOT NULL,
+                model TEXT NOT NULL,
+                unit_price TEXT NOT NULL,
+                unit TEXT NOT NULL,
+                currency TEXT NOT NULL,
+                fetched_at TEXT NOT NULL,
+                PRIMARY KEY (connector, model)
+            );
+        """,
+        postgres="""
+            CREATE TABLE budgets (
+                id BIGSERIAL PRIMARY KEY,
+                connection TEXT NOT NULL,
+                api_key_label TEXT,
+                model TEXT,
+                monthly_amount NUMERIC NOT NULL,
+                currency TEXT NOT NULL,
+                thresholds JSONB NOT NULL,
+                anomaly BOOLEAN NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL
+            );
+            CREATE TABLE alerts (
+                id BIGSERIAL PRIMARY KEY,
+                connection TEXT NOT NULL,
+                budget_id BIGINT,
+                kind TEXT NOT NULL,
+                dedupe_key TEXT NOT NULL UNIQUE,
+                fired_at TIMESTAMPTZ NOT NULL,
+                message TEXT NOT NULL,
+                evidence TEXT NOT NULL
+            );
+            CREATE INDEX alerts_connection ON alerts (connection, id);
+            CREATE TABLE price_cache (
+                connector TEXT NOT NULL,
+                model TEXT NOT NULL,
+                unit_price NUMERIC NOT NULL,
+                unit TEXT NOT NULL,
+                currency TEXT NOT NULL,
+                fetched_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (connector, model)
+            );
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

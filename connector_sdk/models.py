@@ -298,6 +298,48 @@ class OutboxItem(BaseModel):
     last_error: str | None = None
 
 
+class Budget(BaseModel):
+    """A monthly budget on a connection, optionally narrowed to one API key label or model."""
+
+    id: int
+    connection: str
+    api_key_label: str | None = None
+    model: str | None = None
+    monthly_amount: Decimal
+    currency: str = "USD"
+    thresholds: list[int] = Field(default_factory=lambda: [50, 80, 100])
+    anomaly: bool = False
+    created_at: datetime
+
+    @property
+    def scope(self) -> str:
+        parts = [
+            p for p in (self.api_key_label and f"key {self.api_key_label}", self.model and f"model {self.model}") if p
+        ]
+        return ", ".join(parts) or "all usage"
+
+
+class Alert(BaseModel):
+    """A budget threshold crossed or an anomalous day, recorded once with the figures that triggered it."""
+
+    id: int | None = None
+    connection: str
+    budget_id: int | None
+    kind: str
+    dedupe_key: str
+    fired_at: datetime
+    message: str
+    evidence: dict[str, Any]
+
+
+class Price(BaseModel):
+    model: str
+    unit_price: Decimal
+    unit: str
+    currency: str
+    fetched_at: datetime
+
+
 class ReportLine(BaseModel):
     """One line of the spend report: an API key label with its active models and total cost."""
 

@@ -7,6 +7,7 @@ plain shortest form), so both backends give back the same values for the same ca
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -25,10 +26,13 @@ from connector_sdk.errors import ConfigError, StoreError, UnknownConnection
 from connector_sdk.migrations import LATEST_VERSION, MIGRATIONS
 from connector_sdk.models import (
     ROW_FIELDS,
+    Alert,
+    Budget,
     Connection,
     ConnectionState,
     OutboxItem,
     Page,
+    Price,
     ReportLine,
     RunOutcome,
     SinkRecord,
@@ -286,7 +290,7 @@ class PostgresStore(Store):
         with self._tx() as cursor:
             if cursor.execute("DELETE FROM connections WHERE name = %s", (name,)).rowcount == 0:
                 raise UnknownConnection(name)
-            for table in ("usage_rows", "sync_runs", "status_history", "sinks", "outbox"):
+            for table in ("usage_rows", "sync_runs", "status_history", "sinks", "outbox", "budgets", "alerts"):
                 cursor.execute(f"DELETE FROM {table} WHERE connection = %s", (name,))
 
     def set_state(self, name: str, state: ConnectionState, reason: str | None, *, now: datetime) -> StatusChange | None:
@@ -648,3 +652,138 @@ class PostgresStore(Store):
                 (name,),
             ).fetchall()
         return {sink: int(count) for sink, count in rows}
+
+    # -- budgets, alerts, prices ---------------------------------------------------------------------------
+    BUDGET_COLUMNS = "id, connection, api_key_label, model, monthly_amount, currency, thresholds, anomaly, created_at"
+
+    @staticmethod
+    def _budget(row: tuple[Any, ...]) -> Budget:
+        return Budget(
+            id=row[0],
+            connection=row[1],
+            api_key_label=row[2],
+            model=row[3],
+            monthly_amount=_num(row[4]),
+            currency=row[5],
+            thresholds=row[6],
+            anomaly=row[7],
+            created_at=_dt(row[8]),
+        )
+
+    def add_budget(
+        self,
+        name: str,
+        *,
+        monthly_amount: Decimal,
+        currency: str,
+        thresholds: list[int],
+        anomaly: bool,
+        api_key_label: str | None,
+        model: str | None,
+        now: datetime,
+    ) -> Budget:
+        with self._tx() as cursor:
+            self._require(cursor, name)
+            row = cursor.execute(
+                "INSERT INTO budgets (connection, api_key_label, model, monthly_amount, currency, thresholds, "
+                f"anomaly, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {self.BUDGET_COLUMNS}",
+                (name, api_key_label, model, monthly_amount, currency, Jsonb(thresholds), anomaly, _ts(now)),
+            ).fetchone()
+        return self._budget(row)
+
+    def list_budgets(self, name: str | None = None) -> list[Budget]:
+        with self._tx() as cursor:
+            if name is not None:
+                self._require(cursor, name)
+            where, params = ("WHERE connection = %s", [name]) if name is not None else ("", [])
+            rows = cursor.execute(f"SELECT {self.BUDGET_COLUMNS} FROM budgets {where} ORDER BY id", params).fetchall()
+        return [self._budget(row) for row in rows]
+
+    def remove_budget(self, budget_id: int) -> None:
+        with self._tx() as cursor:
+            if cursor.execute("DELETE FROM budgets WHERE id = %s", (budget_id,)).rowcount == 0:
+                raise ConfigError(f"there is no budget {budget_id}; `connector-host budget list` shows them")
+
+    def record_alert(self, alert: Alert) -> Alert | None:
+        with self._tx() as cursor:
+            row = cursor.execute(
+                "INSERT INTO alerts (connection, budget_id, kind, dedupe_key, fired_at, message, evidence) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+                (
+                    alert.connection,
+                    alert.budget_id,
+                    alert.kind,
+                    alert.dedupe_key,
+                    _ts(alert.fired_at),
+                    alert.message,
+                    json.dumps(alert.evidence, sort_keys=True),
+                ),
+            ).fetchone()
+        return None if row is None else alert.model_copy(update={"id": row[0]})
+
+    def list_alerts(self, name: str | None = None, *, limit: int = 100) -> list[Alert]:
+        where, params = ("WHERE connection = %s", [name]) if name is not None else ("", [])
+        with self._tx() as cursor:
+            rows = cursor.execute(
+                "SELECT id, connection, budget_id, kind, dedupe_key, fired_at, message, evidence FROM alerts "
+                f"{where} ORDER BY id DESC LIMIT %s",
+                [*params, limit],
+            ).fetchall()
+        return [
+            Alert(
+                id=r[0],
+                connection=r[1],
+                budget_id=r[2],
+                kind=r[3],
+                dedupe_key=r[4],
+                fired_at=_dt(r[5]),
+                message=r[6],
+                evidence=json.loads(r[7]),
+            )
+            for r in rows
+        ]
+
+    def daily_spend(
+        self,
+        name: str,
+        *,
+        since: datetime,
+        until: datetime,
+        currency: str,
+        api_key_label: str | None = None,
+        model: str | None = None,
+    ) -> dict[str, Decimal]:
+        where, params = self._where(name, since, until)
+        where += " AND currency = %s"
+        params.append(currency)
+        for column, value in (("api_key_label", api_key_label), ("model", model)):
+            if value is not None:
+                where += f" AND {column} = %s"
+                params.append(value)
+        with self._tx() as cursor:
+            self._require(cursor, name)
+            rows = cursor.execute(
+                "SELECT to_char(period_start AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, SUM(cost) "
+                f"FROM usage_rows{where} GROUP BY day ORDER BY day",
+                params,
+            ).fetchall()
+        return {day: _num(total) for day, total in rows}
+
+    def cached_prices(self, connector: str, models: Sequence[str], *, fresh_after: datetime) -> list[Price]:
+        with self._tx() as cursor:
+            rows = cursor.execute(
+                "SELECT model, unit_price, unit, currency, fetched_at FROM price_cache "
+                "WHERE connector = %s AND model = ANY(%s) AND fetched_at > %s",
+                (connector, list(models), _ts(fresh_after)),
+            ).fetchall()
+        return [Price(model=m, unit_price=_num(p), unit=u, currency=c, fetched_at=_dt(at)) for m, p, u, c, at in rows]
+
+    def cache_prices(self, connector: str, prices: Sequence[Price]) -> None:
+        with self._tx() as cursor:
+            cursor.executemany(
+                "INSERT INTO price_cache (connector, model, unit_price, unit, currency, fetched_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (connector, model) DO UPDATE SET "
+                "unit_price = excluded.unit_price, unit = excluded.unit, currency = excluded.currency, "
+                "fetched_at = excluded.fetched_at",
+                [(connector, p.model, p.unit_price, p.unit, p.currency, _ts(p.fetched_at)) for p in prices],
+            )

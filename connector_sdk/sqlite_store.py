@@ -18,10 +18,13 @@ from connector_sdk.errors import ConfigError, StoreError, UnknownConnection
 from connector_sdk.migrations import LATEST_VERSION, MIGRATIONS
 from connector_sdk.models import (
     ROW_FIELDS,
+    Alert,
+    Budget,
     Connection,
     ConnectionState,
     OutboxItem,
     Page,
+    Price,
     ReportLine,
     RunOutcome,
     SinkRecord,
@@ -233,7 +236,7 @@ class SQLiteStore(Store):
         with self._write() as db:
             if db.execute("DELETE FROM connections WHERE name = ?", (name,)).rowcount == 0:
                 raise UnknownConnection(name)
-            for table in ("usage_rows", "sync_runs", "status_history", "sinks", "outbox"):
+            for table in ("usage_rows", "sync_runs", "status_history", "sinks", "outbox", "budgets", "alerts"):
                 db.execute(f"DELETE FROM {table} WHERE connection = ?", (name,))
 
     def set_state(self, name: str, state: ConnectionState, reason: str | None, *, now: datetime) -> StatusChange | None:
@@ -598,3 +601,160 @@ class SQLiteStore(Store):
             (name,),
         ).fetchall()
         return dict(rows)
+
+    # -- budgets, alerts, prices ---------------------------------------------------------------------------
+    BUDGET_COLUMNS = "id, connection, api_key_label, model, monthly_amount, currency, thresholds, anomaly, created_at"
+
+    @staticmethod
+    def _budget(row: tuple[Any, ...]) -> Budget:
+        return Budget(
+            id=row[0],
+            connection=row[1],
+            api_key_label=row[2],
+            model=row[3],
+            monthly_amount=Decimal(row[4]),
+            currency=row[5],
+            thresholds=json.loads(row[6]),
+            anomaly=bool(row[7]),
+            created_at=_dt(row[8]),
+        )
+
+    def add_budget(
+        self,
+        name: str,
+        *,
+        monthly_amount: Decimal,
+        currency: str,
+        thresholds: list[int],
+        anomaly: bool,
+        api_key_label: str | None,
+        model: str | None,
+        now: datetime,
+    ) -> Budget:
+        with self._write() as db:
+            self._require(db, name)
+            cursor = db.execute(
+                "INSERT INTO budgets (connection, api_key_label, model, monthly_amount, currency, thresholds, "
+                "anomaly, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    name,
+                    api_key_label,
+                    model,
+                    decimal_text(monthly_amount),
+                    currency,
+                    json.dumps(thresholds),
+                    int(anomaly),
+                    _ts(now),
+                ),
+            )
+            row = db.execute(f"SELECT {self.BUDGET_COLUMNS} FROM budgets WHERE id = ?", (cursor.lastrowid,)).fetchone()
+        return self._budget(row)
+
+    def list_budgets(self, name: str | None = None) -> list[Budget]:
+        db = self._db()
+        if name is not None:
+            self._require(db, name)
+        where, params = ("WHERE connection = ?", [name]) if name is not None else ("", [])
+        rows = db.execute(f"SELECT {self.BUDGET_COLUMNS} FROM budgets {where} ORDER BY id", params).fetchall()
+        return [self._budget(row) for row in rows]
+
+    def remove_budget(self, budget_id: int) -> None:
+        with self._write() as db:
+            if db.execute("DELETE FROM budgets WHERE id = ?", (budget_id,)).rowcount == 0:
+                raise ConfigError(f"there is no budget {budget_id}; `connector-host budget list` shows them")
+
+    def record_alert(self, alert: Alert) -> Alert | None:
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO alerts (connection, budget_id, kind, dedupe_key, fired_at, message, evidence) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING",
+                (
+                    alert.connection,
+                    alert.budget_id,
+                    alert.kind,
+                    alert.dedupe_key,
+                    _ts(alert.fired_at),
+                    alert.message,
+                    json.dumps(alert.evidence, sort_keys=True),
+                ),
+            )
+            if cursor.rowcount == 0:
+                return None
+            return alert.model_copy(update={"id": cursor.lastrowid})
+
+    def list_alerts(self, name: str | None = None, *, limit: int = 100) -> list[Alert]:
+        where, params = ("WHERE connection = ?", [name]) if name is not None else ("", [])
+        rows = (
+            self._db()
+            .execute(
+                "SELECT id, connection, budget_id, kind, dedupe_key, fired_at, message, evidence FROM alerts "
+                f"{where} ORDER BY id DESC LIMIT ?",
+                [*params, limit],
+            )
+            .fetchall()
+        )
+        return [
+            Alert(
+                id=r[0],
+                connection=r[1],
+                budget_id=r[2],
+                kind=r[3],
+                dedupe_key=r[4],
+                fired_at=_dt(r[5]),
+                message=r[6],
+                evidence=json.loads(r[7]),
+            )
+            for r in rows
+        ]
+
+    def daily_spend(
+        self,
+        name: str,
+        *,
+        since: datetime,
+        until: datetime,
+        currency: str,
+        api_key_label: str | None = None,
+        model: str | None = None,
+    ) -> dict[str, Decimal]:
+        where, params = self._where(name, since, until)
+        where += " AND currency = ?"
+        params.append(currency)
+        for column, value in (("api_key_label", api_key_label), ("model", model)):
+            if value is not None:
+                where += f" AND {column} = ?"
+                params.append(value)
+        db = self._db()
+        self._require(db, name)
+        rows = db.execute(
+            f"SELECT substr(period_start, 1, 10), dsum(cost) FROM usage_rows{where} GROUP BY 1 ORDER BY 1", params
+        ).fetchall()
+        return {day: Decimal(total) for day, total in rows}
+
+    def cached_prices(self, connector: str, models: Sequence[str], *, fresh_after: datetime) -> list[Price]:
+        marks = ", ".join("?" * len(models))
+        rows = (
+            self._db()
+            .execute(
+                "SELECT model, unit_price, unit, currency, fetched_at FROM price_cache "
+                f"WHERE connector = ? AND model IN ({marks}) AND fetched_at > ?",
+                [connector, *models, _ts(fresh_after)],
+            )
+            .fetchall()
+        )
+        return [
+            Price(model=m, unit_price=Decimal(p), unit=u, currency=c, fetched_at=_dt(at)) for m, p, u, c, at in rows
+        ]
+
+    def cache_prices(self, connector: str, prices: Sequence[Price]) -> None:
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO price_cache (connector, model, unit_price, unit, currency, fetched_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (connector, model) DO UPDATE SET "
+                "unit_price = excluded.unit_price, unit = excluded.unit, currency = excluded.currency, "
+                "fetched_at = excluded.fetched_at",
+                [
+                    (connector, p.model, decimal_text(p.unit_price), p.unit, p.currency, _ts(p.fetched_at))
+                    for p in prices
+                ],
+            )

@@ -11,15 +11,19 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from connector_sdk.errors import ConfigError
 from connector_sdk.models import (
+    Alert,
+    Budget,
     Connection,
     ConnectionState,
     OutboxItem,
     Page,
+    Price,
     ReportLine,
     RunOutcome,
     SinkRecord,
@@ -157,6 +161,55 @@ class Store(ABC):
 
     @abstractmethod
     def delete_rows(self, name: str) -> int: ...
+
+    # -- budgets, alerts, prices ----------------------------------------------------------------------------
+    @abstractmethod
+    def add_budget(
+        self,
+        name: str,
+        *,
+        monthly_amount: Decimal,
+        currency: str,
+        thresholds: list[int],
+        anomaly: bool,
+        api_key_label: str | None,
+        model: str | None,
+        now: datetime,
+    ) -> Budget: ...
+
+    @abstractmethod
+    def list_budgets(self, name: str | None = None) -> list[Budget]: ...
+
+    @abstractmethod
+    def remove_budget(self, budget_id: int) -> None:
+        """:class:`ConfigError` if there is no such budget."""
+
+    @abstractmethod
+    def record_alert(self, alert: Alert) -> Alert | None:
+        """Store an alert unless one with its ``dedupe_key`` exists; the stored alert, or ``None`` if not new."""
+
+    @abstractmethod
+    def list_alerts(self, name: str | None = None, *, limit: int = 100) -> list[Alert]:
+        """Newest first."""
+
+    @abstractmethod
+    def daily_spend(
+        self,
+        name: str,
+        *,
+        since: datetime,
+        until: datetime,
+        currency: str,
+        api_key_label: str | None = None,
+        model: str | None = None,
+    ) -> dict[str, Decimal]:
+        """Exact cost per UTC day (``YYYY-MM-DD``) of rows with ``since <= period_start < until``."""
+
+    @abstractmethod
+    def cached_prices(self, connector: str, models: Sequence[str], *, fresh_after: datetime) -> list[Price]: ...
+
+    @abstractmethod
+    def cache_prices(self, connector: str, prices: Sequence[Price]) -> None: ...
 
     # -- sinks and their outbox ----------------------------------------------------------------------------
     @abstractmethod

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from connector_sdk import logs
+from connector_sdk.budgets import evaluate
 from connector_sdk.errors import (
     ConfigError,
     ConnectorHostError,
@@ -236,6 +237,14 @@ def _row_sinks(host: Host, name: str) -> list[str]:
     return names
 
 
+def _evaluate_budgets(host: Host, name: str) -> None:
+    try:
+        if evaluate(host, name):
+            _deliver(host, name)
+    except Exception:  # an alert that could not be evaluated is retried after the next sync; never fail this one
+        log.exception("budget_evaluation_failed")
+
+
 def _deliver(host: Host, name: str) -> None:
     try:
         deliver_pending(host, name)
@@ -288,6 +297,8 @@ def _finish(
             message=message,
         )
     finished = store.finish_run(run.run_id, outcome, message, now=now)
+    if finished.rows_written:
+        _evaluate_budgets(host, name)
     log.info("sync_finished", outcome=outcome.value, rows=rows, pages=finished.pages, reason=message)
     host.fire("connector_sdk_sync_finished", connection=store.get_connection(name), run=finished)
     return finished
