@@ -464,6 +464,62 @@ def alerts(ctx: Ctx, name: str | None, limit: int, fmt: str) -> None:
         out.print(f"{iso(a.fired_at)}  {a.kind:8}  {a.message}", markup=False)
 
 
+# -- prices ----------------------------------------------------------------------------------------------------
+def _pick_connection(host: Host, name: str | None) -> str:
+    if name:
+        host.store.get_connection(name)
+        return name
+    names = [c.name for c in host.store.list_connections() if c.state != "disconnected"]
+    if len(names) != 1:
+        raise ConfigError("say which connection's key to use with --connection NAME")
+    return names[0]
+
+
+@cli.command()
+@click.argument("models", nargs=-1, required=True)
+@click.option("--connection", "name", help="Whose key to ask with [default: the only connection].")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@pass_ctx
+def prices(ctx: Ctx, models: tuple[str, ...], name: str | None, fmt: str) -> None:
+    """Current list prices of MODELS (fal endpoint ids), cached for ten minutes; unknown ones are listed apart."""
+    with handled(), ctx.host() as host:
+        found = host.prices(_pick_connection(host, name), list(models))
+    unknown = sorted(set(models) - {p.model for p in found})
+    if fmt == "json":
+        emit_json({"prices": [p.model_dump(mode="json") for p in found], "unknown": unknown})
+        return
+    table = Table("model", "unit price", "unit")
+    for p in found:
+        table.add_row(p.model, f"{decimal_text(p.unit_price)} {p.currency}", p.unit)
+    out.print(table)
+    if unknown:
+        err.print(f"not known to the vendor: {', '.join(unknown)}")
+
+
+@cli.command()
+@click.argument("items", nargs=-1, required=True, metavar="MODEL=QUANTITY...")
+@click.option("--connection", "name", help="Whose key to ask with [default: the only connection].")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@pass_ctx
+def estimate(ctx: Ctx, items: tuple[str, ...], name: str | None, fmt: str) -> None:
+    """What QUANTITY billing units of each MODEL would cost at today's prices."""
+    quantities: dict[str, Decimal] = {}
+    for item in items:
+        model, sep, quantity = item.rpartition("=")
+        try:
+            quantities[model] = Decimal(quantity)
+        except ArithmeticError:
+            fail(f"{item!r}: the quantity is not a number", 2)
+        if not sep or not model or not quantities[model].is_finite() or quantities[model] <= 0:
+            fail(f"{item!r}: write MODEL=QUANTITY with a positive quantity", 2)
+    with handled(), ctx.host() as host:
+        total, currency = host.estimate(_pick_connection(host, name), quantities)
+    if fmt == "json":
+        emit_json({"total_cost": decimal_text(total), "currency": currency})
+    else:
+        out.print(f"{total:,.2f} {currency}")
+
+
 # -- syncing ---------------------------------------------------------------------------------------------------
 def _run_line(run: SyncRun) -> str:
     base = f"{run.connection}: {run.outcome.value}, {run.rows_written} rows in {run.pages} pages"
@@ -642,11 +698,15 @@ def rows(ctx: Ctx, name: str | None, since: str | None, until: str | None, fmt: 
 @click.argument("name", required=False)
 @click.option("--days", type=click.IntRange(1, 3660), default=30, show_default=True, help="Period, ending now.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--prices", "with_prices", is_flag=True, help="Also show each model's current list price.")
 @pass_ctx
-def report(ctx: Ctx, name: str | None, days: int, fmt: str) -> None:
+def report(ctx: Ctx, name: str | None, days: int, fmt: str, with_prices: bool) -> None:
     """Spend per API key label (web-UI activity as "User key"): active models and total cost."""
+    current: list[Any] = []
     with handled(), ctx.host() as host:
         since, until, lines = host.report(name, days=days)
+        if with_prices and lines:
+            current = host.prices(_pick_connection(host, name), sorted({m for line in lines for m in line.models}))
     if fmt == "json":
         emit_json(
             {
@@ -655,6 +715,7 @@ def report(ctx: Ctx, name: str | None, days: int, fmt: str) -> None:
                 "until": until,
                 "lines": [line.model_dump(mode="json") for line in lines],
                 "totals": _totals(lines),
+                **({"prices": [p.model_dump(mode="json") for p in current]} if with_prices else {}),
             }
         )
         return
@@ -668,6 +729,11 @@ def report(ctx: Ctx, name: str | None, days: int, fmt: str) -> None:
     for currency, total in _totals(lines).items():
         table.add_row("[bold]total[/]", "", "", f"[bold]{Decimal(total):,.2f} {currency}[/]")
     out.print(table)
+    if current:
+        price_table = Table("model", "current list price", title="Current list prices", title_justify="left")
+        for p in current:
+            price_table.add_row(p.model, f"{decimal_text(p.unit_price)} {p.currency} per {p.unit}")
+        out.print(price_table)
 
 
 def _totals(lines: list[Any]) -> dict[str, str]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from decimal import Decimal
 from typing import ClassVar
 
-from connector_sdk.errors import SyncCancelled
-from connector_sdk.models import AccountInfo, ConnectorConfig, Manifest, Page, SyncContext, SyncWindow
+from connector_sdk.errors import ConfigError, SyncCancelled
+from connector_sdk.models import AccountInfo, ConnectorConfig, Manifest, Page, Price, SyncContext, SyncWindow
 
 
 class Connector(ABC):
@@ -54,6 +56,14 @@ class Connector(ABC):
         ``complete_through`` ended, and the last ends at ``window.end``; each row falls inside its page's range.
         Nothing is held beyond the page being built: the host commits each page before asking for the next.
         """
+
+    def prices(self, models: Sequence[str], *, now: datetime) -> list[Price]:
+        """Current list prices of ``models``; a model the vendor does not know is left out."""
+        raise ConfigError(f"the {self.id} connector cannot look up prices")
+
+    def estimate(self, quantities: dict[str, Decimal]) -> tuple[Decimal, str]:
+        """What ``quantities`` (model → billing units) would cost now: ``(total, currency)``."""
+        raise ConfigError(f"the {self.id} connector cannot estimate costs")
 
     def close(self) -> None:  # noqa: B027 - optional hook for connectors holding sessions
         """Release network sessions; called by the host after every check or sync."""

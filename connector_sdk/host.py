@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from connector_sdk.models import (
     ConnectionState,
     ConnectionStatus,
     ConnectorConfig,
+    Price,
     ReportLine,
     SinkRecord,
     SyncRun,
@@ -230,6 +232,36 @@ class Host:
     def scrub(text: str) -> str:
         """``text`` without any secret this process knows."""
         return logs.secrets.scrub(text)
+
+    # -- prices --------------------------------------------------------------------------------------------
+    PRICE_TTL = timedelta(minutes=10)
+
+    def _connector_for(self, name: str) -> Connector:
+        connection = self.store.get_connection(name)
+        return self.plugins.connector(connection.connector)(self.config_for(name))
+
+    def prices(self, name: str, models: list[str]) -> list[Price]:
+        """Current list prices through connection ``name``'s credential, cached for ten minutes."""
+        connector_id = self.store.get_connection(name).connector
+        wanted = sorted(set(models))
+        cached = self.store.cached_prices(connector_id, wanted, fresh_after=self.now() - self.PRICE_TTL)
+        missing = [m for m in wanted if m not in {p.model for p in cached}]
+        if not missing:
+            return sorted(cached, key=lambda p: p.model)
+        connector = self._connector_for(name)
+        try:
+            fetched = connector.prices(missing, now=self.now())
+        finally:
+            connector.close()
+        self.store.cache_prices(connector_id, fetched)
+        return sorted([*cached, *fetched], key=lambda p: p.model)
+
+    def estimate(self, name: str, quantities: dict[str, Decimal]) -> tuple[Decimal, str]:
+        connector = self._connector_for(name)
+        try:
+            return connector.estimate(quantities)
+        finally:
+            connector.close()
 
     def connector_class(self, name: str) -> type[Connector]:
         return self.plugins.connector(self.store.get_connection(name).connector)

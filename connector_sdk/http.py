@@ -6,6 +6,7 @@ import ipaddress
 import json
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -161,6 +162,12 @@ class ApiClient:
             raise ConfigError(f"refusing to POST to {path}: the connector is read-only and did not allow it")
         return self._request("POST", path, body=body)
 
+    @staticmethod
+    def encode(body: Any) -> bytes:
+        """JSON with ``Decimal``s written as exact numbers (the json module would refuse them or round them)."""
+        text = json.dumps(body, default=lambda value: f"\x00{value}\x00" if isinstance(value, Decimal) else str(value))
+        return re.sub(r'"\\u0000([-0-9.Ee+]+)\\u0000"', r"\1", text).encode()
+
     def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None) -> Any:
         if method not in ("GET", "POST"):
             raise ConfigError(f"refusing to send {method}: the connector is read-only")
@@ -173,8 +180,9 @@ class ApiClient:
                     method,
                     url,
                     params=params,
-                    json=body,
-                    headers={"Authorization": self._authorization()},
+                    data=None if body is None else self.encode(body),
+                    headers={"Authorization": self._authorization()}
+                    | ({"Content-Type": "application/json"} if body is not None else {}),
                     timeout=self.timeout,
                     allow_redirects=False,
                 )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from decimal import Decimal
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -12,15 +14,16 @@ from typing import Any
 import yaml
 
 from connector_sdk.connector import Connector
-from connector_sdk.errors import CredentialError, ResponseError
+from connector_sdk.errors import ApiError, CredentialError, ResponseError
 from connector_sdk.http import ApiClient, RetryPolicy
-from connector_sdk.models import AccountInfo, Manifest, Page, SyncContext, SyncWindow, iso
+from connector_sdk.models import AccountInfo, Manifest, Page, Price, SyncContext, SyncWindow, iso
 from connector_sdk.paging import HourlyPages, follow_cursor
 from connectors.fal.config import FalConfig
 from connectors.fal.mapping import parse_usage_page
 
 SETUP_HINT = "In the fal dashboard open API Keys, click Add key, set Scope to Admin, then reconnect with the new key."
 ESTIMATE_PATH = "/models/pricing/estimate"
+PRICE_BATCH = 50
 
 
 def fal_auth_error(status: int, message: str) -> CredentialError:
@@ -110,6 +113,46 @@ class FalConnector(Connector):
                 alias = key.get("alias")
                 aliases[key["key_id"]] = alias if isinstance(alias, str) and alias else key["key_id"]
         return aliases
+
+    def prices(self, models: Sequence[str], *, now: datetime) -> list[Price]:
+        """``GET /models/pricing`` 50 ids at a time; fal fails a whole batch with 404 for one unknown id, so such a
+        batch is split in halves until the unknown ids are isolated and left out."""
+        found: list[Price] = []
+        batches = [list(models[i : i + PRICE_BATCH]) for i in range(0, len(models), PRICE_BATCH)]
+        while batches:
+            batch = batches.pop()
+            try:
+                body = self.client.get_json("/models/pricing", {"endpoint_id": batch})
+            except ApiError as error:
+                if error.status != 404:
+                    raise
+                if len(batch) > 1:
+                    batches += [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
+                continue
+            listed = body.get("prices") if isinstance(body, dict) else None
+            if not isinstance(listed, list):
+                raise ResponseError("fal /models/pricing: field 'prices' must be a list")
+            for i, price in enumerate(listed):
+                try:
+                    found.append(
+                        Price(
+                            model=price["endpoint_id"],
+                            unit_price=price["unit_price"],
+                            unit=price["unit"],
+                            currency=price["currency"],
+                            fetched_at=now,
+                        )
+                    )
+                except (KeyError, TypeError, ValueError) as error:
+                    raise ResponseError(f"fal /models/pricing: prices[{i}] is malformed ({error})") from None
+        return sorted(found, key=lambda p: p.model)
+
+    def estimate(self, quantities: dict[str, Decimal]) -> tuple[Decimal, str]:
+        body = {"estimate_type": "unit_price", "endpoints": {m: {"unit_quantity": q} for m, q in quantities.items()}}
+        answer = self.client.post_json(ESTIMATE_PATH, body)
+        if not isinstance(answer, dict) or not isinstance(answer.get("total_cost"), int | Decimal):
+            raise ResponseError("fal /models/pricing/estimate: field 'total_cost' is missing or not a number")
+        return Decimal(answer["total_cost"]), str(answer.get("currency") or "USD")
 
     def sync(self, window: SyncWindow, context: SyncContext) -> Iterator[Page]:
         aliases = self.key_aliases()
