@@ -23,6 +23,7 @@ from rich.text import Text
 
 from connector_sdk import __version__
 from connector_sdk.errors import ConfigError, ConnectorHostError
+from connector_sdk.focus import write_focus_csv, write_focus_parquet
 from connector_sdk.host import HOME_ENV, Host, default_home
 from connector_sdk.logs import configure_logging
 from connector_sdk.models import ROW_FIELDS, ConnectionStatus, RunOutcome, SyncRun, decimal_text, iso
@@ -670,7 +671,14 @@ def status(ctx: Ctx, name: str | None, fmt: str) -> None:
 @click.argument("name", required=False)
 @click.option("--since", help="First hour to include (ISO 8601, UTC if no offset).")
 @click.option("--until", help="First hour to exclude (ISO 8601).")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv", "focus"]),
+    default="jsonl",
+    show_default=True,
+    help="focus: FOCUS 1.0 columns (README: FOCUS export), as CSV, or as Parquet when -o ends in .parquet.",
+)
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file, not stdout.")
 @pass_ctx
 def rows(ctx: Ctx, name: str | None, since: str | None, until: str | None, fmt: str, output: Path | None) -> None:
@@ -679,9 +687,15 @@ def rows(ctx: Ctx, name: str | None, since: str | None, until: str | None, fmt: 
         start, end = parse_moment(since, "--since"), parse_moment(until, "--until")
         if name is not None:
             host.store.get_connection(name)
+        selected = host.store.iter_rows(name, since=start, until=end)
+        if fmt == "focus" and output is not None and output.suffix.lower() == ".parquet":
+            write_focus_parquet(selected, output)
+            return
         stream = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
         try:
-            if fmt == "csv":
+            if fmt == "focus":
+                write_focus_csv(selected, stream)
+            elif fmt == "csv":
                 writer = csv.DictWriter(stream, fieldnames=ROW_FIELDS, lineterminator="\n")
                 writer.writeheader()
                 for row in host.store.iter_rows(name, since=start, until=end):

@@ -9,6 +9,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -95,6 +96,24 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 
 AuthErrorFactory = Callable[[int, str], CredentialError]
+RequestLimiter = Callable[[str], AbstractContextManager[Any]]
+
+
+def _no_limit(_host: str) -> AbstractContextManager[Any]:
+    return nullcontext()
+
+
+_request_limiter: RequestLimiter = _no_limit
+
+
+def set_request_limiter(limiter: RequestLimiter | None) -> None:
+    """Install a process-wide limit on requests: ``limiter(vendor_host)`` is entered around every request.
+
+    Workers of a fleet share one (e.g. a Redis semaphore) so that many connections never hammer one vendor host at
+    once; ``None`` removes it.
+    """
+    global _request_limiter
+    _request_limiter = limiter or _no_limit
 
 
 def default_auth_error(status: int, message: str) -> CredentialError:
@@ -132,6 +151,7 @@ class ApiClient:
         sleep: Callable[[float], Any] = time.sleep,
     ) -> None:
         self.base_url = validate_base_url(base_url)
+        self._host = urlsplit(self.base_url).hostname or ""
         self.vendor = vendor
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -176,18 +196,19 @@ class ApiClient:
         for attempt in range(1, self.retry.max_attempts + 1):
             wait: float | None = None
             try:
-                response = self._session.request(
-                    method,
-                    url,
-                    params=params,
-                    data=None if body is None else self.encode(body),
-                    headers={"Authorization": self._authorization()}
-                    | ({"Content-Type": "application/json"} if body is not None else {}),
-                    timeout=self.timeout,
-                    allow_redirects=False,
-                )
-                self.requests_sent += 1
-                content = response.content
+                with _request_limiter(self._host):
+                    response = self._session.request(
+                        method,
+                        url,
+                        params=params,
+                        data=None if body is None else self.encode(body),
+                        headers={"Authorization": self._authorization()}
+                        | ({"Content-Type": "application/json"} if body is not None else {}),
+                        timeout=self.timeout,
+                        allow_redirects=False,
+                    )
+                    self.requests_sent += 1
+                    content = response.content
             except requests.Timeout:
                 last_problem = f"no answer within {self.timeout[1]:g} s"
             except requests.RequestException as error:

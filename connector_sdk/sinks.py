@@ -24,6 +24,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from connector_sdk import __version__, hookimpl
+from connector_sdk.focus import FOCUS_COLUMNS, focus_record
 from connector_sdk.http import validate_base_url
 from connector_sdk.models import ROW_FIELDS, UsageRow
 
@@ -128,6 +129,18 @@ class CsvFileSink(_FileSink):
         writer.writerows({k: "" if v is None else v for k, v in row.export().items()} for row in rows)
 
 
+class FocusFileSink(_FileSink):
+    kind = "focus"
+    suffix = "csv"
+    description = "FOCUS 1.0 CSV files (README: FOCUS export), one per day or month of usage"
+
+    def write(self, handle: Any, rows: list[UsageRow], *, header: bool) -> None:
+        writer = csv.DictWriter(handle, fieldnames=FOCUS_COLUMNS, lineterminator="\n")
+        if header:
+            writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in focus_record(row).items()} for row in rows)
+
+
 class WebhookSinkConfig(SinkConfig):
     url: str = Field(description="Where batches are POSTed (https://, or http:// on loopback).")
     secret: SecretStr = Field(description="Shared secret for the HMAC-SHA256 signature header.", min_length=16)
@@ -185,7 +198,7 @@ class WebhookSink(Sink):
 
 @hookimpl
 def connector_sdk_register_sinks() -> list[type[Sink]]:
-    return [JsonlFileSink, CsvFileSink, WebhookSink]
+    return [JsonlFileSink, CsvFileSink, FocusFileSink, WebhookSink]
 
 
 def retry_delay(attempts: int) -> timedelta:

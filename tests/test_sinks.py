@@ -9,6 +9,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ def test_file_sinks_get_every_committed_page_rolled_by_day(host: Host, connect: 
     name = connect()
     host.add_sink(name, "lake", "jsonl", {"directory": str(tmp_path / "jsonl")})
     host.add_sink(name, "sheet", "csv", {"directory": str(tmp_path / "csv"), "roll": "month"})
+    host.add_sink(name, "finops", "focus", {"directory": str(tmp_path / "focus"), "roll": "month"})
     run = host.sync(name)
     assert run.outcome == RunOutcome.SUCCEEDED
     files = sorted((tmp_path / "jsonl" / name).glob("*.jsonl"))
@@ -86,7 +88,11 @@ def test_file_sinks_get_every_committed_page_rolled_by_day(host: Host, connect: 
     assert all(line["period_start"].startswith(f.stem) for f in files for line in map(json.loads, f.open()))
     rows = [r for f in (tmp_path / "csv" / name).glob("*.csv") for r in csv.DictReader(f.open())]
     assert {r["row_id"] for r in rows} == stored_ids(host, name)
-    assert host.store.backlog(name) == {"lake": 0, "sheet": 0}
+    focus = [r for f in (tmp_path / "focus" / name).glob("*.csv") for r in csv.DictReader(f.open())]
+    assert len(focus) == len(rows) and sum(Decimal(r["BilledCost"]) for r in focus) == sum(
+        r.cost for r in host.store.iter_rows(name)
+    )
+    assert host.store.backlog(name) == {"finops": 0, "lake": 0, "sheet": 0}
 
 
 def test_a_webhook_gets_signed_batches_and_an_outage_loses_nothing(
