@@ -134,7 +134,7 @@ class Host:
     def _remember(secrets: dict[str, str]) -> None:
         """Teach the log redactor this process's secrets, and their halves: vendors echo ``id:secret`` parts."""
         for value in secrets.values():
-            for part in {value, *value.split(":")[1:]}:
+            for part in {value, value.partition(":")[2], *value.split(":")[1:]}:
                 logs.secrets.add(part)
 
     def _checked(self, connector_id: str, config: ConnectorConfig) -> str:

@@ -26,6 +26,7 @@ from connector_sdk.errors import ApiError, ConfigError, CredentialError, Respons
 log = structlog.get_logger()
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+HOSTNAME = re.compile(r"[A-Za-z0-9.-]+|[0-9A-Fa-f:.]+")
 
 
 def is_loopback(host: str) -> bool:
@@ -42,13 +43,20 @@ def validate_base_url(url: str) -> str:
 
     A key sent over plain HTTP to another machine could be read on the way, so that is refused outright.
     """
+    # Messages never repeat the URL: a key pasted into the wrong field, or a proxy password, must not be echoed.
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{url!r} is not an http(s) URL")
+        raise ValueError("not an http(s) URL: expected https://host/path")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError("the URL must not carry credentials, a query or a fragment")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("the port is not a number from 1 to 65535") from None
+    if port == 0 or not HOSTNAME.fullmatch(parts.hostname):
+        raise ValueError("the host or port is not valid")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ValueError("plain http:// is only allowed for loopback hosts; use https://")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise ValueError("the base URL must not carry credentials, a query or a fragment")
     return url.rstrip("/")
 
 

@@ -55,6 +55,14 @@ class ConnectorConfig(BaseModel):
         description="How many recent hours every later sync polls again, for late revisions.",
     )
 
+    @field_validator("backfill_days", "lookback_hours", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        # The published JSON Schema says integer, which refuses true/false; pydantic alone would take them as 1/0.
+        if isinstance(value, bool):
+            raise ValueError("expected a whole number, not true/false")
+        return value
+
     @classmethod
     def secret_field_names(cls) -> list[str]:
         return [name for name, field in cls.model_fields.items() if field.annotation is SecretStr]

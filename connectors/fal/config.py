@@ -33,7 +33,8 @@ class FalConfig(ConnectorConfig):
     @classmethod
     def _key_shape(cls, value: SecretStr) -> SecretStr:
         key_id, sep, key_secret = value.get_secret_value().strip().partition(":")
-        if not sep or not key_id or not key_secret or any(c.isspace() for c in key_id + key_secret):
+        # Visible ASCII only: an HTTP header cannot carry a pasted zero-width space or curly quote.
+        if not sep or not key_id or not key_secret or not all("!" <= c <= "~" for c in key_id + key_secret):
             raise ValueError("a fal API key has the form KEY_ID:KEY_SECRET (copy it whole from the fal dashboard)")
         return SecretStr(f"{key_id}:{key_secret}")
 

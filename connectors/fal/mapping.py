@@ -17,11 +17,19 @@ USER_KEY_LABEL = "User key"
 """What the product calls activity not made with an API key: the web UI, the playground, login tokens."""
 
 
+MAX_DIGITS = 30
+"""A number may have at most this many digits before and after the point: more than any bill or price needs."""
+
+
 def _number(value: Any) -> Any:
     # JSON numbers arrive as int or Decimal (parsed with parse_float=Decimal); a string or bool is a wrong type.
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
         raise ValueError(f"expected a JSON number, got {type(value).__name__}")
-    return Decimal(value)
+    number = Decimal(value)
+    # JSON allows 1e999999999: it would overflow Decimal arithmetic, and writing it out takes a gigabyte.
+    if not number.is_finite() or number.adjusted() >= MAX_DIGITS or number.as_tuple().exponent < -MAX_DIGITS:
+        raise ValueError(f"expected a number with at most {MAX_DIGITS} digits before and after the point")
+    return number
 
 
 Number = Annotated[Decimal, BeforeValidator(_number)]
