@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,27 +161,60 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, failed: Any) 
     return True
 
 
-def _collect_connectors(result: Plugins, failed: Any) -> None:
+def _collect(
+    result: Plugins,
+    hook: str,
+    check: Callable[[Any], str],
+    what: str,
+    registry: dict[str, Any],
+    owners: dict[str, str],
+    failed: Any,
+) -> None:
+    """Call one ``register_*`` hook of every plugin, check each class it returns, and register it under its key;
+    a bad class fails its plugin's whole list, and a key two plugins claim stays with the first, naming both."""
     pm = result.manager
-    for impl in pm.hook.connector_sdk_register_connectors.get_hookimpls():
+    for impl in getattr(pm.hook, hook).get_hookimpls():
         name = pm.get_name(impl.plugin) or impl.plugin_name
         try:
             classes = list(impl.function() or [])  # a generator or tuple must not be consumed by the checks
-            for cls in classes:
-                _check_connector_class(cls)
+            keys = [check(cls) for cls in classes]
         except Exception as error:
             failed(name, error)
             continue
-        for cls in classes:
-            owner = result.connector_plugin.get(cls.id)
+        for key, cls in zip(keys, classes, strict=True):
+            owner = owners.get(key)
             if owner is not None:
-                failed(name, f"connector id {cls.id!r} is already registered by plugin {owner!r}")
+                failed(name, f"{what} {key!r} is already registered by plugin {owner!r}")
                 continue
-            result.connectors[cls.id] = cls
-            result.connector_plugin[cls.id] = name
+            registry[key] = cls
+            owners[key] = name
 
 
-def _check_connector_class(cls: object) -> None:
+def _collect_connectors(result: Plugins, failed: Any) -> None:
+    _collect(
+        result,
+        "connector_sdk_register_connectors",
+        _check_connector_class,
+        "connector id",
+        result.connectors,
+        result.connector_plugin,
+        failed,
+    )
+
+
+def _collect_sinks(result: Plugins, failed: Any) -> None:
+    _collect(
+        result, "connector_sdk_register_sinks", _check_sink_class, "sink kind", result.sinks, result.sink_plugin, failed
+    )
+
+
+def _check_sink_class(cls: object) -> str:
+    if not (isinstance(cls, type) and issubclass(cls, Sink)) or not getattr(cls, "kind", None):
+        raise TypeError(f"{cls!r} is not a connector_sdk.sinks.Sink subclass with a kind")
+    return cls.kind
+
+
+def _check_connector_class(cls: Any) -> str:
     if not (isinstance(cls, type) and issubclass(cls, Connector)):
         raise TypeError(f"{cls!r} is not a subclass of connector_sdk.connector.Connector")
     connector_id = getattr(cls, "id", None)
@@ -193,24 +226,4 @@ def _check_connector_class(cls: object) -> None:
     manifest = cls.manifest()
     if not isinstance(manifest, Manifest) or manifest.id != connector_id:
         raise TypeError(f"{cls.__name__}.manifest() must return a Manifest with id {connector_id!r}")
-
-
-def _collect_sinks(result: Plugins, failed: Any) -> None:
-    pm = result.manager
-    for impl in pm.hook.connector_sdk_register_sinks.get_hookimpls():
-        name = pm.get_name(impl.plugin) or impl.plugin_name
-        try:
-            classes = list(impl.function() or [])
-            for cls in classes:
-                if not (isinstance(cls, type) and issubclass(cls, Sink)) or not getattr(cls, "kind", None):
-                    raise TypeError(f"{cls!r} is not a connector_sdk.sinks.Sink subclass with a kind")
-        except Exception as error:
-            failed(name, error)
-            continue
-        for cls in classes:
-            owner = result.sink_plugin.get(cls.kind)
-            if owner is not None:
-                failed(name, f"sink kind {cls.kind!r} is already registered by plugin {owner!r}")
-                continue
-            result.sinks[cls.kind] = cls
-            result.sink_plugin[cls.kind] = name
+    return connector_id

@@ -12,14 +12,18 @@ from datetime import timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
+import connector_sdk.sinks
+import connectors.fal
+from connector_sdk import hookimpl
 from connector_sdk.errors import ConfigError
 from connector_sdk.host import Host
 from connector_sdk.models import RunOutcome
-from connector_sdk.sinks import SIGNATURE_HEADER, deliver_pending
+from connector_sdk.plugins import get_plugin_manager
+from connector_sdk.sinks import SIGNATURE_HEADER, Sink, SinkConfig, deliver_pending
 from connectors.fal.simulator import FalSimulator
 from tests.conftest import CliRunner
 
@@ -215,3 +219,41 @@ def test_sinks_from_the_cli(
     assert len(set(receiver.row_ids())) == status["rows"]
     assert cli("sink", "remove", "p", "hook").returncode == 0
     assert cli("sink", "remove", "p", "hook").returncode == 2
+
+
+class Collector(Sink):
+    """A third-party sink, registered through the same hook as the built-in ones."""
+
+    kind = "collector"
+    config_model = SinkConfig
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def deliver(self, payload: dict[str, Any]) -> None:
+        self.received.append(payload)
+
+
+class CollectorPlugin:
+    @hookimpl
+    def connector_sdk_register_sinks(self) -> list[type[Sink]]:
+        return [Collector]
+
+
+def test_a_plugin_adds_a_sink_kind_through_the_hook(
+    home: Path, store_url: str, sim: FalSimulator, admin_key: str
+) -> None:
+    plugins = get_plugin_manager(
+        load_entrypoints=False, plugins=[connectors.fal, connector_sdk.sinks, CollectorPlugin()]
+    )
+    assert plugins.errors == [] and set(plugins.sinks) == {"jsonl", "csv", "focus", "webhook", "collector"}
+    with Host.open(home, store_url=store_url, plugins=plugins) as host:
+        host.connect("fal", "p", {"api_key": admin_key, "base_url": sim.base_url, "backfill_days": 1})
+        host.add_sink("p", "mine", "collector", {})
+        host.sync("p")
+        assert {r["row_id"] for b in Collector.received for r in b["rows"]} == stored_ids(host, "p")
+
+
+def test_two_plugins_claiming_one_sink_kind_are_reported_naming_both() -> None:
+    plugins = get_plugin_manager(
+        load_entrypoints=False, plugins=[connector_sdk.sinks, CollectorPlugin(), CollectorPlugin()]
+    )
+    assert len(plugins.errors) == 1 and "sink kind 'collector' is already registered" in plugins.errors[0].error
