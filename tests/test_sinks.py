@@ -241,6 +241,7 @@ class CollectorPlugin:
 def test_a_plugin_adds_a_sink_kind_through_the_hook(
     home: Path, store_url: str, sim: FalSimulator, admin_key: str
 ) -> None:
+    Collector.received.clear()
     plugins = get_plugin_manager(
         load_entrypoints=False, plugins=[connectors.fal, connector_sdk.sinks, CollectorPlugin()]
     )
