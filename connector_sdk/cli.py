@@ -785,6 +785,18 @@ def demo(ctx: Ctx, days: int) -> None:
     out.print(f"\nThe demo store is in {home}. Explore it with e.g. `connector-host --home {home} status`.")
 
 
+def _add_optional_commands() -> None:
+    """Commands whose packages are optional extras: present when their extra is installed."""
+    try:
+        from connector_sdk.portal.cli import serve
+    except ImportError:  # the [portal] extra is not installed
+        return
+    cli.add_command(serve)
+
+
+_add_optional_commands()
+
+
 def main() -> None:
     cli(prog_name="connector-host")
 

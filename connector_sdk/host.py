@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from connector_sdk import logs
 from connector_sdk.connector import Connector
 from connector_sdk.crypto import CredentialCipher
-from connector_sdk.errors import ConfigError, CredentialError, UnknownConnection
+from connector_sdk.errors import ConfigError, CredentialError, SyncInProgress, UnknownConnection
 from connector_sdk.models import (
     Connection,
     ConnectionState,
@@ -191,6 +191,9 @@ class Host:
     def disconnect(self, name: str, *, purge: bool = False) -> None:
         """Stop syncing and delete the credential; with ``purge`` also the rows and the connection itself."""
         self.store.get_connection(name)
+        holder = self.store.lease_holder(name, now=self.now())
+        if holder is not None:  # its pages would land after the purge, its outcome overwrite "disconnected"
+            raise SyncInProgress(name, holder)
         if purge:
             self.store.delete_connection(name)
             log.info("connection_purged", connection=name)

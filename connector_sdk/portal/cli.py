@@ -1,0 +1,98 @@
+"""``connector-host serve``: the admin portal, its REST API and the hourly scheduler in one process."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from connector_sdk.http import is_loopback
+
+TOKEN_ENV = "CONNECTOR_HOST_ADMIN_TOKEN"
+MIN_TOKEN_LENGTH = 16
+MAKE_TOKEN = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+@click.command()
+@click.option("--host", "bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Port to listen on.")
+@click.option(
+    "--admin-token",
+    envvar=TOKEN_ENV,
+    show_envvar=True,
+    help=f"Token every client must present; required unless --host is loopback. Prefer the {TOKEN_ENV} "
+    "environment variable: other users of the machine can read command lines.",
+)
+@click.option("--interval", type=float, help="Seconds between syncs of a connection [default: the connector's].")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True, help="Syncs at once.")
+@click.option("--no-scheduler", is_flag=True, help="Serve only; another process runs `connector-host run`.")
+@click.pass_context
+def serve(
+    ctx: click.Context,
+    bind: str,
+    port: int,
+    admin_token: str | None,
+    interval: float | None,
+    concurrency: int,
+    no_scheduler: bool,
+) -> None:
+    """Serve the admin portal and its REST API, and run the hourly scheduler in the background.
+
+    Open http://127.0.0.1:8080 in a browser: pick a connector in the catalog, paste a key, and watch the spend.
+    On loopback no sign-in is needed; anywhere else --admin-token (or CONNECTOR_HOST_ADMIN_TOKEN) is required,
+    sent as a bearer token by API clients and asked for by a sign-in page. Stops cleanly on SIGTERM or Ctrl-C.
+    """
+    import uvicorn
+
+    class CleanExitServer(uvicorn.Server):
+        """uvicorn raises SIGTERM again after its graceful shutdown, so the process would end "killed"; like
+        `connector-host run`, a clean stop on SIGTERM or Ctrl-C exits 0 here."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            getattr(self, "_captured_signals", []).clear()
+
+    from connector_sdk.cli import Ctx
+    from connector_sdk.errors import ConnectorHostError
+    from connector_sdk.host import Host, default_home
+    from connector_sdk.portal.app import create_app
+    from connector_sdk.store import STORE_ENV
+
+    token = (admin_token or "").strip() or None
+    if token is not None and len(token) < MIN_TOKEN_LENGTH:
+        _fail(f"the admin token must be at least {MIN_TOKEN_LENGTH} characters; make one with: {MAKE_TOKEN}")
+    if token is None and not is_loopback(bind):
+        _fail(
+            f"serving on {bind} makes the portal reachable from other machines, so it needs an admin token: "
+            f"export {TOKEN_ENV}=$({MAKE_TOKEN}) and start it again (or serve on 127.0.0.1)"
+        )
+    if interval is not None and interval <= 0:
+        _fail("--interval must be positive")
+    settings = ctx.find_object(Ctx)
+    home = settings.home if settings else default_home()
+    store_url = settings.store_url if settings else os.environ.get(STORE_ENV)
+    try:
+        host = Host.open(home, store_url=store_url)
+    except ConnectorHostError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(error.exit_code)
+    with host:
+        app = create_app(
+            host,
+            admin_token=token,
+            run_scheduler=not no_scheduler,
+            scheduler_options={"interval_seconds": interval, "concurrency": concurrency},
+        )
+        shown = f"[{bind}]" if ":" in bind else bind
+        scheduler = "off" if no_scheduler else "on"
+        access = "sign-in required" if token else "this machine only"
+        click.echo(f"Admin portal on http://{shown}:{port} ({access}; scheduler {scheduler}). Ctrl-C stops.", err=True)
+        config = uvicorn.Config(app, host=bind, port=port, log_level="warning", server_header=False, lifespan="on")
+        CleanExitServer(config).run()

@@ -1,0 +1,469 @@
+"""The portal's pages, rendered on the server: catalog, add connection, connections, dashboard, sign-in."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.datastructures import FormData
+
+from connector_sdk import __version__
+from connector_sdk.errors import ConnectorHostError, SyncInProgress
+from connector_sdk.models import ConnectionState, Manifest, decimal_text
+from connector_sdk.portal import service
+from connector_sdk.portal.charts import Series, color_for, stacked_bars
+from connector_sdk.portal.context import Portal, PortalDep
+from connector_sdk.portal.forms import FormField, form_fields, form_values
+from connector_sdk.portal.security import (
+    CSRF_FIELD,
+    SESSION_COOKIE,
+    UNSAFE_METHODS,
+    Session,
+    safe_next,
+    token_matches,
+)
+
+PER_PAGE = 25
+PERIODS = (7, 30, 90)
+NOTICES = {
+    "connected": "Connected. The first sync runs now; this page refreshes until it has finished.",
+    "sync_started": "Sync started. This page refreshes until it has finished.",
+    "already_syncing": "A sync of this connection is already running; this page refreshes until it has finished.",
+    "reconnected": "Reconnected. A sync is filling the gap since the old key stopped working.",
+    "disconnected": "Disconnected: the key was deleted and the rows were kept.",
+    "purged": "Disconnected and deleted, together with its rows.",
+    "signed_out": "You are signed out.",
+}
+
+templates = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def when(moment: datetime | None) -> str:
+    """``23 Nov 2026, 10:04 UTC``."""
+    return moment.strftime("%d %b %Y, %H:%M UTC") if moment else "—"
+
+
+def relative(moment: datetime | None, now: datetime) -> str:
+    """``5 min ago``, ``in 52 min``, ``3 h ago``, ``2 days ago``."""
+    if moment is None:
+        return ""
+    seconds = (moment - now).total_seconds()
+    span = abs(seconds)
+    if span < 60:
+        return "just now"
+    text = (
+        f"{int(span // 60)} min"
+        if span < 3600
+        else f"{int(span // 3600)} h"
+        if span < 86400 * 2
+        else f"{int(span // 86400)} days"
+    )
+    return f"in {text}" if seconds > 0 else f"{text} ago"
+
+
+templates.filters["money"] = service.money
+templates.filters["when"] = when
+templates.filters["exact"] = decimal_text
+
+
+def set_session_cookie(request: Request, response: Response, session: Session) -> None:
+    portal: Portal = request.app.state.portal
+    response.set_cookie(
+        SESSION_COOKIE,
+        portal.signer.dumps(session),
+        max_age=portal.signer.max_age,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+
+
+def render(request: Request, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
+    """A page, with what every page needs: the CSRF token of this session and who is signed in."""
+    portal: Portal = request.app.state.portal
+    session: Session | None = getattr(request.state, "session", None)
+    now = portal.host.now()
+    html = templates.get_template(template).render(
+        request=request,
+        path=request.url.path,
+        csrf_field=CSRF_FIELD,
+        csrf_token=portal.signer.csrf_token(session) if session is not None else "",
+        auth_required=portal.auth_required,
+        signed_in=session is not None and session.authenticated,
+        version=__version__,
+        now=now,
+        ago=lambda moment: relative(moment, now),
+        notice=NOTICES.get(request.query_params.get("notice", "")),
+        **context,
+    )
+    return HTMLResponse(html, status_code=status)
+
+
+class CsrfRejected(service.PortalError):
+    def __init__(self) -> None:
+        super().__init__("This form has expired. Go back, reload the page and submit it again.", status=403)
+
+
+async def posted_form(request: Request) -> FormData:
+    """The submitted form of a POST, after its CSRF token is checked; every page POST depends on this."""
+    if request.method not in UNSAFE_METHODS:
+        return FormData()
+    form = await request.form(max_files=0, max_fields=100)
+    portal: Portal = request.app.state.portal
+    if not portal.signer.csrf_ok(getattr(request.state, "session", None), form.get(CSRF_FIELD)):
+        raise CsrfRejected()
+    return form
+
+
+Form = Annotated[FormData, Depends(posted_form)]
+router = APIRouter(include_in_schema=False, dependencies=[Depends(posted_form)])
+
+
+def redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def dashboard_url(name: str, **query: Any) -> str:
+    params = {k: v for k, v in query.items() if v not in (None, "")}
+    return f"/connections/{quote(name, safe='')}" + (f"?{urlencode(params)}" if params else "")
+
+
+def text(form: Mapping[str, Any], key: str) -> str:
+    value = form.get(key)
+    return value.strip() if isinstance(value, str) else ""
+
+
+@router.get("/")
+def home(portal: PortalDep) -> RedirectResponse:
+    return redirect("/connections" if portal.host.store.list_connections() else "/catalog")
+
+
+@router.get("/favicon.ico")
+def favicon() -> RedirectResponse:
+    return RedirectResponse("/static/favicon.svg", status_code=301)
+
+
+# -- catalog and adding a connection -------------------------------------------------------------------------------
+@router.get("/catalog")
+def catalog(request: Request, portal: PortalDep) -> HTMLResponse:
+    counts: dict[str, int] = {}
+    for conn in portal.host.store.list_connections():
+        counts[conn.connector] = counts.get(conn.connector, 0) + 1
+    return render(request, "catalog.html", manifests=service.manifests(portal.host), counts=counts)
+
+
+def _connect_page(
+    request: Request,
+    manifest: Manifest,
+    *,
+    name: str = "",
+    values: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    message: str | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    fields = form_fields(manifest.config_schema)
+    public = {f.name: v for f, v in ((f, (values or {}).get(f.name)) for f in fields) if not f.secret and v is not None}
+    errors = errors or {}
+    return render(
+        request,
+        "connect.html",
+        status=status,
+        manifest=manifest,
+        fields=fields,
+        name=name,
+        values=public,
+        errors=errors,
+        message=message,
+        open_advanced=any(f.advanced and f.name in errors for f in fields),
+    )
+
+
+@router.get("/connect/{connector_id}")
+def connect_form(request: Request, portal: PortalDep, connector_id: str) -> HTMLResponse:
+    return _connect_page(request, service.manifest(portal.host, connector_id))
+
+
+@router.post("/connect/{connector_id}")
+def connect(request: Request, portal: PortalDep, connector_id: str, form: Form) -> Response:
+    manifest = service.manifest(portal.host, connector_id)
+    fields = form_fields(manifest.config_schema)
+    name = text(form, "name")
+    values = form_values(fields, form)
+    try:
+        service.create_connection(portal.host, portal.jobs, connector_id, name, values)
+    except service.PortalError as error:
+        message = "Please correct the highlighted fields." if error.fields else str(error)
+        if manifest.authentication.secret_field in error.fields and len(error.fields) == 1:
+            message = f"{manifest.display_name} did not accept the key, so nothing was stored."
+        return _connect_page(
+            request, manifest, name=name, values=values, errors=error.fields, message=message, status=error.status
+        )
+    except ConnectorHostError as error:
+        message = f"Nothing was stored: {error}"
+        return _connect_page(request, manifest, name=name, values=values, message=message, status=502)
+    return redirect(dashboard_url(name, notice="connected"))
+
+
+# -- connections ---------------------------------------------------------------------------------------------------
+def _view(portal: Portal, conn: Any) -> dict[str, Any]:
+    status = service.status(portal.host, portal.jobs, conn)
+    return {
+        "conn": conn,
+        "status": status,
+        "label": service.STATE_LABELS[status.state],
+        "manifest": service.manifest(portal.host, conn.connector)
+        if conn.connector in portal.host.plugins.connectors
+        else None,
+    }
+
+
+@router.get("/connections")
+def connections(request: Request, portal: PortalDep) -> HTMLResponse:
+    views = [_view(portal, c) for c in portal.host.store.list_connections()]
+    syncing = any(v["status"].state == ConnectionState.SYNCING for v in views)
+    return render(request, "connections.html", views=views, refresh=syncing)
+
+
+@router.post("/connections/{name}/sync")
+def sync_now(request: Request, portal: PortalDep, name: str, form: Form) -> Response:
+    try:
+        service.start_sync(portal.host, portal.jobs, name)
+        notice = "sync_started"
+    except SyncInProgress:
+        notice = "already_syncing"
+    back = safe_next(text(form, "next"))
+    if back == "/":
+        back = dashboard_url(name)
+    return redirect(back + ("&" if "?" in back else "?") + f"notice={notice}")
+
+
+@router.get("/connections/{name}/reconnect")
+def reconnect_form(request: Request, portal: PortalDep, name: str) -> HTMLResponse:
+    conn = service.connection(portal.host, name)
+    return _reconnect_page(request, portal, conn)
+
+
+def _reconnect_page(
+    request: Request,
+    portal: Portal,
+    conn: Any,
+    *,
+    errors: dict[str, str] | None = None,
+    message: str | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    manifest = service.manifest(portal.host, conn.connector)
+    secret_fields: list[FormField] = [f for f in form_fields(manifest.config_schema) if f.secret]
+    return render(
+        request,
+        "reconnect.html",
+        status=status,
+        conn=conn,
+        view=_view(portal, conn),
+        manifest=manifest,
+        fields=secret_fields,
+        errors=errors or {},
+        message=message,
+    )
+
+
+@router.post("/connections/{name}/reconnect")
+def reconnect(request: Request, portal: PortalDep, name: str, form: Form) -> Response:
+    conn = service.connection(portal.host, name)
+    manifest = service.manifest(portal.host, conn.connector)
+    secrets = form_values([f for f in form_fields(manifest.config_schema) if f.secret], form)
+    try:
+        service.reconnect(portal.host, portal.jobs, name, secrets)
+    except service.PortalError as error:
+        message = "Please correct the highlighted fields." if error.fields else str(error)
+        if manifest.authentication.secret_field in error.fields:
+            message = f"{manifest.display_name} did not accept the key; the connection still waits for a new one."
+        return _reconnect_page(request, portal, conn, errors=error.fields, message=message, status=error.status)
+    except ConnectorHostError as error:
+        return _reconnect_page(request, portal, conn, message=f"Nothing was changed: {error}", status=502)
+    return redirect(dashboard_url(name, notice="reconnected"))
+
+
+@router.get("/connections/{name}/disconnect")
+def disconnect_form(request: Request, portal: PortalDep, name: str) -> HTMLResponse:
+    conn = service.connection(portal.host, name)
+    return render(request, "disconnect.html", conn=conn, view=_view(portal, conn))
+
+
+@router.post("/connections/{name}/disconnect")
+def disconnect(request: Request, portal: PortalDep, name: str, form: Form) -> Response:
+    purge = form.get("purge") is not None
+    service.disconnect(portal.host, portal.jobs, name, purge=purge)
+    return redirect(f"/connections?notice={'purged' if purge else 'disconnected'}")
+
+
+# -- dashboard -----------------------------------------------------------------------------------------------------
+def _int(value: str | None, default: int, low: int, high: int) -> int:
+    try:
+        return min(max(int(value or default), low), high)
+    except ValueError:
+        return default
+
+
+def _day(value: str | None) -> date | None:
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+@router.get("/connections/{name}")
+def dashboard(request: Request, portal: PortalDep, name: str) -> HTMLResponse:
+    host = portal.host
+    conn = service.connection(host, name)
+    query = request.query_params
+    days = _int(query.get("days"), 30, 1, 400)
+    key, model, day = query.get("key") or None, query.get("model") or None, _day(query.get("day"))
+    page = _int(query.get("page"), 1, 1, 1_000_000)
+    since, until, lines = host.report(name, days=days)
+    currency = service.main_currency(lines)
+    day_since, day_until = service.day_bounds(day) if day else (None, None)
+    row_filter = service.RowFilter(since=day_since, until=day_until, key_label=key, model=model)
+    result = service.scan(
+        host.store.iter_rows(name, since=since, until=until),
+        row_filter,
+        page=page,
+        per_page=PER_PAGE,
+        currency=currency,
+    )
+    labels = [line.api_key_label for line in lines if line.currency == currency]
+    colors = {label: color_for(i) for i, label in enumerate(labels)}
+    state = {"days": days, "key": key, "model": model, "day": day.isoformat() if day else None}
+
+    def url(**changes: Any) -> str:
+        return dashboard_url(name, **({**state, "page": None} | changes))
+
+    total = service.totals(lines)
+    chart = stacked_bars(
+        service.days_between(since, until),
+        [Series(label, colors[label], result.daily.get(label, {})) for label in labels],
+        money=lambda v: service.money(v, currency),
+        symbol=service.CURRENCY_SYMBOLS.get(currency, ""),
+        link=lambda d: url(day=d.isoformat()),
+    )
+    main_total = total.get(currency, Decimal(0))
+    keys = [
+        {
+            "line": line,
+            "color": colors.get(line.api_key_label, "#94a3b8"),
+            "share": float(line.cost / main_total * 100) if main_total > 0 and line.currency == currency else 0.0,
+        }
+        for line in lines
+    ]
+    csv_query = {"days": days, "key": key, "model": model, "day": state["day"]}
+    view = _view(portal, conn)
+    return render(
+        request,
+        "dashboard.html",
+        conn=conn,
+        view=view,
+        days=days,
+        periods=PERIODS,
+        since=since,
+        until=until,
+        currency=currency,
+        totals=total,
+        main_total=main_total,
+        keys=keys,
+        models=sorted({m for line in lines for m in line.models}),
+        row_count=sum(line.row_count for line in lines),
+        chart=chart,
+        legend=[(label, colors[label]) for label in labels],
+        result=result,
+        key_options=sorted(result.labels),
+        model_options=sorted(result.models),
+        filters=state,
+        url=url,
+        csv_url=f"/connections/{quote(name, safe='')}/rows.csv?" + urlencode({k: v for k, v in csv_query.items() if v}),
+        refresh=view["status"].state == ConnectionState.SYNCING,
+    )
+
+
+@router.get("/connections/{name}/rows.csv")
+def rows_csv(request: Request, portal: PortalDep, name: str) -> Response:
+    from connector_sdk.portal.api import csv_response
+
+    service.connection(portal.host, name)
+    query = request.query_params
+    since, until, _ = portal.host.report(name, days=_int(query.get("days"), 30, 1, 400))
+    day = _day(query.get("day"))
+    if day is not None:
+        since, until = service.day_bounds(day)
+    row_filter = service.RowFilter(
+        since=since, until=until, key_label=query.get("key") or None, model=query.get("model") or None
+    )
+    return csv_response(portal, name, row_filter)
+
+
+# -- signing in ----------------------------------------------------------------------------------------------------
+@router.get("/login")
+def login_form(request: Request, portal: PortalDep) -> Response:
+    if not portal.auth_required:
+        return redirect("/")
+    return render(request, "login.html", next=safe_next(request.query_params.get("next")), error=None)
+
+
+@router.post("/login")
+def login(request: Request, portal: PortalDep, form: Form) -> Response:
+    target = safe_next(text(form, "next"))
+    if not portal.auth_required:
+        return redirect(target)
+    client = request.client.host if request.client else "?"
+    if portal.throttle.blocked(client):
+        error = "Too many wrong tokens from this address. Wait a few minutes, then try again."
+        return render(request, "login.html", status=429, next=target, error=error)
+    token = form.get("token")
+    if not token_matches(token if isinstance(token, str) else None, portal.admin_token or ""):
+        portal.throttle.failed(client)
+        error = "That is not the admin token. It is the one the portal was started with."
+        return render(request, "login.html", status=401, next=target, error=error)
+    portal.throttle.succeeded(client)
+    response = redirect(target)
+    # A new session id on sign-in, so an id planted before sign-in is worth nothing afterwards.
+    set_session_cookie(request, response, portal.signer.new(authenticated=True))
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, portal: PortalDep, form: Form) -> Response:
+    response = redirect("/login?notice=signed_out" if portal.auth_required else "/")
+    set_session_cookie(request, response, portal.signer.new())
+    return response
+
+
+# -- API reference -------------------------------------------------------------------------------------------------
+@router.get("/api")
+def api_reference(request: Request) -> HTMLResponse:
+    spec = request.app.openapi()
+    operations = []
+    for path, methods in spec.get("paths", {}).items():
+        for method, op in methods.items():
+            operations.append(
+                {
+                    "method": method.upper(),
+                    "path": path,
+                    "summary": op.get("summary", ""),
+                    "description": op.get("description", ""),
+                    "tag": (op.get("tags") or ["other"])[0],
+                }
+            )
+    return render(request, "api.html", operations=operations, spec=spec)
