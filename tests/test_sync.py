@@ -285,3 +285,16 @@ def test_disconnect_deletes_the_credential_and_keeps_rows_unless_purged(host: Ho
     host.disconnect(name, purge=True)
     assert host.store.count_rows() == 0
     assert host.store.list_connections() == []
+
+
+def test_disconnecting_waits_for_a_running_sync(host: Host, connect: Callable) -> None:
+    from connector_sdk.errors import SyncInProgress
+
+    name = connect()
+    assert host.store.acquire_lease(name, "other-worker", now=host.now(), ttl_seconds=60)
+    with pytest.raises(SyncInProgress):
+        host.disconnect(name, purge=True)
+    assert host.store.get_connection(name).state == ConnectionState.CONNECTED
+    host.store.release_lease(name, "other-worker")
+    host.disconnect(name, purge=True)
+    assert host.store.list_connections() == []
