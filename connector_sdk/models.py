@@ -6,6 +6,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -22,8 +23,9 @@ def floor_hour(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
+@lru_cache(maxsize=8192)
 def iso(moment: datetime) -> str:
-    """``2026-01-02T03:00:00Z``: the one timestamp format the host writes."""
+    """``2026-01-02T03:00:00Z``: the one timestamp format the host writes (cached: rows repeat their hours)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

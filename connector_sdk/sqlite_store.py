@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,14 @@ def _dt(value: str | None) -> datetime | None:
 
 def _num(value: Decimal | None) -> str | None:
     return None if value is None else decimal_text(value)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+row_values = attrgetter(*ROW_FIELDS)
+WRITERS = tuple(_num if f in MONEY_FIELDS else _ts if f in TIME_FIELDS else _same for f in ROW_FIELDS)
 
 
 class _DecimalSum:
@@ -368,13 +377,7 @@ class SQLiteStore(Store):
         outbox: Sequence[tuple[str, str]] = (),
         now: datetime | None = None,
     ) -> None:
-        values = [
-            tuple(
-                _num(v) if f in MONEY_FIELDS else _ts(v) if f in TIME_FIELDS else v
-                for f, v in ((f, getattr(row, f)) for f in ROW_FIELDS)
-            )
-            for row in page.rows
-        ]
+        values = [tuple(convert(v) for convert, v in zip(WRITERS, row_values(row), strict=True)) for row in page.rows]
         placeholders = ", ".join("?" * len(ROW_FIELDS))
         updates = ", ".join(f"{f} = excluded.{f}" for f in ROW_FIELDS if f != "row_id")
         with self._write() as db:
