@@ -361,11 +361,12 @@ def test_a_near_valid_page_fails_only_for_a_broken_field_and_names_it(case: tupl
         assert "JSON object" in str(outcome) if not at else f"[{name}]" in str(outcome), str(outcome)
         return
     types = field_types(at)
+    stand_in = FALLBACKS.get(str(name))
+    no_stand_in = stand_in is not None and get(body, at[:-1]).get(stand_in) is None
     if how == "delete":
-        stand_in = FALLBACKS.get(str(name))
-        broken = name in REQUIRED or (stand_in is not None and get(body, at[:-1]).get(stand_in) is None)
-    else:
-        broken = types is not None and kind(value) not in types
+        broken = name in REQUIRED or no_stand_in
+    else:  # a null cost is fine only while the other cost field is there
+        broken = (types is not None and kind(value) not in types) or (value is None and no_stand_in)
     out_of_range = kind(value) == "number" and not in_money_range(value)
     if broken:
         assert isinstance(outcome, ResponseError), f"{how} of {at} went unnoticed"
