@@ -62,7 +62,11 @@ def configure_logging(*, level: str = "info", json_output: bool | None = None) -
         json_output = not sys.stderr.isatty()
     renderer: list[Any]
     if json_output:
-        renderer = [structlog.processors.dict_tracebacks, redact, structlog.processors.JSONRenderer()]
+        # No local variables in tracebacks: truncated to 80 characters, a key would no longer match the redactor.
+        tracebacks = structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        )
+        renderer = [tracebacks, redact, structlog.processors.JSONRenderer()]
     else:
         renderer = [redact, structlog.dev.ConsoleRenderer()]
     structlog.configure(

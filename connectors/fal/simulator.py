@@ -683,6 +683,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "fal-simulator/1.0"
     timeout = 60
+    # Without TCP_NODELAY every answer after the first on a kept-alive connection waits ~40 ms for a delayed ACK.
+    disable_nagle_algorithm = True
     server: _Server
 
     def setup(self) -> None:

@@ -237,7 +237,7 @@ def run_kill_9(iterations: int, *, seed: int = 20261123, home: Path | None = Non
             check=True,
             capture_output=True,
         )
-        sim.inject(Fault(USAGE, status=200, delay=0.01, times=1_000_000))  # a backfill of some seconds
+        sim.inject(Fault(USAGE, status=200, delay=0.05, times=1_000_000))  # a backfill of some seconds
         rng = random.Random(seed)
         for _ in range(iterations):
             proc = subprocess.Popen(

@@ -71,7 +71,7 @@ def test_kill_9_at_random_points_of_a_long_backfill_loses_and_doubles_nothing(
         ).returncode
         == 0
     )
-    sim.inject(Fault(path="/models/usage", status=200, delay=0.01, times=100_000))  # a backfill of some seconds
+    sim.inject(Fault(path="/models/usage", status=200, delay=0.05, times=100_000))  # a backfill of some seconds
     rng = random.Random(20261123)
     killed_mid_sync = 0
     for _ in range(KILLS):
