@@ -192,8 +192,10 @@ def run_sync(
         finally:
             if connector is not None:
                 connector.close()
-            finished = _finish(host, name, run, outcome, message, rows_total, interval, jitter)
-            store.release_lease(name, owner)
+            try:
+                finished = _finish(host, name, run, outcome, message, rows_total, interval, jitter)
+            finally:  # a store that fails here (a restarting database) must not keep the lease until it expires
+                store.release_lease(name, owner)
     return finished
 
 
