@@ -790,8 +790,16 @@ def _add_optional_commands() -> None:
     try:
         from connector_sdk.portal.cli import serve
     except ImportError:  # the [portal] extra is not installed
-        return
-    cli.add_command(serve)
+        pass
+    else:
+        cli.add_command(serve)
+    try:
+        from connector_sdk.worker_cli import schedule, worker
+    except ImportError:  # the [workers] extra is not installed
+        pass
+    else:
+        cli.add_command(worker)
+        cli.add_command(schedule)
 
 
 _add_optional_commands()

@@ -20,6 +20,7 @@ from connector_sdk.errors import (
     ConfigError,
     ConnectorHostError,
     CredentialError,
+    StoreError,
     SyncCancelled,
     SyncInProgress,
     TransientError,
@@ -181,7 +182,7 @@ def run_sync(
             outcome, message = RunOutcome.CANCELLED, f"{error}; the next sync resumes from here"
         except CredentialError as error:
             outcome, message = RunOutcome.RECONNECT_REQUIRED, str(error)
-        except TransientError as error:
+        except (TransientError, StoreError) as error:  # a restarting database is as passing as a 503
             outcome, message = RunOutcome.GAVE_UP, str(error)
         except ConnectorHostError as error:
             outcome, message = RunOutcome.FAILED, str(error)
