@@ -42,7 +42,7 @@ from connector_sdk.models import (
     UsageRow,
     decimal_text,
 )
-from connector_sdk.store import Store
+from connector_sdk.store import ALERT_COLUMNS, Store, alert_from_row, ready_items
 
 MONEY_FIELDS = frozenset({"quantity", "unit_price", "percent_discount", "list_cost", "discount", "cost"})
 TIME_FIELDS = frozenset({"period_start", "period_end", "synced_at"})
@@ -614,23 +614,7 @@ class PostgresStore(Store):
                 "WHERE connection = %s AND sink = %s ORDER BY id LIMIT %s",
                 (name, sink, limit),
             ).fetchall()
-        items = []
-        for item_id, payload, created, attempts, retry_at, error in rows:
-            if _dt(retry_at) > now:
-                break  # in order: nothing overtakes an item that waits for its retry
-            items.append(
-                OutboxItem(
-                    id=item_id,
-                    connection=name,
-                    sink=sink,
-                    payload=payload,
-                    created_at=_dt(created),
-                    attempts=attempts,
-                    next_attempt_at=_dt(retry_at),
-                    last_error=error,
-                )
-            )
-        return items
+        return ready_items(name, sink, rows, now=now, to_datetime=_dt)
 
     def delivered(self, item_ids: Sequence[int]) -> None:
         with self._tx() as cursor:
@@ -725,23 +709,10 @@ class PostgresStore(Store):
         where, params = ("WHERE connection = %s", [name]) if name is not None else ("", [])
         with self._tx() as cursor:
             rows = cursor.execute(
-                "SELECT id, connection, budget_id, kind, dedupe_key, fired_at, message, evidence FROM alerts "
-                f"{where} ORDER BY id DESC LIMIT %s",
+                f"SELECT {ALERT_COLUMNS} FROM alerts {where} ORDER BY id DESC LIMIT %s",
                 [*params, limit],
             ).fetchall()
-        return [
-            Alert(
-                id=r[0],
-                connection=r[1],
-                budget_id=r[2],
-                kind=r[3],
-                dedupe_key=r[4],
-                fired_at=_dt(r[5]),
-                message=r[6],
-                evidence=json.loads(r[7]),
-            )
-            for r in rows
-        ]
+        return [alert_from_row(r, to_datetime=_dt) for r in rows]
 
     def daily_spend(
         self,

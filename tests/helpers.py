@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from connector_sdk.models import UsageRow, decimal_text
+from connector_sdk.models import SyncContext, UsageRow, decimal_text
 
 Key = tuple[Any, ...]
 
@@ -58,3 +58,37 @@ def stored_rows(rows: Iterable[UsageRow]) -> dict[Key, tuple[Decimal, Decimal]]:
 def window_bounds(now: datetime, days: int) -> tuple[datetime, datetime]:
     end = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     return end - timedelta(days=days, hours=1), end
+
+
+# -- fal usage pages built by hand, for the mapping and fuzz tests ----------------------------------------------
+
+H0 = datetime(2026, 3, 1, 10, tzinfo=UTC)
+CONTEXT = SyncContext(connector="fal", connection="c1", account="acme-ai", synced_at=H0 + timedelta(days=1))
+ALIASES = {"k-prod": "Production Key"}
+
+
+def item(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "endpoint_id": "fal-ai/flux/dev",
+        "unit": "image",
+        "quantity": 4,
+        "unit_price": Decimal("0.1"),
+        "percent_discount": None,
+        "cost_subtotal": Decimal("0.4"),
+        "cost_discount": 0,
+        "cost_total": Decimal("0.4"),
+        "cost": Decimal("0.4"),
+        "currency": "USD",
+        "auth_method": "Production Key",
+        "auth_method_structured": {"detail": "Production Key", "api_key_id": "k-prod"},
+    }
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not ...}
+
+
+def page(*buckets: tuple[datetime, list[dict[str, Any]]], cursor: str | None = None) -> dict[str, Any]:
+    return {
+        "time_series": [{"bucket": hour.isoformat(), "results": items} for hour, items in buckets],
+        "next_cursor": cursor,
+        "has_more": cursor is not None,
+    }

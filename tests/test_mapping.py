@@ -2,47 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from connector_sdk.errors import ResponseError
-from connector_sdk.models import Page, SyncContext, SyncWindow
+from connector_sdk.models import Page, SyncWindow
 from connector_sdk.paging import HourlyPages, follow_cursor
 from connectors.fal.mapping import USER_KEY_LABEL, parse_usage_page
-
-H0 = datetime(2026, 3, 1, 10, tzinfo=UTC)
-CONTEXT = SyncContext(connector="fal", connection="c1", account="acme-ai", synced_at=H0 + timedelta(days=1))
-ALIASES = {"k-prod": "Production Key"}
-
-
-def item(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "endpoint_id": "fal-ai/flux/dev",
-        "unit": "image",
-        "quantity": 4,
-        "unit_price": Decimal("0.1"),
-        "percent_discount": None,
-        "cost_subtotal": Decimal("0.4"),
-        "cost_discount": 0,
-        "cost_total": Decimal("0.4"),
-        "cost": Decimal("0.4"),
-        "currency": "USD",
-        "auth_method": "Production Key",
-        "auth_method_structured": {"detail": "Production Key", "api_key_id": "k-prod"},
-    }
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not ...}
-
-
-def page(*buckets: tuple[datetime, list[dict[str, Any]]], cursor: str | None = None) -> dict[str, Any]:
-    return {
-        "time_series": [{"bucket": hour.isoformat(), "results": items} for hour, items in buckets],
-        "next_cursor": cursor,
-        "has_more": cursor is not None,
-    }
+from tests.helpers import ALIASES, CONTEXT, H0, item, page
 
 
 def rows_of(body: dict[str, Any]):

@@ -23,12 +23,13 @@ from hypothesis import strategies as st
 from connector_sdk.crypto import CredentialCipher
 from connector_sdk.errors import ConfigError, ResponseError, StoreError
 from connector_sdk.host import Host
-from connector_sdk.models import Page, SyncContext, SyncWindow
+from connector_sdk.models import Page, SyncWindow
 from connector_sdk.paging import HourlyPages, follow_cursor
 from connectors.fal.config import FalConfig
 from connectors.fal.mapping import AuthMethod, UsageItem, parse_usage_page
 from connectors.fal.simulator import FalSimulator
 from tests.conftest import fal_plugins
+from tests.helpers import ALIASES, CONTEXT, H0, item, page
 
 pytestmark = pytest.mark.reliability
 
@@ -37,9 +38,6 @@ FUZZ_WITH_FIXTURES = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
-H0 = datetime(2026, 3, 1, 10, tzinfo=UTC)
-CONTEXT = SyncContext(connector="fal", connection="c1", account="acme-ai", synced_at=H0 + timedelta(days=1))
-ALIASES = {"k-prod": "Production Key"}
 WHAT = "fal /models/usage"
 
 
@@ -79,33 +77,6 @@ def mostly(usual: st.SearchStrategy[Any], odd: st.SearchStrategy[Any]) -> st.Sea
 
 
 # -- valid pages (as tests/test_mapping.py builds them) and their near-valid mutations --------------------------
-
-
-def item(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "endpoint_id": "fal-ai/flux/dev",
-        "unit": "image",
-        "quantity": 4,
-        "unit_price": Decimal("0.1"),
-        "percent_discount": None,
-        "cost_subtotal": Decimal("0.4"),
-        "cost_discount": 0,
-        "cost_total": Decimal("0.4"),
-        "cost": Decimal("0.4"),
-        "currency": "USD",
-        "auth_method": "Production Key",
-        "auth_method_structured": {"detail": "Production Key", "api_key_id": "k-prod"},
-    }
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not ...}
-
-
-def page(*buckets: tuple[datetime, list[dict[str, Any]]], cursor: str | None = None) -> dict[str, Any]:
-    return {
-        "time_series": [{"bucket": hour.isoformat(), "results": items} for hour, items in buckets],
-        "next_cursor": cursor,
-        "has_more": cursor is not None,
-    }
 
 
 WHO = [
