@@ -12,7 +12,7 @@ import structlog
 from connector_sdk.errors import ConnectorHostError, SyncInProgress
 from connector_sdk.host import Host
 from connector_sdk.models import Connection, ConnectionState, SyncRun
-from connector_sdk.sinks import deliver_pending
+from connector_sdk.sinks import deliver_backlog
 from connector_sdk.sync import run_sync
 
 log = structlog.get_logger()
@@ -94,12 +94,6 @@ class Scheduler:
             if connection.name not in self._in_flight and is_due(connection, now):
                 self._in_flight[connection.name] = pool.submit(self._sync, connection.name)
 
-    def deliver_backlog(self) -> None:
-        """Retry sink deliveries that failed earlier (a webhook that was down), for connections not syncing now."""
-        for connection in self.host.store.list_connections():
-            if connection.name not in self._in_flight and any(self.host.store.backlog(connection.name).values()):
-                deliver_pending(self.host, connection.name)
-
     def run_once(self) -> list[SyncRun]:
         """One cycle: sync every connection that is due now, wait for all of them, return their runs."""
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="sync") as pool:
@@ -118,7 +112,7 @@ class Scheduler:
                     self._submit_due(pool)
                     if time.monotonic() >= next_delivery:
                         next_delivery = time.monotonic() + self.delivery_interval_seconds
-                        self.deliver_backlog()
+                        deliver_backlog(self.host, skip=frozenset(self._in_flight))
                 except ConnectorHostError as error:
                     log.error("scheduler_cycle_failed", reason=str(error))
                 self.stop_event.wait(self.tick_seconds)

@@ -245,3 +245,11 @@ def _drain(host: Host, name: str, sink_name: str, sink: Sink, now: datetime) -> 
             host.store.delivered([item.id])
             count += 1
     return count
+
+
+def deliver_backlog(host: Host, *, skip: frozenset[str] = frozenset()) -> None:
+    """Retry the deliveries that failed earlier (a webhook that was down) for every connection not in ``skip``
+    (those syncing now deliver after each page anyway). A runner calls this every minute or so."""
+    for connection in host.store.list_connections():
+        if connection.name not in skip and any(host.store.backlog(connection.name).values()):
+            deliver_pending(host, connection.name)

@@ -33,6 +33,7 @@ from connector_sdk.errors import ConfigError, ConnectorHostError, StoreError, Sy
 from connector_sdk.host import Host
 from connector_sdk.models import RunOutcome
 from connector_sdk.scheduler import RUNNABLE, is_due
+from connector_sdk.sinks import deliver_backlog
 from connector_sdk.sync import LEASE_TTL_SECONDS, run_sync
 
 if TYPE_CHECKING:
@@ -337,6 +338,9 @@ def enqueue_due(
     return sent
 
 
+DELIVERY_INTERVAL_SECONDS = 60.0
+
+
 def run_scheduler(
     host: Host,
     app: Celery,
@@ -351,8 +355,13 @@ def run_scheduler(
     """Enqueue due connections every ``tick_seconds`` until ``stop`` is set; outages of the store or the broker
     are logged and the next tick tries again."""
     log.info("distributed_scheduler_started", tick_s=tick_seconds, interval_s=interval_seconds)
+    next_delivery = time.monotonic() + DELIVERY_INTERVAL_SECONDS
     while not stop.is_set():
         try:
+            if time.monotonic() >= next_delivery:
+                # Sink deliveries that failed wait in the outbox; retry them here, not only at each next sync.
+                next_delivery = time.monotonic() + DELIVERY_INTERVAL_SECONDS
+                deliver_backlog(host)
             enqueue_due(
                 host,
                 app,

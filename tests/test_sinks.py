@@ -258,3 +258,25 @@ def test_two_plugins_claiming_one_sink_kind_are_reported_naming_both() -> None:
         load_entrypoints=False, plugins=[connector_sdk.sinks, CollectorPlugin(), CollectorPlugin()]
     )
     assert len(plugins.errors) == 1 and "sink kind 'collector' is already registered" in plugins.errors[0].error
+
+
+def test_the_backlog_pass_retries_every_connection_but_those_syncing(
+    host: Host, connect: Callable, receiver: Receiver
+) -> None:
+    from connector_sdk.sinks import deliver_backlog
+
+    for name in ("a", "b"):
+        connect(name)
+        host.add_sink(name, "hook", "webhook", {"url": receiver.url, "secret": SECRET})
+    receiver.failures_left = 1_000
+    host.sync("a")
+    host.sync("b")
+    receiver.failures_left = 0
+    for item in (
+        *host.store.pending("a", "hook", now=host.now() + timedelta(days=1)),
+        *host.store.pending("b", "hook", now=host.now() + timedelta(days=1)),
+    ):
+        host.store.delivery_failed(item.id, "reset for the test", retry_at=host.now())
+    deliver_backlog(host, skip=frozenset({"b"}))
+    assert host.store.backlog("a") == {"hook": 0}
+    assert host.store.backlog("b")["hook"] > 0
