@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -785,21 +786,33 @@ def demo(ctx: Ctx, days: int) -> None:
     out.print(f"\nThe demo store is in {home}. Explore it with e.g. `connector-host --home {home} status`.")
 
 
+def _needs_extra(name: str, extra: str, summary: str) -> click.Command:
+    """A stand-in for a command whose optional packages are not installed: it says how to get them."""
+
+    @click.command(name, context_settings={"ignore_unknown_options": True}, help=f"{summary} (needs [{extra}]).")
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def missing(args: tuple[str, ...]) -> None:
+        fail(f"`{name}` needs the {extra} extra: pip install 'connector-host[{extra}]'", 2)
+
+    return missing
+
+
 def _add_optional_commands() -> None:
-    """Commands whose packages are optional extras: present when their extra is installed."""
-    try:
+    """Commands whose packages are optional extras: the real ones when the extra is installed."""
+    if all(importlib.util.find_spec(m) for m in ("fastapi", "uvicorn", "jinja2", "multipart")):
         from connector_sdk.portal.cli import serve
-    except ImportError:  # the [portal] extra is not installed
-        pass
-    else:
+
         cli.add_command(serve)
-    try:
-        from connector_sdk.worker_cli import schedule, worker
-    except ImportError:  # the [workers] extra is not installed
-        pass
     else:
+        cli.add_command(_needs_extra("serve", "portal", "Serve the admin portal, its REST API and the scheduler"))
+    if all(importlib.util.find_spec(m) for m in ("celery", "redis")):
+        from connector_sdk.worker_cli import schedule, worker
+
         cli.add_command(worker)
         cli.add_command(schedule)
+    else:
+        cli.add_command(_needs_extra("worker", "workers", "Run a Celery worker that syncs connections"))
+        cli.add_command(_needs_extra("schedule", "workers", "Enqueue each due connection for the workers"))
 
 
 _add_optional_commands()

@@ -289,3 +289,13 @@ def test_other_config_fields_are_set_by_name_but_never_a_secret(
     assert refused.returncode == 2 and "never argv" in refused.stderr
     bad = cli("connect", "fal", "--name", "r", "--set", "timeout_seconds=soon", env={"FAL_KEY": admin_key})
     assert bad.returncode == 2 and "timeout_seconds" in bad.stderr
+
+
+def test_a_command_whose_extra_is_missing_says_how_to_install_it() -> None:
+    from click.testing import CliRunner as ClickRunner
+
+    from connector_sdk.cli import _needs_extra
+
+    result = ClickRunner().invoke(_needs_extra("serve", "portal", "Serve the portal"), ["--port", "1"])
+    assert result.exit_code == 2
+    assert "pip install 'connector-host[portal]'" in result.output
