@@ -477,11 +477,17 @@ class _Account:
         legacy_cost: bool,
         created: datetime,
         history_days: int,
+        models_per_source: int | None = None,
+        activity: float = 1.0,
     ) -> None:
         if not 0 <= n_models <= len(MODEL_CATALOGUE):
             raise ValueError(f"n_models must be between 0 and {len(MODEL_CATALOGUE)}")
         if n_keys < 0:
             raise ValueError("n_keys must be >= 0")
+        if models_per_source is not None and models_per_source < 1:
+            raise ValueError("models_per_source must be >= 1")
+        if activity <= 0:
+            raise ValueError("activity must be > 0")
         self.username = username
         self.seed = seed
         self.empty = empty
@@ -528,6 +534,8 @@ class _Account:
         if n_models:
             for source in sources:
                 size = rng.randint(1, min(n_models, 6))
+                if models_per_source is not None:  # drawn above all the same, so other accounts stay as they were
+                    size = min(n_models, models_per_source)
                 source.models = tuple(rng.sample(range(n_models), size))
             covered = {model for source in sources for model in source.models}
             for model in range(n_models):
@@ -537,6 +545,7 @@ class _Account:
             for source in sources:
                 source.models = tuple(sorted(source.models))
         for source in sources:
+            source.p_active = min(1.0, source.p_active * activity)
             source.am_json = f',"auth_method":{json.dumps(source.label)}'
             source.ams_json = f',"auth_method_structured":{json.dumps(source.structured(), separators=(",", ":"))}'
         self.sources = sources
@@ -742,6 +751,9 @@ class _Handler(BaseHTTPRequestHandler):
         def answer() -> _Response:
             return sim._answer(method, path, query, authorization, body)
 
+        if sim.latency > 0:
+            sim._stopping.wait(sim.latency)
+
         if fault is None:
             self._send(answer(), entry)
             return
@@ -801,6 +813,10 @@ class FalSimulator:
     ``now``. ``requests`` logs every request received as
     ``{"method", "path", "query", "has_auth", "status"}`` (``path`` as sent, including ``/v1``; ``status``
     is 0 while unanswered or when a fault answered nothing).
+
+    ``latency`` (seconds) delays every answer, as the network to a remote API would; ``cache_responses`` keeps
+    each ``/models/usage`` body it rendered and serves it again to the same request while ``now`` and the
+    account's revisions stand still, so that a benchmark measures its client rather than the simulator.
     """
 
     def __init__(
@@ -813,9 +829,13 @@ class FalSimulator:
         seed: int = 1,
         host: str = "127.0.0.1",
         port: int = 0,
+        latency: float = 0.0,
+        cache_responses: bool = False,
     ) -> None:
         if page_size < 1 or max_page_size < 1:
             raise ValueError("page sizes must be >= 1")
+        if latency < 0:
+            raise ValueError("latency must be >= 0")
         self._now = _utc(now if now is not None else datetime.now(UTC))
         self.history_days = history_days
         self.page_size = page_size
@@ -823,6 +843,9 @@ class FalSimulator:
         self.seed = seed
         self.host = host
         self.port = port
+        self.latency = latency
+        self.cache_responses = cache_responses
+        self._usage_cache: dict[tuple[Any, ...], bytes] = {}
         self.requests: list[dict[str, Any]] = []
         self._accounts: dict[str, _Account] = {}
         self._keys: dict[str, _Key] = {}
@@ -915,6 +938,8 @@ class FalSimulator:
         discounts: bool = True,
         empty: bool = False,
         legacy_cost: bool = False,
+        models_per_source: int | None = None,
+        activity: float = 1.0,
     ) -> str:
         """Create a team account and return an Admin key for it as ``"key_id:key_secret"``.
 
@@ -924,7 +949,9 @@ class FalSimulator:
         It uses the first ``n_models`` endpoints of :data:`MODEL_CATALOGUE`. ``discounts`` gives some models
         a 20% or 10% discount, often splitting a source's hour of one model into a discounted and an
         undiscounted item. ``legacy_cost`` serves only ``cost`` (no ``cost_total``/``cost_subtotal``/
-        ``cost_discount``); ``empty`` serves no usage.
+        ``cost_discount``); ``empty`` serves no usage. A big account for benchmarks: ``models_per_source``
+        makes every key, member and token use that many models (instead of one to six), and ``activity``
+        multiplies how often each of them is active in an hour (capped at every hour).
         """
         with self._lock:
             if username in self._accounts:
@@ -940,6 +967,8 @@ class FalSimulator:
                 legacy_cost=legacy_cost,
                 created=self._now,
                 history_days=self.history_days,
+                models_per_source=models_per_source,
+                activity=activity,
             )
             for key in account.keys:
                 if key.key_id in self._keys:
@@ -1174,6 +1203,17 @@ class FalSimulator:
                 yield current, _merge(pending, by_source)
 
     def _get_usage(self, key: _Key, query: dict[str, list[str]], body: bytes) -> bytes:
+        if not self.cache_responses:
+            return self._render_usage(key, query)
+        account = self._accounts[key.username]
+        revisions = tuple(sorted(account.revisions.items()))
+        cache_key = (key.username, self._now, revisions, tuple(sorted((k, tuple(v)) for k, v in query.items())))
+        rendered = self._usage_cache.get(cache_key)
+        if rendered is None:
+            rendered = self._usage_cache[cache_key] = self._render_usage(key, query)
+        return rendered
+
+    def _render_usage(self, key: _Key, query: dict[str, list[str]]) -> bytes:
         account = self._accounts[key.username]
         uq = self._usage_query(query)
         now_ts = self._now.timestamp()

@@ -1,0 +1,589 @@
+"""Backfill, incremental sync, report and many connections: connector-host against the floor and against dlt.
+
+One command measures everything side by side, so the ratios hold on a noisy machine:
+
+    .venv/bin/python -m benchmarks.performance --write
+
+The fal simulator runs in a process of its own with every ``/models/usage`` page cached after its first rendering
+(a warm-up pass renders them), so what is timed is the client. Every contender runs in a fresh process of its own:
+its wall time is measured inside it, around the work alone (imports and set-up excluded), and its peak RSS is the
+process's ``ru_maxrss``. ``--write`` puts the table into ``benchmarks/RESULTS.md`` between its markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+START_MARK = "<!-- performance:start -->"
+END_MARK = "<!-- performance:end -->"
+TEAM = "bench-team"
+KEY_ENV = "BENCH_FAL_KEY"
+PAGE_SIZE = 1000
+USAGE_PARAMS: dict[str, Any] = {
+    "timezone": "UTC",
+    "timeframe": "hour",
+    "bound_to_timeframe": "true",
+    "expand": ["time_series", "auth_method", "auth_method_structured"],
+    "limit": PAGE_SIZE,
+}
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The shape of the benchmark's data: the big account and the many small connections."""
+
+    days: int = 90
+    small_days: int = 10
+    keys: int = 24
+    models: int = 40
+    activity: float = 3.0
+    connections: int = 1000
+    latency: float = 0.1
+    concurrency: int = 32
+    runs: int = 3
+
+
+QUICK = Scale(days=2, small_days=1, keys=3, models=5, activity=1.0, connections=8, latency=0.01, concurrency=4, runs=1)
+
+
+def iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def usage_params(days: int, now: datetime) -> dict[str, Any]:
+    """The query every contender sends for a backfill of ``days``: the window the host computes for it."""
+    current = now.replace(minute=0, second=0, microsecond=0)
+    return {"start": iso(current - timedelta(days=days)), "end": iso(current + timedelta(hours=1)), **USAGE_PARAMS}
+
+
+# -- the simulator, in a process of its own ----------------------------------------------------------------------
+def serve(spec: dict[str, Any]) -> None:
+    """Serve the simulator; print its base URL and keys as one JSON line; obey ``now <iso>`` lines on stdin."""
+    from connectors.fal.simulator import FalSimulator
+
+    now = datetime.fromisoformat(spec["now"])
+    sim = FalSimulator(
+        now=now,
+        history_days=spec["history_days"],
+        max_page_size=PAGE_SIZE,
+        latency=spec["latency"],
+        cache_responses=spec["cache"],
+    )
+    keys: dict[str, str] = {}
+    if spec.get("big"):
+        big = spec["big"]
+        keys[TEAM] = sim.add_account(
+            TEAM,
+            n_keys=big["keys"],
+            n_models=big["models"],
+            models_per_source=big["models"],
+            activity=big["activity"],
+        )
+    for i in range(spec.get("small", 0)):
+        keys[f"t{i:05d}"] = sim.add_account(f"t{i:05d}", n_keys=1, n_models=1, user_traffic=False)
+    sim.start()
+    print(json.dumps({"base_url": sim.base_url, "keys": keys}), flush=True)
+    for line in sys.stdin:
+        command, _, argument = line.strip().partition(" ")
+        if command == "now":
+            sim.now = datetime.fromisoformat(argument)
+        elif command == "requests":
+            argument = str(len(sim.requests))
+        print(f"ok {argument}", flush=True)
+    sim.stop()
+
+
+class Simulator:
+    """The simulator's process, driven over its stdin."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.performance", "serve", json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        assert self.process.stdout is not None and self.process.stdin is not None
+        hello = json.loads(self.process.stdout.readline())
+        self.base_url: str = hello["base_url"]
+        self.keys: dict[str, str] = hello["keys"]
+
+    def command(self, line: str) -> str:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        return self.process.stdout.readline().strip()
+
+    def set_now(self, now: datetime) -> None:
+        self.command(f"now {now.isoformat()}")
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+# -- contenders: each runs in a fresh process and prints one JSON line --------------------------------------------
+def contender_raw(args: dict[str, Any]) -> dict[str, Any]:
+    """The simulator alone: every page fetched and read as bytes, nothing parsed but the cursor."""
+    import re
+
+    import requests
+
+    cursor_re = re.compile(rb'"next_cursor":(null|"([^"]*)")')
+    session = requests.Session()
+    session.headers["Authorization"] = f"Key {os.environ[KEY_ENV]}"
+    params, pages, size = dict(args["params"]), 0, 0
+    started = time.perf_counter()
+    while True:
+        response = session.get(f"{args['base_url']}/models/usage", params=params)
+        response.raise_for_status()
+        pages, size = pages + 1, size + len(response.content)
+        found = cursor_re.search(response.content, max(0, len(response.content) - 200))
+        if found is None or found.group(2) is None:
+            break
+        params["cursor"] = found.group(2).decode()
+    return {"seconds": time.perf_counter() - started, "pages": pages, "bytes": size}
+
+
+def contender_floor(args: dict[str, Any]) -> dict[str, Any]:
+    """The floor: every page fetched with ``requests`` and parsed with ``json``, doing nothing else."""
+    import requests
+
+    session = requests.Session()
+    session.headers["Authorization"] = f"Key {os.environ[KEY_ENV]}"
+    params, pages, items = dict(args["params"]), 0, 0
+    started = time.perf_counter()
+    while True:
+        response = session.get(f"{args['base_url']}/models/usage", params=params)
+        response.raise_for_status()
+        body = response.json()
+        pages += 1
+        items += sum(len(bucket["results"]) for bucket in body["time_series"])
+        if not body["next_cursor"]:
+            break
+        params["cursor"] = body["next_cursor"]
+    return {"seconds": time.perf_counter() - started, "pages": pages, "items": items}
+
+
+def _host(home: Path, now: datetime) -> Any:
+    from connector_sdk.host import Host
+
+    return Host.open(home, store_url=f"sqlite:///{home / 'store.sqlite'}", clock=lambda: now)
+
+
+def contender_ours(args: dict[str, Any]) -> dict[str, Any]:
+    """connector-host: a new connection's first sync into the SQLite store."""
+    now = datetime.fromisoformat(args["now"])
+    with _host(Path(args["home"]), now) as host:
+        config = {
+            "api_key": os.environ[KEY_ENV],
+            "base_url": args["base_url"],
+            "backfill_days": args["days"],
+            "page_size": PAGE_SIZE,
+        }
+        host.connect("fal", "bench", config)
+        started = time.perf_counter()
+        run = host.sync("bench")
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rows": run.rows_written, "pages": run.pages, "outcome": run.outcome.value}
+
+
+def contender_incremental(args: dict[str, Any]) -> dict[str, Any]:
+    """The next hourly sync of a backfilled connection: the lookback hours fetched again and upserted."""
+    now = datetime.fromisoformat(args["now"])
+    with _host(Path(args["home"]), now) as host:
+        started = time.perf_counter()
+        run = host.sync("bench")
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rows": run.rows_written, "pages": run.pages, "outcome": run.outcome.value}
+
+
+def contender_report(args: dict[str, Any]) -> dict[str, Any]:
+    """``Host.report`` over every row: the query behind ``connector-host report``."""
+    now = datetime.fromisoformat(args["now"])
+    with _host(Path(args["home"]), now) as host:
+        started = time.perf_counter()
+        _since, _until, lines = host.report(None, days=args["days"] + 1)
+        seconds = time.perf_counter() - started
+        rows = host.store.count_rows()
+    return {"seconds": seconds, "lines": len(lines), "rows": rows}
+
+
+def contender_dlt(args: dict[str, Any]) -> dict[str, Any]:
+    """dlt's ``rest_api`` source with cursor paging into its default local destination, duckdb."""
+    import dlt
+    from dlt.sources.rest_api import rest_api_source
+
+    source = rest_api_source(
+        {
+            "client": {
+                "base_url": args["base_url"] + "/",
+                "auth": {
+                    "type": "api_key",
+                    "name": "Authorization",
+                    "api_key": f"Key {os.environ[KEY_ENV]}",
+                    "location": "header",
+                },
+                "paginator": {"type": "cursor", "cursor_path": "next_cursor", "cursor_param": "cursor"},
+            },
+            "resources": [
+                {
+                    "name": "usage",
+                    "endpoint": {"path": "models/usage", "params": args["params"], "data_selector": "time_series"},
+                    "write_disposition": "append",
+                }
+            ],
+        }
+    )
+    home = Path(args["home"])
+    pipeline = dlt.pipeline(
+        pipeline_name="fal_usage",
+        destination=dlt.destinations.duckdb(str(home / "fal_usage.duckdb")),
+        dataset_name="fal",
+        pipelines_dir=str(home / "pipelines"),
+        progress=None,
+    )
+    started = time.perf_counter()
+    pipeline.run(source)
+    seconds = time.perf_counter() - started
+    with pipeline.sql_client() as client:
+        items = client.execute_sql("SELECT COUNT(*) FROM usage__results")[0][0]
+    return {"seconds": seconds, "items": int(items)}
+
+
+CONTENDERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "raw": contender_raw,
+    "floor": contender_floor,
+    "ours": contender_ours,
+    "incremental": contender_incremental,
+    "report": contender_report,
+    "dlt": contender_dlt,
+}
+
+
+@dataclass
+class Measure:
+    seconds: list[float] = field(default_factory=list)
+    rss_mb: list[float] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def peak_rss(self) -> float:
+        return max(self.rss_mb)
+
+
+def spawn(name: str, args: dict[str, Any], key: str, *, cwd: Path = ROOT) -> tuple[dict[str, Any], float]:
+    """Run one contender in a fresh process: its JSON answer and its peak RSS in MB."""
+    env = {**os.environ, KEY_ENV: key, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.performance", "contender", name, json.dumps(args)],
+        stdout=subprocess.PIPE,
+        env=env,
+        cwd=cwd,
+    )
+    assert process.stdout is not None
+    output = process.stdout.read()
+    _pid, status, usage = os.wait4(process.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"contender {name} failed with status {status}")
+    return json.loads(output.decode().strip().splitlines()[-1]), usage.ru_maxrss / 1024
+
+
+def measure(
+    name: str, args: dict[str, Any], key: str, runs: int, *, prepare: Callable[[int], dict[str, Any]] | None = None
+) -> Measure:
+    result = Measure()
+    for run in range(runs):
+        extra = prepare(run) if prepare else {}
+        answer, rss = spawn(name, {**args, **extra}, key, cwd=Path(extra.get("home", ROOT)))
+        result.seconds.append(answer["seconds"])
+        result.rss_mb.append(rss)
+        result.detail = answer
+        print(f"  {name:<12} run {run + 1}/{runs}: {answer['seconds']:8.3f} s  {rss:6.0f} MB  {answer}", flush=True)
+    return result
+
+
+def cli_time(argv: Sequence[str], home: Path, runs: int) -> Measure:
+    """Wall time of a whole ``connector-host`` command (interpreter start included), output discarded."""
+    result = Measure()
+    env = {**os.environ, "CONNECTOR_HOST_HOME": str(home), "CONNECTOR_HOST_STORE": f"sqlite:///{home / 'store.sqlite'}"}
+    for _ in range(runs):
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "connector_sdk", *argv],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            cwd=home,
+        )
+        _pid, status, usage = os.wait4(process.pid, 0)
+        result.seconds.append(time.perf_counter() - started)
+        result.rss_mb.append(usage.ru_maxrss / 1024)
+        if status != 0:
+            raise RuntimeError(f"connector-host {' '.join(argv)} failed with status {status}")
+    print(f"  {' '.join(argv):<40} {result.median:8.3f} s", flush=True)
+    return result
+
+
+def many_connections(scale: Scale, work: Path, now: datetime) -> dict[str, Measure]:
+    """``run --once`` over many small connections, with the host's concurrency and with one sync at a time."""
+    sim = Simulator(
+        {
+            "now": now.isoformat(),
+            "history_days": 30,
+            "latency": scale.latency,
+            "cache": False,
+            "small": scale.connections,
+        }
+    )
+    try:
+        template = work / "many-template"
+        from concurrent.futures import ThreadPoolExecutor
+
+        from connector_sdk.host import Host
+
+        with (
+            Host.open(template, store_url=f"sqlite:///{template / 'store.sqlite'}") as host,
+            ThreadPoolExecutor(32) as pool,
+        ):
+            accounts = sorted(sim.keys)
+
+            def connect(i: int) -> None:
+                host.connect(
+                    "fal",
+                    f"c{i:05d}",
+                    {"api_key": sim.keys[accounts[i]], "base_url": sim.base_url, "backfill_days": 1},
+                )
+
+            list(pool.map(connect, range(scale.connections)))
+        results = {}
+        for label, concurrency in (("concurrent", scale.concurrency), ("sequential", 1)):
+            home = work / f"many-{label}"
+            shutil.rmtree(home, ignore_errors=True)
+            shutil.copytree(template, home)
+            results[label] = cli_time(["run", "--once", "--concurrency", str(concurrency)], home, 1)
+        return results
+    finally:
+        sim.close()
+
+
+def run_all(scale: Scale, work: Path, *, with_dlt: bool = True) -> dict[str, Any]:
+    now = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
+    spec = {
+        "now": now.isoformat(),
+        "history_days": scale.days,
+        "latency": 0.0,
+        "cache": True,
+        "big": {"keys": scale.keys, "models": scale.models, "activity": scale.activity},
+    }
+    print("starting the simulator and generating the account...", flush=True)
+    sim = Simulator(spec)
+    key = sim.keys[TEAM]
+    figures: dict[str, Any] = {"scale": scale.__dict__, "now": now.isoformat()}
+    try:
+        base = {"base_url": sim.base_url, "now": now.isoformat()}
+        backfill = {**base, "params": usage_params(scale.days, now), "days": scale.days}
+        short = {**base, "params": usage_params(scale.small_days, now), "days": scale.small_days}
+        print("warm-up: rendering every page once...", flush=True)
+        spawn("raw", backfill, key)
+        spawn("raw", short, key)
+        measures: dict[str, Measure] = {}
+        measures["raw"] = measure("raw", backfill, key, scale.runs)
+        measures["floor"] = measure("floor", backfill, key, scale.runs)
+
+        def fresh(prefix: str) -> Callable[[int], dict[str, Any]]:
+            def prepare(run: int) -> dict[str, Any]:
+                home = work / f"{prefix}-{run}"
+                shutil.rmtree(home, ignore_errors=True)
+                home.mkdir(parents=True)
+                return {"home": str(home)}
+
+            return prepare
+
+        measures["ours"] = measure("ours", backfill, key, scale.runs, prepare=fresh("ours"))
+        measures["ours_short"] = measure("ours", short, key, scale.runs, prepare=fresh("short"))
+        if with_dlt:
+            measures["dlt"] = measure("dlt", backfill, key, scale.runs, prepare=fresh("dlt"))
+        backfilled = work / "ours-0"
+
+        later = now + timedelta(hours=1)
+        sim.set_now(later)
+
+        def copy(run: int) -> dict[str, Any]:
+            home = work / f"incremental-{run}"
+            shutil.rmtree(home, ignore_errors=True)
+            shutil.copytree(backfilled, home)
+            return {"home": str(home)}
+
+        incremental = {**base, "now": later.isoformat(), "days": scale.days}
+        measures["incremental"] = measure("incremental", incremental, key, scale.runs, prepare=copy)
+        report = {**base, "home": str(backfilled), "days": scale.days}
+        measures["report"] = measure("report", report, key, scale.runs)
+        days = str(scale.days + 1)
+        measures["report_cli"] = cli_time(["report", "--days", days], backfilled, scale.runs)
+        since = iso(now - timedelta(days=scale.days + 1))
+        measures["rows_cli"] = cli_time(["rows", "--since", since, "--format", "csv"], backfilled, scale.runs)
+    finally:
+        sim.close()
+    measures.update(many_connections(scale, work, now))
+    figures["measures"] = {
+        name: {"seconds": m.seconds, "median": m.median, "peak_rss_mb": m.peak_rss, "detail": m.detail}
+        for name, m in measures.items()
+    }
+    return figures
+
+
+# -- the table -------------------------------------------------------------------------------------------------
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} vCPUs ({cpu}), Python {platform.python_version()}, {platform.system()}"
+
+
+def table(figures: dict[str, Any]) -> str:
+    m = figures["measures"]
+    scale = figures["scale"]
+
+    def sec(name: str) -> float:
+        return float(m[name]["median"])
+
+    rows = int(m["ours"]["detail"]["rows"])
+    lines = [
+        f"Measured {datetime.now(UTC).strftime('%Y-%m-%d')} on {machine()}; medians of {scale['runs']} runs; "
+        f"{rows:,} usage items ({scale['keys']} API keys + User key, {scale['models']} models, {scale['days']} days "
+        f"of hourly usage, discounts), pages of {PAGE_SIZE}.",
+        "",
+        "| measure | wall time | rows/s | peak RSS | target | met |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+
+    def line(label: str, name: str, target: str, met: bool | None, count: int | None = None) -> None:
+        rate = f"{count / sec(name):,.0f}" if count else ""
+        verdict = "" if met is None else ("yes" if met else "**no**")
+        rss = f"{m[name]['peak_rss_mb']:.0f} MB"
+        lines.append(f"| {label} | {sec(name):.2f} s | {rate} | {rss} | {target} | {verdict} |")
+
+    floor = sec("floor")
+    line("simulator alone (pages read as bytes)", "raw", "", None, rows)
+    line("**floor**: `requests` + `json`, nothing else", "floor", "", None, rows)
+    line(
+        f"**connector-host** backfill into SQLite ({sec('ours') / floor:.2f}x floor)",
+        "ours",
+        "<= 1.3x floor",
+        sec("ours") <= 1.3 * floor,
+        rows,
+    )
+    if "dlt" in m:
+        ratio = sec("dlt") / sec("ours")
+        line(f"dlt `rest_api` -> duckdb (ours is {ratio:.1f}x faster)", "dlt", "ours >= 3x faster", ratio >= 3, rows)
+    growth = m["ours"]["peak_rss_mb"] / m["ours_short"]["peak_rss_mb"] - 1
+    line(
+        f"connector-host backfill of {scale['small_days']} days (RSS {growth:+.0%} at {scale['days']} days)",
+        "ours_short",
+        "RSS < 150 MB, < +10% at 90 days",
+        m["ours"]["peak_rss_mb"] < 150 and growth < 0.10,
+        int(m["ours_short"]["detail"]["rows"]),
+    )
+    line(
+        "incremental hourly sync (48 h lookback)",
+        "incremental",
+        "< 2 s",
+        sec("incremental") < 2,
+        int(m["incremental"]["detail"]["rows"]),
+    )
+    line(f"`Host.report` over {rows:,} rows", "report", "< 0.5 s", sec("report") < 0.5)
+    line("`connector-host report` (whole command)", "report_cli", "", None)
+    line(f"`connector-host rows --since ... --format csv` ({rows:,} rows)", "rows_cli", "", None, rows)
+    ratio = sec("sequential") / sec("concurrent")
+    n = scale["connections"]
+    line(
+        f"{n:,} connections, `run --once --concurrency {scale['concurrency']}` ({ratio:.1f}x sequential)",
+        "concurrent",
+        ">= 10x sequential",
+        ratio >= 10,
+    )
+    line(f"{n:,} connections, `run --once --concurrency 1`", "sequential", "", None)
+    lines.append("")
+    lines.append(
+        f"The many-connections cycle runs against a simulator that answers every request after {scale['latency']} s, "
+        "as a remote API does; the backfill figures are on loopback with no added latency."
+    )
+    return "\n".join(lines)
+
+
+def write_results(text: str) -> None:
+    current = RESULTS.read_text(encoding="utf-8")
+    block = f"{START_MARK}\n{text}\n{END_MARK}"
+    if START_MARK in current:
+        head, _, rest = current.partition(START_MARK)
+        _, _, tail = rest.partition(END_MARK)
+        RESULTS.write_text(head + block + tail, encoding="utf-8")
+    else:
+        RESULTS.write_text(current.rstrip("\n") + "\n\n" + block + "\n", encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        serve(json.loads(argv[1]))
+        return 0
+    if argv[:1] == ["contender"]:
+        print(json.dumps(CONTENDERS[argv[1]](json.loads(argv[2]))), flush=True)
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.performance", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny account and few connections: a smoke run")
+    parser.add_argument("--runs", type=int, help="runs per measure (median reported)")
+    parser.add_argument("--connections", type=int, help="connections in the many-connections cycle")
+    parser.add_argument("--no-dlt", action="store_true", help="leave dlt out (it needs the 'benchmark' extra)")
+    parser.add_argument("--json", type=Path, help="write every figure as JSON here")
+    parser.add_argument("--write", action="store_true", help="put the table into benchmarks/RESULTS.md")
+    parser.add_argument("--work", type=Path, help="where stores and pipelines go (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    scale = QUICK if args.quick else Scale()
+    overrides = {k: v for k, v in (("runs", args.runs), ("connections", args.connections)) if v is not None}
+    scale = Scale(**{**scale.__dict__, **overrides})
+    work = args.work or Path(tempfile.mkdtemp(prefix="connector-host-bench-"))
+    try:
+        figures = run_all(scale, work, with_dlt=not args.no_dlt)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    text = table(figures)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, default=str), encoding="utf-8")
+    if args.write:
+        write_results(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
