@@ -251,6 +251,48 @@ MIGRATIONS: tuple[Migration, ...] = (
             );
         """,
     ),
+    Migration(
+        version=4,
+        description="usage rows stored in (connection, hour) order, with the cost in integer nano-units beside it",
+        # SQLite: a random row_id as the primary key scattered a backfill's inserts over the whole index; keyed by
+        # (connection, period_start, row_id) without a rowid they land in order, and the table is its own index.
+        # cost_nanos lets SUM() add costs exactly in C; it is NULL where a cost has more than nine decimals, and
+        # those rows are summed as decimals.
+        sqlite="""
+            CREATE TABLE usage_rows_v4 (
+                row_id TEXT NOT NULL,
+                connector TEXT NOT NULL,
+                connection TEXT NOT NULL,
+                account TEXT NOT NULL,
+                period_start TEXT NOT NULL,
+                period_end TEXT NOT NULL,
+                api_key_id TEXT,
+                api_key_label TEXT NOT NULL,
+                login_username TEXT,
+                model TEXT NOT NULL,
+                unit TEXT NOT NULL,
+                quantity TEXT NOT NULL,
+                unit_price TEXT NOT NULL,
+                percent_discount TEXT,
+                list_cost TEXT NOT NULL,
+                discount TEXT NOT NULL,
+                cost TEXT NOT NULL,
+                currency TEXT NOT NULL,
+                synced_at TEXT NOT NULL,
+                cost_nanos INTEGER,
+                PRIMARY KEY (connection, period_start, row_id)
+            ) WITHOUT ROWID;
+            INSERT INTO usage_rows_v4 SELECT
+                row_id, connector, connection, account, period_start, period_end, api_key_id, api_key_label,
+                login_username, model, unit, quantity, unit_price, percent_discount, list_cost, discount, cost,
+                currency, synced_at, cost_nanos(cost)
+                FROM usage_rows;
+            DROP TABLE usage_rows;
+            ALTER TABLE usage_rows_v4 RENAME TO usage_rows;
+        """,
+        # PostgreSQL sums NUMERIC exactly and fast, and its rows are written by COPY: the table stays as it is.
+        postgres="COMMENT ON COLUMN usage_rows.cost IS 'exact cost; SUM() over NUMERIC needs no integer copy'",
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -11,20 +11,26 @@ from connector_sdk.models import Page, SyncWindow, UsageRow, floor_hour, merge_d
 
 
 def follow_cursor(
-    fetch: Callable[[str | None], dict[str, Any]], *, what: str, cursor_field: str = "next_cursor"
-) -> Iterator[dict[str, Any]]:
+    fetch: Callable[[str | None], Any],
+    *,
+    what: str,
+    cursor_field: str = "next_cursor",
+    cursor_of: Callable[[Any], Any] | None = None,
+) -> Iterator[Any]:
     """Yield every page of a cursor-paged listing, calling ``fetch(cursor)`` with ``None`` first.
 
-    A cursor the server has already handed out means it would page forever: that is an error, not a loop.
+    Pages are JSON objects whose ``cursor_field`` holds the next cursor, unless ``cursor_of`` reads the cursor of
+    whatever ``fetch`` returns (a typed page, say). A cursor the server has already handed out means it would page
+    forever: that is an error, not a loop.
     """
     seen: set[str] = set()
     cursor: str | None = None
     while True:
         page = fetch(cursor)
-        if not isinstance(page, dict):
+        if cursor_of is None and not isinstance(page, dict):
             raise ResponseError(f"{what}: expected a JSON object, got {type(page).__name__}")
         yield page
-        cursor = page.get(cursor_field)
+        cursor = page.get(cursor_field) if cursor_of is None else cursor_of(page)
         if cursor is None:
             return
         if not isinstance(cursor, str) or not cursor:

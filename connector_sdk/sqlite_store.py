@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import json
 import os
 import sqlite3
@@ -57,16 +58,91 @@ def _dt(value: str | None) -> datetime | None:
     return None if value is None else datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
-def _num(value: Decimal | None) -> str | None:
-    return None if value is None else decimal_text(value)
+def _text(value: Decimal) -> str:
+    # str() is exact and C-fast; only its exponent form (1E-7, 1.5E+3) is written out plainly, for people
+    # reading the file. Trailing zeros may stay: every reader parses the text back to a Decimal.
+    text = str(value)
+    return decimal_text(value) if "E" in text else text
 
 
-def _same(value: Any) -> Any:
-    return value
+_NANO_CONTEXT = decimal.Context(prec=40, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
+_INT64 = 2**63
+
+
+def _nanos(value: Decimal) -> int | None:
+    """The amount in integer nano-units when that is exact and fits SQLite's 64-bit integers, else ``None``."""
+    try:
+        scaled = _NANO_CONTEXT.scaleb(value, 9)
+    except decimal.DecimalException:
+        return None
+    whole = int(scaled)
+    return whole if whole == scaled and -_INT64 < whole < _INT64 else None
+
+
+def _nanos_of_text(value: str | None) -> int | None:
+    return None if value is None else _nanos(Decimal(value))
+
+
+def _from_nanos(total: int) -> Decimal:
+    return Decimal(decimal_text(Decimal(total).scaleb(-9, _NANO_CONTEXT)))
 
 
 row_values = attrgetter(*ROW_FIELDS)
-WRITERS = tuple(_num if f in MONEY_FIELDS else _ts if f in TIME_FIELDS else _same for f in ROW_FIELDS)
+ROW_COLUMNS = ", ".join(ROW_FIELDS)
+# Money, summed exactly: whole nano-units in C, and the rare cost that has more than nine decimals as a decimal.
+COST_SUM = "SUM(cost_nanos), dsum(cost) FILTER (WHERE cost_nanos IS NULL)"
+
+
+def _sql_values(row: UsageRow) -> tuple[Any, ...]:
+    """A row as the usage_rows columns hold it: ROW_FIELDS, then cost_nanos."""
+    (
+        row_id,
+        connector,
+        connection,
+        account,
+        period_start,
+        period_end,
+        api_key_id,
+        api_key_label,
+        login_username,
+        model,
+        unit,
+        quantity,
+        unit_price,
+        percent_discount,
+        list_cost,
+        discount,
+        cost,
+        currency,
+        synced_at,
+    ) = row_values(row)
+    return (
+        row_id,
+        connector,
+        connection,
+        account,
+        iso(period_start),
+        iso(period_end),
+        api_key_id,
+        api_key_label,
+        login_username,
+        model,
+        unit,
+        _text(quantity),
+        _text(unit_price),
+        None if percent_discount is None else _text(percent_discount),
+        _text(list_cost),
+        _text(discount),
+        _text(cost),
+        currency,
+        iso(synced_at),
+        _nanos(cost),
+    )
+
+
+def _cost(nanos: int | None, rest: str | None) -> Decimal:
+    total = _from_nanos(nanos or 0)
+    return total if rest is None else Decimal(decimal_text(total + Decimal(rest)))
 
 
 class _DecimalSum:
@@ -112,6 +188,7 @@ class SQLiteStore(Store):
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA busy_timeout=30000")
             db.create_aggregate("dsum", 1, _DecimalSum)
+            db.create_function("cost_nanos", 1, _nanos_of_text, deterministic=True)
             self._local.db = db
             with self._lock:
                 self._all.append(db)
@@ -377,9 +454,9 @@ class SQLiteStore(Store):
         outbox: Sequence[tuple[str, str]] = (),
         now: datetime | None = None,
     ) -> None:
-        values = [tuple(convert(v) for convert, v in zip(WRITERS, row_values(row), strict=True)) for row in page.rows]
-        placeholders = ", ".join("?" * len(ROW_FIELDS))
-        updates = ", ".join(f"{f} = excluded.{f}" for f in ROW_FIELDS if f != "row_id")
+        values = [_sql_values(row) for row in page.rows]
+        placeholders = ", ".join("?" * (len(ROW_FIELDS) + 1))
+        updates = ", ".join(f"{f} = excluded.{f}" for f in (*ROW_FIELDS[1:], "cost_nanos"))
         with self._write() as db:
             self._require(db, name)
             db.execute(
@@ -387,8 +464,8 @@ class SQLiteStore(Store):
                 (name, _ts(page.covers_from), _ts(page.complete_through)),
             )
             db.executemany(
-                f"INSERT INTO usage_rows ({', '.join(ROW_FIELDS)}) VALUES ({placeholders}) "
-                f"ON CONFLICT (row_id) DO UPDATE SET {updates}",
+                f"INSERT INTO usage_rows ({ROW_COLUMNS}, cost_nanos) VALUES ({placeholders}) "
+                f"ON CONFLICT (connection, period_start, row_id) DO UPDATE SET {updates}",
                 values,
             )
             db.execute(
@@ -452,20 +529,19 @@ class SQLiteStore(Store):
         try:
             if name is not None:
                 self._require(db, name)
-            cursor = db.execute(
-                f"SELECT {', '.join(ROW_FIELDS)} FROM usage_rows{where} ORDER BY period_start, row_id", params
-            )
+            cursor = db.execute(f"SELECT {ROW_COLUMNS} FROM usage_rows{where} ORDER BY period_start, row_id", params)
+            times: dict[str, datetime] = {}
             while batch := cursor.fetchmany(2000):
                 for values in batch:
-                    fields = {}
-                    for f, v in zip(ROW_FIELDS, values, strict=True):
-                        if v is not None and f in MONEY_FIELDS:
-                            v = Decimal(v)
-                        elif f in TIME_FIELDS:
-                            v = _dt(v)
-                        fields[f] = v
+                    fields = dict(zip(ROW_FIELDS, values, strict=True))
+                    for f in MONEY_FIELDS:
+                        if (v := fields[f]) is not None:
+                            fields[f] = Decimal(v)
+                    for f in TIME_FIELDS:
+                        v = fields[f]
+                        fields[f] = times.get(v) or times.setdefault(v, _dt(v))  # rows share their hours
                     # Rows were validated on their way in; re-validating millions on the way out buys nothing.
-                    yield UsageRow.model_construct(**fields)
+                    yield UsageRow.trusted(fields)
         finally:
             db.close()
 
@@ -479,26 +555,32 @@ class SQLiteStore(Store):
         where, params = self._where(name, since, until)
         if name is not None:
             self._require(self._db(), name)
-        rows = (
-            self._db()
-            .execute(
-                "SELECT api_key_label, currency, group_concat(DISTINCT model), dsum(cost), COUNT(*) "
-                f"FROM usage_rows{where} GROUP BY api_key_label, currency",
-                params,
-            )
-            .fetchall()
+        rows = self._summed(
+            "SELECT api_key_label, currency, group_concat(DISTINCT model), COUNT(*), {cost} "
+            f"FROM usage_rows{where} GROUP BY api_key_label, currency",
+            params,
         )
         lines = [
             ReportLine(
                 api_key_label=label,
                 currency=currency,
                 models=sorted(models.split(",")),
-                cost=Decimal(cost),
+                cost=_cost(nanos, rest),
                 row_count=count,
             )
-            for label, currency, models, cost, count in rows
+            for label, currency, models, count, nanos, rest in rows
         ]
         return sorted(lines, key=lambda line: (-line.cost, line.api_key_label))
+
+    def _summed(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run ``sql`` with ``{cost}`` as the exact cost sum (two columns: nano-units, then decimal text)."""
+        try:
+            return self._db().execute(sql.format(cost=COST_SUM), params).fetchall()
+        except sqlite3.OperationalError as error:
+            if "integer overflow" not in str(error):
+                raise
+            # More than nine billion in one sum: every cost as a decimal, slower and still exact.
+            return self._db().execute(sql.format(cost="NULL, dsum(cost)"), params).fetchall()
 
     def delete_rows(self, name: str) -> int:
         with self._write() as db:
@@ -700,10 +782,10 @@ class SQLiteStore(Store):
                 params.append(value)
         db = self._db()
         self._require(db, name)
-        rows = db.execute(
-            f"SELECT substr(period_start, 1, 10), dsum(cost) FROM usage_rows{where} GROUP BY 1 ORDER BY 1", params
-        ).fetchall()
-        return {day: Decimal(total) for day, total in rows}
+        rows = self._summed(
+            f"SELECT substr(period_start, 1, 10), {{cost}} FROM usage_rows{where} GROUP BY 1 ORDER BY 1", params
+        )
+        return {day: _cost(nanos, rest) for day, nanos, rest in rows}
 
     def cached_prices(self, connector: str, models: Sequence[str], *, fresh_after: datetime) -> list[Price]:
         marks = ", ".join("?" * len(models))

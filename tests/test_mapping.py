@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+import requests
 
 from connector_sdk.errors import ResponseError
-from connector_sdk.models import Page, SyncWindow
+from connector_sdk.http import ApiClient
+from connector_sdk.models import Page, SyncWindow, UsageRow
 from connector_sdk.paging import HourlyPages, follow_cursor
-from connectors.fal.mapping import USER_KEY_LABEL, parse_usage_page
+from connectors.fal.mapping import USER_KEY_LABEL, UsageReader, parse_usage_page
+from connectors.fal.simulator import FalSimulator
 from tests.helpers import ALIASES, CONTEXT, H0, item, page
 
 
@@ -168,3 +172,61 @@ def test_a_repeated_cursor_is_an_error_not_a_loop() -> None:
     answers = iter([{"next_cursor": "a"}, {"next_cursor": "b"}, {"next_cursor": "a"}])
     with pytest.raises(ResponseError, match="repeated cursor 'a'"):
         list(follow_cursor(lambda _cursor: next(answers), what="test"))
+
+
+# -- the fast reader: the same rows as the exact one, or no opinion -----------------------------------------------
+def read_fast(body: dict[str, Any]) -> Any:
+    return UsageReader(CONTEXT, ALIASES)(ApiClient.encode(body))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"legacy_cost": True}, {"discounts": False, "user_traffic": False}, {"n_keys": 6, "n_models": 20}],
+    ids=["discounts-and-users", "legacy-cost", "plain", "bigger"],
+)
+def test_the_fast_reader_gives_the_exact_reader_s_rows_for_every_page_fal_serves(
+    sim: FalSimulator, options: dict[str, Any]
+) -> None:
+    key = sim.add_account("fast-team", **options)
+    params: dict[str, Any] = {
+        "start": (sim.now - timedelta(days=3)).strftime("%Y-%m-%dT%H:00:00Z"),
+        "end": sim.now.strftime("%Y-%m-%dT%H:00:00Z"),
+        "timeframe": "hour",
+        "expand": ["time_series", "auth_method", "auth_method_structured"],
+        "limit": 50,
+    }
+    reader, pages = UsageReader(CONTEXT, ALIASES), 0
+    while True:
+        content = requests.get(
+            f"{sim.base_url}/models/usage", params=params, headers={"Authorization": f"Key {key}"}, timeout=10
+        ).content
+        exact = parse_usage_page(json.loads(content, parse_float=Decimal), CONTEXT, ALIASES)
+        fast = reader(content)
+        assert fast is not None and fast.buckets == exact
+        pages += 1
+        if fast.next_cursor is None:
+            break
+        params["cursor"] = fast.next_cursor
+    assert pages > 3
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        item(quantity="4"),
+        item(cost_total=Decimal("1E+40")),
+        item(percent_discount=True),
+        item(cost_total=..., cost=...),
+    ],
+    ids=["number-as-string", "out-of-range", "boolean", "no-cost"],
+)
+def test_the_fast_reader_leaves_what_it_cannot_vouch_for_to_the_exact_reader(odd: dict[str, Any]) -> None:
+    assert read_fast(page((H0, [item(), odd]))) is None
+    with pytest.raises(ResponseError, match=r"results\[1\]"):
+        rows_of(page((H0, [item(), odd])))
+
+
+def test_a_trusted_row_is_the_row_validation_would_build() -> None:
+    (row,) = rows_of(page((H0, [item()])))
+    assert UsageRow.trusted(dict(row)) == row == UsageRow(**dict(row))
+    assert UsageRow.trusted(dict(row)).model_dump() == row.model_dump()
