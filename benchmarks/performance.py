@@ -57,9 +57,12 @@ class Scale:
     latency: float = 0.1
     concurrency: int = 32
     runs: int = 3
+    dlt_runs: int = 3
 
 
-QUICK = Scale(days=2, small_days=1, keys=3, models=5, activity=1.0, connections=8, latency=0.01, concurrency=4, runs=1)
+QUICK = Scale(
+    days=2, small_days=1, keys=3, models=5, activity=1.0, connections=8, latency=0.01, concurrency=4, runs=1, dlt_runs=1
+)
 
 
 def iso(moment: datetime) -> str:
@@ -389,7 +392,10 @@ def many_connections(scale: Scale, work: Path, now: datetime) -> dict[str, Measu
         sim.close()
 
 
-def run_all(scale: Scale, work: Path, *, with_dlt: bool = True) -> dict[str, Any]:
+MEASURES = ("raw", "floor", "ours", "ours_short", "dlt", "incremental", "report", "report_cli", "rows_cli", "many")
+
+
+def run_all(scale: Scale, work: Path, *, only: frozenset[str] = frozenset(MEASURES)) -> dict[str, Any]:
     now = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
     spec = {
         "now": now.isoformat(),
@@ -410,8 +416,9 @@ def run_all(scale: Scale, work: Path, *, with_dlt: bool = True) -> dict[str, Any
         spawn("raw", backfill, key)
         spawn("raw", short, key)
         measures: dict[str, Measure] = {}
-        measures["raw"] = measure("raw", backfill, key, scale.runs)
-        measures["floor"] = measure("floor", backfill, key, scale.runs)
+        for name in ("raw", "floor"):
+            if name in only:
+                measures[name] = measure(name, backfill, key, scale.runs)
 
         def fresh(prefix: str) -> Callable[[int], dict[str, Any]]:
             def prepare(run: int) -> dict[str, Any]:
@@ -423,10 +430,13 @@ def run_all(scale: Scale, work: Path, *, with_dlt: bool = True) -> dict[str, Any
             return prepare
 
         measures["ours"] = measure("ours", backfill, key, scale.runs, prepare=fresh("ours"))
-        measures["ours_short"] = measure("ours", short, key, scale.runs, prepare=fresh("short"))
-        if with_dlt:
-            measures["dlt"] = measure("dlt", backfill, key, scale.runs, prepare=fresh("dlt"))
+        if "ours_short" in only:
+            measures["ours_short"] = measure("ours", short, key, scale.runs, prepare=fresh("short"))
+        if "dlt" in only:
+            measures["dlt"] = measure("dlt", backfill, key, scale.dlt_runs, prepare=fresh("dlt"))
         backfilled = work / "ours-0"
+        if not only & {"incremental", "report", "report_cli", "rows_cli"}:
+            return _figures(figures, measures)
 
         later = now + timedelta(hours=1)
         sim.set_now(later)
@@ -438,16 +448,25 @@ def run_all(scale: Scale, work: Path, *, with_dlt: bool = True) -> dict[str, Any
             return {"home": str(home)}
 
         incremental = {**base, "now": later.isoformat(), "days": scale.days}
-        measures["incremental"] = measure("incremental", incremental, key, scale.runs, prepare=copy)
+        if "incremental" in only:
+            measures["incremental"] = measure("incremental", incremental, key, scale.runs, prepare=copy)
         report = {**base, "home": str(backfilled), "days": scale.days}
-        measures["report"] = measure("report", report, key, scale.runs)
+        if "report" in only:
+            measures["report"] = measure("report", report, key, scale.runs)
         days = str(scale.days + 1)
-        measures["report_cli"] = cli_time(["report", "--days", days], backfilled, scale.runs)
+        if "report_cli" in only:
+            measures["report_cli"] = cli_time(["report", "--days", days], backfilled, scale.runs)
         since = iso(now - timedelta(days=scale.days + 1))
-        measures["rows_cli"] = cli_time(["rows", "--since", since, "--format", "csv"], backfilled, scale.runs)
+        if "rows_cli" in only:
+            measures["rows_cli"] = cli_time(["rows", "--since", since, "--format", "csv"], backfilled, scale.runs)
     finally:
         sim.close()
-    measures.update(many_connections(scale, work, now))
+    if "many" in only:
+        measures.update(many_connections(scale, work, now))
+    return _figures(figures, measures)
+
+
+def _figures(figures: dict[str, Any], measures: dict[str, Measure]) -> dict[str, Any]:
     figures["measures"] = {
         name: {"seconds": m.seconds, "median": m.median, "peak_rss_mb": m.peak_rss, "detail": m.detail}
         for name, m in measures.items()
@@ -501,7 +520,7 @@ def table(figures: dict[str, Any]) -> str:
         sec("ours") <= 1.3 * floor,
         rows,
     )
-    if "dlt" in m:
+    if "dlt" in m:  # always there in a full run; kept optional for figures read back from older JSON
         ratio = sec("dlt") / sec("ours")
         line(f"dlt `rest_api` -> duckdb (ours is {ratio:.1f}x faster)", "dlt", "ours >= 3x faster", ratio >= 3, rows)
     growth = m["ours"]["peak_rss_mb"] / m["ours_short"]["peak_rss_mb"] - 1
@@ -561,25 +580,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.performance", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tiny account and few connections: a smoke run")
     parser.add_argument("--runs", type=int, help="runs per measure (median reported)")
+    parser.add_argument("--dlt-runs", type=int, help="runs of dlt (about ten minutes each at full size)")
     parser.add_argument("--connections", type=int, help="connections in the many-connections cycle")
-    parser.add_argument("--no-dlt", action="store_true", help="leave dlt out (it needs the 'benchmark' extra)")
+    parser.add_argument(
+        "--only", help=f"a comma-separated subset of {','.join(MEASURES)} (for profiling; no table is written)"
+    )
     parser.add_argument("--json", type=Path, help="write every figure as JSON here")
     parser.add_argument("--write", action="store_true", help="put the table into benchmarks/RESULTS.md")
     parser.add_argument("--work", type=Path, help="where stores and pipelines go (default: a temporary folder)")
     args = parser.parse_args(argv)
     scale = QUICK if args.quick else Scale()
-    overrides = {k: v for k, v in (("runs", args.runs), ("connections", args.connections)) if v is not None}
+    overrides = {
+        k: v for k, v in (("runs", args.runs), ("dlt_runs", args.dlt_runs), ("connections", args.connections)) if v
+    }
     scale = Scale(**{**scale.__dict__, **overrides})
+    only = frozenset(args.only.split(",")) if args.only else frozenset(MEASURES)
+    if unknown := only - set(MEASURES):
+        parser.error(f"unknown measures: {', '.join(sorted(unknown))}")
     work = args.work or Path(tempfile.mkdtemp(prefix="connector-host-bench-"))
     try:
-        figures = run_all(scale, work, with_dlt=not args.no_dlt)
+        figures = run_all(scale, work, only=only)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    text = table(figures)
-    print(text)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str), encoding="utf-8")
+    if only != set(MEASURES):
+        for name, figure in figures["measures"].items():
+            print(f"{name:<12} median {figure['median']:8.3f} s  peak RSS {figure['peak_rss_mb']:5.0f} MB")
+        return 0
+    text = table(figures)
+    print(text)
     if args.write:
         write_results(text)
     return 0

@@ -9,10 +9,10 @@ so the fast path never accepts what the exact one refuses.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
+from hashlib import sha256
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
@@ -249,72 +249,81 @@ class UsageReader:
 
     def _buckets(self, body: _UsageBody) -> list[tuple[datetime, list[UsageRow]]]:
         context = self.context
-        connection, connector, account, synced_at = (
-            context.connection,
+        connector, connection, account, synced_at = (
             context.connector,
+            context.connection,
             context.account,
             context.synced_at,
         )
-        trusted = UsageRow.trusted
+        new_row, set_attribute = object.__new__, object.__setattr__
+        fields_set = frozenset(UsageRow.model_fields)
         tails = self._tails
         if len(tails) > self.CACHE_LIMIT:
             tails.clear()
         buckets = []
+        # The hottest loop of a backfill: checks are inlined, and _money is called only off the common path.
         for i, bucket in enumerate(body.time_series):
             hour = hour_of(bucket.bucket, what=f"fal /models/usage time_series[{i}]")
             end = hour + HOUR
             head = f"{connection}\x1f{iso(hour)}\x1f".encode()
             rows = []
             for item in bucket.results:
-                unit_price = _money(item.unit_price)
-                pct = None if item.percent_discount is None else _money(item.percent_discount)
-                total = item.cost_total if item.cost_total is not None else item.cost
+                quantity, unit_price, pct = item.quantity, item.unit_price, item.percent_discount
+                subtotal, discount, total, cost = item.cost_subtotal, item.cost_discount, item.cost_total, item.cost
+                if type(quantity) is not Decimal or not -MAX_DIGITS < quantity.adjusted() < MAX_DIGITS:
+                    quantity = _money(quantity)
+                if type(unit_price) is not Decimal or not -MAX_DIGITS < unit_price.adjusted() < MAX_DIGITS:
+                    unit_price = _money(unit_price)
+                if pct is not None:
+                    pct = _money(pct)
+                if cost is not None and (type(cost) is not Decimal or not -MAX_DIGITS < cost.adjusted() < MAX_DIGITS):
+                    cost = _money(cost)
                 if total is None:
-                    raise _Unsure
-                cost = _money(total)
-                if item.cost_total is not None and item.cost is not None:
-                    _money(item.cost)
-                discount = _ZERO if item.cost_discount is None else _money(item.cost_discount)
-                list_cost = cost + discount if item.cost_subtotal is None else _money(item.cost_subtotal)
+                    if cost is None:
+                        raise _Unsure
+                    total = cost
+                elif type(total) is not Decimal or not -MAX_DIGITS < total.adjusted() < MAX_DIGITS:
+                    total = _money(total)
+                discount = _ZERO if discount is None else _money(discount)
+                if subtotal is None:
+                    subtotal = total + discount
+                elif type(subtotal) is not Decimal or not -MAX_DIGITS < subtotal.adjusted() < MAX_DIGITS:
+                    subtotal = _money(subtotal)
                 who = item.auth_method_structured
-                signature = (
-                    who.api_key_id,
-                    who.login_username,
-                    who.detail,
-                    item.endpoint_id,
-                    item.unit,
-                    unit_price,
-                    pct,
-                )
+                # str() of the prices: hashing a Decimal costs more than printing it.
+                signature = (who.api_key_id, who.login_username, who.detail, item.endpoint_id, item.unit)
+                signature += (str(unit_price), str(pct))
                 tail = tails.get(signature)
                 if tail is None:
                     tail = tails[signature] = _key_tail(who, item, unit_price, pct, self.aliases)
-                key_text, api_key_id, label, login_username = tail
-                rows.append(
-                    trusted(
-                        {
-                            "row_id": hashlib.sha256(head + key_text).hexdigest()[:32],
-                            "connector": connector,
-                            "connection": connection,
-                            "account": account,
-                            "period_start": hour,
-                            "period_end": end,
-                            "api_key_id": api_key_id,
-                            "api_key_label": label,
-                            "login_username": login_username,
-                            "model": item.endpoint_id,
-                            "unit": item.unit,
-                            "quantity": _money(item.quantity),
-                            "unit_price": unit_price,
-                            "percent_discount": pct,
-                            "list_cost": list_cost,
-                            "discount": discount,
-                            "cost": cost,
-                            "currency": item.currency,
-                            "synced_at": synced_at,
-                        }
-                    )
-                )
+                values = {
+                    "row_id": sha256(head + tail[0]).hexdigest()[:32],
+                    "connector": connector,
+                    "connection": connection,
+                    "account": account,
+                    "period_start": hour,
+                    "period_end": end,
+                    "api_key_id": tail[1],
+                    "api_key_label": tail[2],
+                    "login_username": tail[3],
+                    "model": item.endpoint_id,
+                    "unit": item.unit,
+                    "quantity": quantity,
+                    "unit_price": unit_price,
+                    "percent_discount": pct,
+                    "list_cost": subtotal,
+                    "discount": discount,
+                    "cost": total,
+                    "currency": item.currency,
+                    "synced_at": synced_at,
+                }
+                # UsageRow.trusted, inlined: every value was checked above.
+                row = new_row(UsageRow)
+                set_attribute(row, "__dict__", values)
+                set_attribute(row, "__pydantic_fields_set__", fields_set)
+                set_attribute(row, "__pydantic_extra__", None)
+                set_attribute(row, "__pydantic_private__", None)
+                rows.append(row)
             buckets.append((hour, rows))
         return buckets
 
