@@ -253,11 +253,13 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         version=4,
-        description="usage rows stored in (connection, hour) order, with the cost in integer nano-units beside it",
+        description="usage rows in (connection, hour) order with integer nano-unit costs, and their daily totals",
         # SQLite: a random row_id as the primary key scattered a backfill's inserts over the whole index; keyed by
         # (connection, period_start, row_id) without a rowid they land in order, and the table is its own index.
         # cost_nanos lets SUM() add costs exactly in C; it is NULL where a cost has more than nine decimals, and
-        # those rows are summed as decimals.
+        # those rows are summed as decimals. usage_daily holds the totals per connection, UTC day, label, currency
+        # and model that the store keeps current page by page, so a report over months reads thousands of totals
+        # instead of a million rows. Sums split whole units and nano-units so that no SUM() can overflow.
         sqlite="""
             CREATE TABLE usage_rows_v4 (
                 row_id TEXT NOT NULL,
@@ -289,6 +291,24 @@ MIGRATIONS: tuple[Migration, ...] = (
                 FROM usage_rows;
             DROP TABLE usage_rows;
             ALTER TABLE usage_rows_v4 RENAME TO usage_rows;
+            CREATE TABLE usage_daily (
+                connection TEXT NOT NULL,
+                day TEXT NOT NULL,
+                api_key_label TEXT NOT NULL,
+                currency TEXT NOT NULL,
+                model TEXT NOT NULL,
+                row_count INTEGER NOT NULL,
+                cost_units INTEGER NOT NULL,
+                cost_nanos INTEGER NOT NULL,
+                inexact INTEGER NOT NULL,
+                PRIMARY KEY (connection, day, api_key_label, currency, model)
+            ) WITHOUT ROWID;
+            CREATE INDEX usage_daily_day ON usage_daily (day);
+            INSERT INTO usage_daily
+                SELECT connection, substr(period_start, 1, 10), api_key_label, currency, model, COUNT(*),
+                    COALESCE(SUM(cost_nanos / 1000000000), 0), COALESCE(SUM(cost_nanos % 1000000000), 0),
+                    COUNT(*) - COUNT(cost_nanos)
+                FROM usage_rows GROUP BY 1, 2, 3, 4, 5;
         """,
         # PostgreSQL sums NUMERIC exactly and fast, and its rows are written by COPY: the table stays as it is.
         postgres="COMMENT ON COLUMN usage_rows.cost IS 'exact cost; SUM() over NUMERIC needs no integer copy'",

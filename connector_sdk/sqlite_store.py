@@ -90,14 +90,53 @@ def _nanos_of_text(value: str | None) -> int | None:
     return nanos if -_INT64 < nanos < _INT64 else None
 
 
-def _from_nanos(total: int) -> Decimal:
-    return Decimal(decimal_text(Decimal(total).scaleb(-9, _NANO_CONTEXT)))
+def _money_of(units: int, nanos: int, rest: str | None = None) -> Decimal:
+    """Exact total of whole units, nano-units and (the costs with more than nine decimals) decimal text."""
+    total = Decimal(units) + Decimal(nanos).scaleb(-9, _NANO_CONTEXT)
+    if rest is not None:
+        total += Decimal(rest)
+    return Decimal(decimal_text(total))
 
 
 row_values = itemgetter(*ROW_FIELDS)  # of a row's __dict__: a third of the time attribute access takes
 ROW_COLUMNS = ", ".join(ROW_FIELDS)
-# Money, summed exactly: whole nano-units in C, and the rare cost that has more than nine decimals as a decimal.
-COST_SUM = "SUM(cost_nanos), dsum(cost) FILTER (WHERE cost_nanos IS NULL)"
+# Money, summed exactly in C: whole units and nano-units apart (neither sum can overflow 64 bits), and the rare
+# cost with more than nine decimals as a decimal.
+COST_SUM = (
+    "COALESCE(SUM(cost_nanos / 1000000000), 0), COALESCE(SUM(cost_nanos % 1000000000), 0), "
+    "dsum(cost) FILTER (WHERE cost_nanos IS NULL)"
+)
+DAY = timedelta(days=1)
+
+
+def _daily_delta(sign: str) -> str:
+    """Add (``+``) or take away (``-``) the usage rows of one connection's hour range to or from usage_daily."""
+    return f"""
+        INSERT INTO usage_daily
+            (connection, day, api_key_label, currency, model, row_count, cost_units, cost_nanos, inexact)
+        SELECT connection, substr(period_start, 1, 10), api_key_label, currency, model, {sign}COUNT(*),
+            {sign}COALESCE(SUM(cost_nanos / 1000000000), 0), {sign}COALESCE(SUM(cost_nanos % 1000000000), 0),
+            {sign}(COUNT(*) - COUNT(cost_nanos))
+        FROM usage_rows WHERE connection = ? AND period_start >= ? AND period_start < ?
+        GROUP BY 2, 3, 4, 5
+        ON CONFLICT (connection, day, api_key_label, currency, model) DO UPDATE SET
+            row_count = row_count + excluded.row_count,
+            cost_units = cost_units + excluded.cost_units,
+            cost_nanos = cost_nanos + excluded.cost_nanos,
+            inexact = inexact + excluded.inexact
+    """
+
+
+TAKE_AWAY_DAILY, ADD_DAILY = _daily_delta("-"), _daily_delta("")
+
+
+def _whole_days(since: datetime, until: datetime) -> tuple[datetime, datetime] | None:
+    """The whole UTC days inside ``[since, until)``, or ``None`` when there is none."""
+    first = since.replace(hour=0, minute=0, second=0, microsecond=0)
+    if first < since:
+        first += DAY
+    last = until.replace(hour=0, minute=0, second=0, microsecond=0)
+    return (first, last) if first < last else None
 
 
 def _sql_values(rows: Sequence[UsageRow]) -> list[tuple[Any, ...]]:
@@ -154,11 +193,6 @@ def _sql_values(rows: Sequence[UsageRow]) -> list[tuple[Any, ...]]:
             )
         )
     return out
-
-
-def _cost(nanos: int | None, rest: str | None) -> Decimal:
-    total = _from_nanos(nanos or 0)
-    return total if rest is None else Decimal(decimal_text(total + Decimal(rest)))
 
 
 class _DecimalSum:
@@ -338,7 +372,16 @@ class SQLiteStore(Store):
         with self._write() as db:
             if db.execute("DELETE FROM connections WHERE name = ?", (name,)).rowcount == 0:
                 raise UnknownConnection(name)
-            for table in ("usage_rows", "sync_runs", "status_history", "sinks", "outbox", "budgets", "alerts"):
+            for table in (
+                "usage_rows",
+                "usage_daily",
+                "sync_runs",
+                "status_history",
+                "sinks",
+                "outbox",
+                "budgets",
+                "alerts",
+            ):
                 db.execute(f"DELETE FROM {table} WHERE connection = ?", (name,))
 
     def set_state(self, name: str, state: ConnectionState, reason: str | None, *, now: datetime) -> StatusChange | None:
@@ -475,14 +518,21 @@ class SQLiteStore(Store):
         updates = ", ".join(f"{f} = excluded.{f}" for f in (*ROW_FIELDS[1:], "cost_nanos"))
         with self._write() as db:
             self._require(db, name)
-            db.execute(
-                "DELETE FROM usage_rows WHERE connection = ? AND period_start >= ? AND period_start < ?",
-                (name, _ts(page.covers_from), _ts(page.complete_through)),
-            )
+            span = (name, _ts(page.covers_from), _ts(page.complete_through))
+            # Daily totals follow every row this page replaces or upserts, wherever it lies.
+            starts = [span[1], span[2], *(v[4] for v in values)]
+            touched = (name, min(starts), max(starts) + "~")  # "~" sorts after any timestamp text
+            db.execute(TAKE_AWAY_DAILY, touched)
+            db.execute("DELETE FROM usage_rows WHERE connection = ? AND period_start >= ? AND period_start < ?", span)
             db.executemany(
                 f"INSERT INTO usage_rows ({ROW_COLUMNS}, cost_nanos) VALUES ({placeholders}) "
                 f"ON CONFLICT (connection, period_start, row_id) DO UPDATE SET {updates}",
                 values,
+            )
+            db.execute(ADD_DAILY, touched)
+            db.execute(
+                "DELETE FROM usage_daily WHERE connection = ? AND day >= ? AND day <= ? AND row_count = 0",
+                (name, touched[1][:10], touched[2][:10]),
             )
             db.execute(
                 "UPDATE connections SET watermark = ? WHERE name = ? AND (watermark IS NULL OR watermark < ?)",
@@ -568,39 +618,68 @@ class SQLiteStore(Store):
         return int(self._db().execute(f"SELECT COUNT(*) FROM usage_rows{where}", params).fetchone()[0])
 
     def report(self, name: str | None, *, since: datetime, until: datetime) -> list[ReportLine]:
-        where, params = self._where(name, since, until)
+        db = self._db()
         if name is not None:
-            self._require(self._db(), name)
-        rows = self._summed(
-            "SELECT api_key_label, currency, group_concat(DISTINCT model), COUNT(*), {cost} "
-            f"FROM usage_rows{where} GROUP BY api_key_label, currency",
-            params,
-        )
-        lines = [
-            ReportLine(
-                api_key_label=label,
-                currency=currency,
-                models=sorted(models.split(",")),
-                cost=_cost(nanos, rest),
-                row_count=count,
+            self._require(db, name)
+        which = "connection = ?" if name is not None else "connection IN (SELECT name FROM connections)"
+        named = [name] if name is not None else []
+        parts: list[tuple[str, list[Any]]] = []
+        edges = [(since, until)]
+        if days := _whole_days(since, until):
+            # Whole days from the daily totals; the hours before and after them from the rows.
+            parts.append(
+                (
+                    "SELECT api_key_label, currency, model, SUM(row_count), SUM(cost_units), SUM(cost_nanos), "
+                    f"SUM(inexact) FROM usage_daily WHERE {which} AND day >= ? AND day < ? GROUP BY 1, 2, 3",
+                    [*named, _ts(days[0])[:10], _ts(days[1])[:10]],
+                )
             )
-            for label, currency, models, count, nanos, rest in rows
-        ]
+            edges = [(since, days[0]), (days[1], until)]
+        for start, end in edges:
+            if start < end:
+                parts.append(
+                    (
+                        "SELECT api_key_label, currency, model, COUNT(*), "
+                        "COALESCE(SUM(cost_nanos / 1000000000), 0), COALESCE(SUM(cost_nanos % 1000000000), 0), "
+                        f"COUNT(*) - COUNT(cost_nanos) FROM usage_rows WHERE {which} "
+                        "AND period_start >= ? AND period_start < ? GROUP BY 1, 2, 3",
+                        [*named, _ts(start), _ts(end)],
+                    )
+                )
+        groups: dict[tuple[str, str], list[Any]] = {}
+        for sql, params in parts:
+            for label, currency, model, count, units, nanos, inexact in db.execute(sql, params):
+                group = groups.setdefault((label, currency), [set(), 0, 0, 0, 0])
+                group[0].add(model)
+                group[1] += count
+                group[2] += units
+                group[3] += nanos
+                group[4] += inexact
+        lines = []
+        for (label, currency), (models, count, units, nanos, inexact) in groups.items():
+            rest = None
+            if inexact:  # costs with more than nine decimals: summed as decimals, from the rows
+                where, params = self._where(name, since, until)
+                rest = db.execute(
+                    f"SELECT dsum(cost) FROM usage_rows{where} AND api_key_label = ? AND currency = ? "
+                    "AND cost_nanos IS NULL",
+                    [*params, label, currency],
+                ).fetchone()[0]
+            lines.append(
+                ReportLine(
+                    api_key_label=label,
+                    currency=currency,
+                    models=sorted(models),
+                    cost=_money_of(units, nanos, rest),
+                    row_count=count,
+                )
+            )
         return sorted(lines, key=lambda line: (-line.cost, line.api_key_label))
-
-    def _summed(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        """Run ``sql`` with ``{cost}`` as the exact cost sum (two columns: nano-units, then decimal text)."""
-        try:
-            return self._db().execute(sql.format(cost=COST_SUM), params).fetchall()
-        except sqlite3.OperationalError as error:
-            if "integer overflow" not in str(error):
-                raise
-            # More than nine billion in one sum: every cost as a decimal, slower and still exact.
-            return self._db().execute(sql.format(cost="NULL, dsum(cost)"), params).fetchall()
 
     def delete_rows(self, name: str) -> int:
         with self._write() as db:
             self._require(db, name)
+            db.execute("DELETE FROM usage_daily WHERE connection = ?", (name,))
             return db.execute("DELETE FROM usage_rows WHERE connection = ?", (name,)).rowcount
 
     # -- sinks and their outbox ----------------------------------------------------------------------------
@@ -798,10 +877,10 @@ class SQLiteStore(Store):
                 params.append(value)
         db = self._db()
         self._require(db, name)
-        rows = self._summed(
-            f"SELECT substr(period_start, 1, 10), {{cost}} FROM usage_rows{where} GROUP BY 1 ORDER BY 1", params
-        )
-        return {day: _cost(nanos, rest) for day, nanos, rest in rows}
+        rows = db.execute(
+            f"SELECT substr(period_start, 1, 10), {COST_SUM} FROM usage_rows{where} GROUP BY 1 ORDER BY 1", params
+        ).fetchall()
+        return {day: _money_of(units, nanos, rest) for day, units, nanos, rest in rows}
 
     def cached_prices(self, connector: str, models: Sequence[str], *, fresh_after: datetime) -> list[Price]:
         marks = ", ".join("?" * len(models))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -425,6 +426,58 @@ def test_the_report_covers_only_its_window_and_connection(store: Store) -> None:
     assert [line.cost for line in store.report("acme", since=hour(1), until=hour(3))] == [Decimal("2")]
     assert [line.cost for line in store.report(None, since=hour(1), until=hour(3))] == [Decimal("102")]
     assert store.report("acme", since=hour(10), until=hour(11)) == []
+
+
+def brute_force_report(store: Store, name: str | None, since: datetime, until: datetime) -> list[tuple]:
+    totals: dict[tuple[str, str], tuple[set[str], int, Decimal]] = {}
+    for row in store.iter_rows(name, since=since, until=until):
+        models, count, cost = totals.get((row.api_key_label, row.currency), (set(), 0, Decimal(0)))
+        totals[(row.api_key_label, row.currency)] = (models | {row.model}, count + 1, cost + row.cost)
+    return sorted((label, cur, sorted(m), cost, n) for (label, cur), (m, n, cost) in totals.items())
+
+
+def test_the_report_over_any_window_equals_the_sum_of_its_rows_after_pages_are_replaced_again_and_again(
+    store: Store,
+) -> None:
+    # Three days of hours, pages that replace and revise earlier ones, costs with more than nine decimals and costs
+    # of billions: whichever way a store totals them (SQLite keeps daily totals), the report is the rows' sum.
+    add(store)
+    add(store, "other")
+    store.start_run("acme", "run-1", WINDOW, now=hour(0))
+    store.start_run("other", "run-2", WINDOW, now=hour(0))
+    rng = random.Random(7)
+    costs = ["0.1", "2.5", "0.000000000001", "123.456789012345", "9000000000", "-0.3", "0"]
+    for _ in range(40):
+        name, run = rng.choice([("acme", "run-1"), ("other", "run-2")])
+        start = rng.randrange(0, 70)
+        end = start + rng.randrange(1, 6)
+        rows = {
+            row.row_id: row
+            for row in (
+                usage_row(
+                    name,
+                    at=rng.randrange(start, end),
+                    label=rng.choice(["prod", "staging", "User key"]),
+                    model=rng.choice(["fal-ai/a", "fal-ai/b", "fal-ai/c"]),
+                    cost=rng.choice(costs),
+                    currency=rng.choice(["USD", "USD", "EUR"]),
+                )
+                for _ in range(rng.randrange(0, 6))
+            )
+        }
+        commit(store, list(rows.values()), start, end, name=name, run=run)
+    windows = [(0, 72), (0, 24), (5, 53), (23, 25), (30, 31), (47, 72), (1, 71)]
+    windows += [(a, a + rng.randrange(1, 60)) for a in (rng.randrange(0, 60) for _ in range(8))]
+    for name in ("acme", "other", None):
+        for a, b in windows:
+            lines = store.report(name, since=hour(a), until=hour(b))
+            got = sorted((x.api_key_label, x.currency, x.models, x.cost, x.row_count) for x in lines)
+            assert got == brute_force_report(store, name, hour(a), hour(b)), (name, a, b)
+    store.delete_rows("other")
+    assert store.report("other", since=hour(0), until=hour(72)) == []
+    assert [line.row_count for line in store.report(None, since=hour(0), until=hour(72))] == [
+        line.row_count for line in store.report("acme", since=hour(0), until=hour(72))
+    ]
 
 
 def test_delete_rows_removes_only_that_connections_rows(store: Store) -> None:
