@@ -258,8 +258,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         # (connection, period_start, row_id) without a rowid they land in order, and the table is its own index.
         # cost_nanos lets SUM() add costs exactly in C; it is NULL where a cost has more than nine decimals, and
         # those rows are summed as decimals. usage_daily holds the totals per connection, UTC day, label, currency
-        # and model that the store keeps current page by page, so a report over months reads thousands of totals
-        # instead of a million rows. Sums split whole units and nano-units so that no SUM() can overflow.
+        # and model, so a report over months reads thousands of totals instead of a million rows. A page marks the
+        # days it touched dirty and the end of its run recounts them; until then a report reads those days from
+        # their rows. Sums split whole units and nano-units so that no SUM() can overflow.
         sqlite="""
             CREATE TABLE usage_rows_v4 (
                 row_id TEXT NOT NULL,
@@ -304,6 +305,11 @@ MIGRATIONS: tuple[Migration, ...] = (
                 PRIMARY KEY (connection, day, api_key_label, currency, model)
             ) WITHOUT ROWID;
             CREATE INDEX usage_daily_day ON usage_daily (day);
+            CREATE TABLE usage_daily_dirty (
+                connection TEXT NOT NULL,
+                day TEXT NOT NULL,
+                PRIMARY KEY (connection, day)
+            ) WITHOUT ROWID;
             INSERT INTO usage_daily
                 SELECT connection, substr(period_start, 1, 10), api_key_label, currency, model, COUNT(*),
                     COALESCE(SUM(cost_nanos / 1000000000), 0), COALESCE(SUM(cost_nanos % 1000000000), 0),

@@ -109,25 +109,15 @@ COST_SUM = (
 DAY = timedelta(days=1)
 
 
-def _daily_delta(sign: str) -> str:
-    """Add (``+``) or take away (``-``) the usage rows of one connection's hour range to or from usage_daily."""
-    return f"""
-        INSERT INTO usage_daily
-            (connection, day, api_key_label, currency, model, row_count, cost_units, cost_nanos, inexact)
-        SELECT connection, substr(period_start, 1, 10), api_key_label, currency, model, {sign}COUNT(*),
-            {sign}COALESCE(SUM(cost_nanos / 1000000000), 0), {sign}COALESCE(SUM(cost_nanos % 1000000000), 0),
-            {sign}(COUNT(*) - COUNT(cost_nanos))
-        FROM usage_rows WHERE connection = ? AND period_start >= ? AND period_start < ?
-        GROUP BY 2, 3, 4, 5
-        ON CONFLICT (connection, day, api_key_label, currency, model) DO UPDATE SET
-            row_count = row_count + excluded.row_count,
-            cost_units = cost_units + excluded.cost_units,
-            cost_nanos = cost_nanos + excluded.cost_nanos,
-            inexact = inexact + excluded.inexact
-    """
-
-
-TAKE_AWAY_DAILY, ADD_DAILY = _daily_delta("-"), _daily_delta("")
+RECOUNT_DAY = """
+    INSERT INTO usage_daily
+        (connection, day, api_key_label, currency, model, row_count, cost_units, cost_nanos, inexact)
+    SELECT connection, substr(period_start, 1, 10), api_key_label, currency, model, COUNT(*),
+        COALESCE(SUM(cost_nanos / 1000000000), 0), COALESCE(SUM(cost_nanos % 1000000000), 0),
+        COUNT(*) - COUNT(cost_nanos)
+    FROM usage_rows WHERE connection = ? AND period_start >= ? AND period_start < ?
+    GROUP BY 2, 3, 4, 5
+"""
 
 
 def _whole_days(since: datetime, until: datetime) -> tuple[datetime, datetime] | None:
@@ -375,6 +365,7 @@ class SQLiteStore(Store):
             for table in (
                 "usage_rows",
                 "usage_daily",
+                "usage_daily_dirty",
                 "sync_runs",
                 "status_history",
                 "sinks",
@@ -519,20 +510,22 @@ class SQLiteStore(Store):
         with self._write() as db:
             self._require(db, name)
             span = (name, _ts(page.covers_from), _ts(page.complete_through))
-            # Daily totals follow every row this page replaces or upserts, wherever it lies.
-            starts = [span[1], span[2], *(v[4] for v in values)]
-            touched = (name, min(starts), max(starts) + "~")  # "~" sorts after any timestamp text
-            db.execute(TAKE_AWAY_DAILY, touched)
             db.execute("DELETE FROM usage_rows WHERE connection = ? AND period_start >= ? AND period_start < ?", span)
             db.executemany(
                 f"INSERT INTO usage_rows ({ROW_COLUMNS}, cost_nanos) VALUES ({placeholders}) "
                 f"ON CONFLICT (connection, period_start, row_id) DO UPDATE SET {updates}",
                 values,
             )
-            db.execute(ADD_DAILY, touched)
-            db.execute(
-                "DELETE FROM usage_daily WHERE connection = ? AND day >= ? AND day <= ? AND row_count = 0",
-                (name, touched[1][:10], touched[2][:10]),
+            # The days whose daily totals this page changed: every row it replaced or upserted, wherever it lies.
+            touched = {v[4][:10] for v in values}
+            last = page.complete_through - timedelta(microseconds=1)
+            day = page.covers_from.replace(hour=0, minute=0, second=0, microsecond=0)
+            while day <= last:
+                touched.add(_ts(day)[:10])
+                day += DAY
+            db.executemany(
+                "INSERT OR IGNORE INTO usage_daily_dirty (connection, day) VALUES (?, ?)",
+                [(name, day) for day in sorted(touched)],
             )
             db.execute(
                 "UPDATE connections SET watermark = ? WHERE name = ? AND (watermark IS NULL OR watermark < ?)",
@@ -544,8 +537,20 @@ class SQLiteStore(Store):
             )
             self._enqueue(db, name, outbox, now or watermark)
 
+    @staticmethod
+    def _recount_days(db: sqlite3.Connection, name: str) -> None:
+        """Bring the daily totals of the days a connection's pages touched up to date."""
+        days = [day for (day,) in db.execute("SELECT day FROM usage_daily_dirty WHERE connection = ?", (name,))]
+        for day in days:
+            start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
+            db.execute("DELETE FROM usage_daily WHERE connection = ? AND day = ?", (name, day))
+            db.execute(RECOUNT_DAY, (name, _ts(start), _ts(start + DAY)))
+        db.execute("DELETE FROM usage_daily_dirty WHERE connection = ?", (name,))
+
     def finish_run(self, run_id: str, outcome: RunOutcome, message: str | None, *, now: datetime) -> SyncRun:
         with self._write() as db:
+            for (name,) in db.execute("SELECT connection FROM sync_runs WHERE run_id = ?", (run_id,)).fetchall():
+                self._recount_days(db, name)
             db.execute(
                 "UPDATE sync_runs SET finished_at = ?, outcome = ?, message = ? WHERE run_id = ?",
                 (_ts(now), outcome.value, message, run_id),
@@ -624,28 +629,36 @@ class SQLiteStore(Store):
         which = "connection = ?" if name is not None else "connection IN (SELECT name FROM connections)"
         named = [name] if name is not None else []
         parts: list[tuple[str, list[Any]]] = []
-        edges = [(since, until)]
+        from_rows = (
+            "SELECT api_key_label, currency, model, COUNT(*), COALESCE(SUM(cost_nanos / 1000000000), 0), "
+            "COALESCE(SUM(cost_nanos % 1000000000), 0), COUNT(*) - COUNT(cost_nanos) FROM usage_rows "
+            "WHERE {which} AND period_start >= ? AND period_start < ? GROUP BY 1, 2, 3"
+        )
+        edges = [(which, named, since, until)]
         if days := _whole_days(since, until):
-            # Whole days from the daily totals; the hours before and after them from the rows.
+            # Whole days from the daily totals, except days a page changed since they were counted; those days and
+            # the hours before and after the whole days from the rows.
+            first, last = _ts(days[0])[:10], _ts(days[1])[:10]
             parts.append(
                 (
                     "SELECT api_key_label, currency, model, SUM(row_count), SUM(cost_units), SUM(cost_nanos), "
-                    f"SUM(inexact) FROM usage_daily WHERE {which} AND day >= ? AND day < ? GROUP BY 1, 2, 3",
-                    [*named, _ts(days[0])[:10], _ts(days[1])[:10]],
+                    f"SUM(inexact) FROM usage_daily WHERE {which} AND day >= ? AND day < ? AND NOT EXISTS "
+                    "(SELECT 1 FROM usage_daily_dirty AS dirty "
+                    "WHERE dirty.connection = usage_daily.connection AND dirty.day = usage_daily.day) GROUP BY 1, 2, 3",
+                    [*named, first, last],
                 )
             )
-            edges = [(since, days[0]), (days[1], until)]
-        for start, end in edges:
+            edges = [(which, named, since, days[0]), (which, named, days[1], until)]
+            dirty = db.execute(
+                f"SELECT connection, day FROM usage_daily_dirty WHERE {which} AND day >= ? AND day < ?",
+                [*named, first, last],
+            ).fetchall()
+            for connection, day in dirty:
+                start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
+                edges.append(("connection = ?", [connection], start, start + DAY))
+        for where, values, start, end in edges:
             if start < end:
-                parts.append(
-                    (
-                        "SELECT api_key_label, currency, model, COUNT(*), "
-                        "COALESCE(SUM(cost_nanos / 1000000000), 0), COALESCE(SUM(cost_nanos % 1000000000), 0), "
-                        f"COUNT(*) - COUNT(cost_nanos) FROM usage_rows WHERE {which} "
-                        "AND period_start >= ? AND period_start < ? GROUP BY 1, 2, 3",
-                        [*named, _ts(start), _ts(end)],
-                    )
-                )
+                parts.append((from_rows.format(which=where), [*values, _ts(start), _ts(end)]))
         groups: dict[tuple[str, str], list[Any]] = {}
         for sql, params in parts:
             for label, currency, model, count, units, nanos, inexact in db.execute(sql, params):
@@ -680,6 +693,7 @@ class SQLiteStore(Store):
         with self._write() as db:
             self._require(db, name)
             db.execute("DELETE FROM usage_daily WHERE connection = ?", (name,))
+            db.execute("DELETE FROM usage_daily_dirty WHERE connection = ?", (name,))
             return db.execute("DELETE FROM usage_rows WHERE connection = ?", (name,)).rowcount
 
     # -- sinks and their outbox ----------------------------------------------------------------------------

@@ -447,8 +447,14 @@ def test_the_report_over_any_window_equals_the_sum_of_its_rows_after_pages_are_r
     store.start_run("other", "run-2", WINDOW, now=hour(0))
     rng = random.Random(7)
     costs = ["0.1", "2.5", "0.000000000001", "123.456789012345", "9000000000", "-0.3", "0"]
-    for _ in range(40):
-        name, run = rng.choice([("acme", "run-1"), ("other", "run-2")])
+    runs = {"acme": "run-1", "other": "run-2"}
+    for step in range(60):
+        name = rng.choice(["acme", "other"])
+        if step % 7 == 6:  # runs end now and then, and the next pages change days already counted
+            store.finish_run(runs[name], RunOutcome.SUCCEEDED, None, now=hour(0))
+            runs[name] = f"{name}-{step}"
+            store.start_run(name, runs[name], WINDOW, now=hour(0))
+        run = runs[name]
         start = rng.randrange(0, 70)
         end = start + rng.randrange(1, 6)
         rows = {
@@ -468,11 +474,18 @@ def test_the_report_over_any_window_equals_the_sum_of_its_rows_after_pages_are_r
         commit(store, list(rows.values()), start, end, name=name, run=run)
     windows = [(0, 72), (0, 24), (5, 53), (23, 25), (30, 31), (47, 72), (1, 71)]
     windows += [(a, a + rng.randrange(1, 60)) for a in (rng.randrange(0, 60) for _ in range(8))]
-    for name in ("acme", "other", None):
-        for a, b in windows:
-            lines = store.report(name, since=hour(a), until=hour(b))
-            got = sorted((x.api_key_label, x.currency, x.models, x.cost, x.row_count) for x in lines)
-            assert got == brute_force_report(store, name, hour(a), hour(b)), (name, a, b)
+
+    def check() -> None:
+        for name in ("acme", "other", None):
+            for a, b in windows:
+                lines = store.report(name, since=hour(a), until=hour(b))
+                got = sorted((x.api_key_label, x.currency, x.models, x.cost, x.row_count) for x in lines)
+                assert got == brute_force_report(store, name, hour(a), hour(b)), (name, a, b)
+
+    check()  # some days counted, some changed since
+    for run in runs.values():
+        store.finish_run(run, RunOutcome.SUCCEEDED, None, now=hour(0))
+    check()  # every day counted
     store.delete_rows("other")
     assert store.report("other", since=hour(0), until=hour(72)) == []
     assert [line.row_count for line in store.report(None, since=hour(0), until=hour(72))] == [
