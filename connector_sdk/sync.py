@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import os
-import queue
 import random
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -45,7 +43,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger()
 
 LEASE_TTL_SECONDS = 600.0
-READ_AHEAD_PAGES = 2
 
 
 def compute_window(watermark: datetime | None, now: datetime, *, backfill_days: int, lookback_hours: int) -> SyncWindow:
@@ -77,64 +74,6 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
-
-
-class _Failed:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-_END = object()
-
-
-def read_ahead(pages: Iterator[Page], depth: int = READ_AHEAD_PAGES) -> Iterator[Page]:
-    """``pages``, produced by a thread of their own while the caller commits the ones before.
-
-    Fetching and parsing the next page (network, JSON) overlaps with committing the last one (SQLite and
-    PostgreSQL release the GIL while they work), so a backfill takes about the longer of the two instead of their
-    sum. At most ``depth`` pages wait in memory. An error of the producer is raised here, in the caller's thread,
-    as it was raised. When the caller stops early the producer stops at its next page; closing waits for the
-    request it is on, as a sync without read-ahead would have.
-    """
-    waiting: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def offer(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                waiting.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for page in pages:
-                if not offer(page):
-                    return
-            offer(_END)
-        except BaseException as error:  # handed to the caller, who decides what it means
-            offer(_Failed(error))
-        finally:
-            close = getattr(pages, "close", None)
-            if close is not None:
-                close()
-
-    # The producer logs (retries, say) with the caller's bound context: connection and run id.
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(produce,), name="read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = waiting.get()
-            if item is _END:
-                return
-            if isinstance(item, _Failed):
-                raise item.error
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 def next_sync_time(now: datetime, interval_seconds: float, jitter: float) -> datetime:
@@ -214,7 +153,7 @@ def run_sync(
             )
             expected = window.start
             sinks = _row_sinks(host, name)
-            with contextlib.closing(read_ahead(connector.sync(window, context))) as pages:
+            with contextlib.closing(connector.sync(window, context)) as pages:
                 for page in pages:
                     _check_page(page, expected, window)
                     watermark = min(page.complete_through, floor_hour(host.now()))
