@@ -1,0 +1,40 @@
+"""The performance benchmark, tiny: every contender runs and they all see the same usage (no timings asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.timeout(300)
+def test_the_quick_benchmark_runs_every_measure_on_the_same_usage(tmp_path: Path) -> None:
+    figures_file = tmp_path / "figures.json"
+    command = ["-m", "benchmarks.performance", "--quick", "--work", str(tmp_path / "work"), "--json", str(figures_file)]
+    done = subprocess.run(
+        [sys.executable, *command],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    measures = json.loads(figures_file.read_text())["measures"]
+    assert set(measures) == {
+        "raw", "floor", "ours", "ours_short", "dlt", "incremental", "report", "report_cli", "rows_cli",
+        "concurrent", "sequential",
+    }  # fmt: skip
+    items = measures["floor"]["detail"]["items"]
+    assert items > 0
+    # The floor, connector-host and dlt each loaded every item of the same backfill.
+    assert measures["ours"]["detail"]["rows"] == items == measures["dlt"]["detail"]["items"]
+    assert measures["ours"]["detail"]["outcome"] == measures["incremental"]["detail"]["outcome"] == "succeeded"
+    assert 0 < measures["ours_short"]["detail"]["rows"] < items
+    assert measures["report"]["detail"]["rows"] == items and measures["report"]["detail"]["lines"] > 0
+    assert all(figure["peak_rss_mb"] > 0 for figure in measures.values())
+    assert "| **connector-host** backfill into SQLite" in done.stdout
