@@ -593,7 +593,13 @@ def sync(ctx: Ctx, name: str | None, all_: bool, fmt: str) -> None:
 @click.option(
     "--interval", type=float, help="Seconds between syncs of a connection [default: the connector's, 3600 for fal]."
 )
-@click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True, help="Syncs at once.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=16,
+    show_default=True,
+    help="Syncs at once (threads: a sync mostly waits on the vendor).",
+)
 @click.option("--once", is_flag=True, help="Sync every due connection once, then exit.")
 @pass_ctx
 def run(ctx: Ctx, interval: float | None, concurrency: int, once: bool) -> None:

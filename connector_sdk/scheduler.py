@@ -39,7 +39,7 @@ class Scheduler:
         host: Host,
         *,
         interval_seconds: float | None = None,
-        concurrency: int = 4,
+        concurrency: int = 16,
         jitter: float = 0.1,
         tick_seconds: float = 1.0,
     ) -> None:

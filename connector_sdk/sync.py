@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import socket
@@ -153,33 +152,32 @@ def run_sync(
             )
             expected = window.start
             sinks = _row_sinks(host, name)
-            with contextlib.closing(connector.sync(window, context)) as pages:
-                for page in pages:
-                    _check_page(page, expected, window)
-                    watermark = min(page.complete_through, floor_hour(host.now()))
-                    outbox = [(sink, rows_payload(name, page.rows)) for sink in sinks] if page.rows else []
-                    store.commit_page(
-                        name, run_id, page, watermark=max(watermark, window.start), outbox=outbox, now=host.now()
+            for page in connector.sync(window, context):
+                _check_page(page, expected, window)
+                watermark = min(page.complete_through, floor_hour(host.now()))
+                outbox = [(sink, rows_payload(name, page.rows)) for sink in sinks] if page.rows else []
+                store.commit_page(
+                    name, run_id, page, watermark=max(watermark, window.start), outbox=outbox, now=host.now()
+                )
+                if outbox:
+                    _deliver(host, name)
+                rows_total += len(page.rows)
+                expected = page.complete_through
+                if not store.renew_lease(name, owner, now=host.now(), ttl_seconds=LEASE_TTL_SECONDS):
+                    raise ConnectorHostError(f"lost the sync lease of {name!r} to another worker; stopped")
+                host.fire("connector_sdk_rows_emitted", connection=connection, rows=page.rows)
+                if progress is not None:
+                    progress(Progress(run=run, window=window, covered_through=expected, rows=rows_total))
+                if cancel is not None and cancel.is_set():
+                    outcome, message = RunOutcome.CANCELLED, "stopped on request; the next sync resumes from here"
+                    break
+            else:
+                if expected != window.end:
+                    raise ConnectorHostError(
+                        f"connector {connection.connector!r} ended its sync at {expected.isoformat()}, before the "
+                        f"window's end {window.end.isoformat()}"
                     )
-                    if outbox:
-                        _deliver(host, name)
-                    rows_total += len(page.rows)
-                    expected = page.complete_through
-                    if not store.renew_lease(name, owner, now=host.now(), ttl_seconds=LEASE_TTL_SECONDS):
-                        raise ConnectorHostError(f"lost the sync lease of {name!r} to another worker; stopped")
-                    host.fire("connector_sdk_rows_emitted", connection=connection, rows=page.rows)
-                    if progress is not None:
-                        progress(Progress(run=run, window=window, covered_through=expected, rows=rows_total))
-                    if cancel is not None and cancel.is_set():
-                        outcome, message = RunOutcome.CANCELLED, "stopped on request; the next sync resumes from here"
-                        break
-                else:
-                    if expected != window.end:
-                        raise ConnectorHostError(
-                            f"connector {connection.connector!r} ended its sync at {expected.isoformat()}, before the "
-                            f"window's end {window.end.isoformat()}"
-                        )
-                    outcome = RunOutcome.SUCCEEDED
+                outcome = RunOutcome.SUCCEEDED
         except SyncCancelled as error:
             outcome, message = RunOutcome.CANCELLED, f"{error}; the next sync resumes from here"
         except CredentialError as error:
