@@ -102,22 +102,31 @@ row_values = itemgetter(*ROW_FIELDS)  # of a row's __dict__: a third of the time
 ROW_COLUMNS = ", ".join(ROW_FIELDS)
 # Money, summed exactly in C: whole units and nano-units apart (neither sum can overflow 64 bits), and the rare
 # cost with more than nine decimals as a decimal.
-COST_SUM = (
-    "COALESCE(SUM(cost_nanos / 1000000000), 0), COALESCE(SUM(cost_nanos % 1000000000), 0), "
-    "dsum(cost) FILTER (WHERE cost_nanos IS NULL)"
-)
+UNITS_AND_NANOS = "COALESCE(SUM(cost_nanos / 1000000000), 0), COALESCE(SUM(cost_nanos % 1000000000), 0)"
+COST_SUM = f"{UNITS_AND_NANOS}, dsum(cost) FILTER (WHERE cost_nanos IS NULL)"
 DAY = timedelta(days=1)
 
 
-RECOUNT_DAY = """
+RECOUNT_DAY = f"""
     INSERT INTO usage_daily
         (connection, day, api_key_label, currency, model, row_count, cost_units, cost_nanos, inexact)
-    SELECT connection, substr(period_start, 1, 10), api_key_label, currency, model, COUNT(*),
-        COALESCE(SUM(cost_nanos / 1000000000), 0), COALESCE(SUM(cost_nanos % 1000000000), 0),
+    SELECT connection, substr(period_start, 1, 10), api_key_label, currency, model, COUNT(*), {UNITS_AND_NANOS},
         COUNT(*) - COUNT(cost_nanos)
     FROM usage_rows WHERE connection = ? AND period_start >= ? AND period_start < ?
     GROUP BY 2, 3, 4, 5
 """
+
+
+class _Formatted(dict[Any, Any]):
+    """Values formatted once each: rows share their hours and their sync time."""
+
+    def __init__(self, formatter: Any) -> None:
+        super().__init__()
+        self.formatter = formatter
+
+    def __missing__(self, key: Any) -> Any:
+        value = self[key] = self.formatter(key)
+        return value
 
 
 def _whole_days(since: datetime, until: datetime) -> tuple[datetime, datetime] | None:
@@ -131,7 +140,7 @@ def _whole_days(since: datetime, until: datetime) -> tuple[datetime, datetime] |
 
 def _sql_values(rows: Sequence[UsageRow]) -> list[tuple[Any, ...]]:
     """Rows as the usage_rows columns hold them: ROW_FIELDS, then cost_nanos."""
-    times: dict[datetime, str] = {}  # rows share their hours and sync time: format each once
+    times = _Formatted(iso)
     out = []
     for row in rows:
         (
@@ -164,8 +173,8 @@ def _sql_values(rows: Sequence[UsageRow]) -> list[tuple[Any, ...]]:
                 connector,
                 connection,
                 account,
-                times.get(period_start) or times.setdefault(period_start, iso(period_start)),
-                times.get(period_end) or times.setdefault(period_end, iso(period_end)),
+                times[period_start],
+                times[period_end],
                 api_key_id,
                 api_key_label,
                 login_username,
@@ -178,7 +187,7 @@ def _sql_values(rows: Sequence[UsageRow]) -> list[tuple[Any, ...]]:
                 amounts[3],
                 amounts[4],
                 currency,
-                times.get(synced_at) or times.setdefault(synced_at, iso(synced_at)),
+                times[synced_at],
                 _nanos_of_text(amounts[4]),
             )
         )
@@ -601,7 +610,7 @@ class SQLiteStore(Store):
             if name is not None:
                 self._require(db, name)
             cursor = db.execute(f"SELECT {ROW_COLUMNS} FROM usage_rows{where} ORDER BY period_start, row_id", params)
-            times: dict[str, datetime] = {}
+            times = _Formatted(_dt)
             while batch := cursor.fetchmany(2000):
                 for values in batch:
                     fields = dict(zip(ROW_FIELDS, values, strict=True))
@@ -609,8 +618,7 @@ class SQLiteStore(Store):
                         if (v := fields[f]) is not None:
                             fields[f] = Decimal(v)
                     for f in TIME_FIELDS:
-                        v = fields[f]
-                        fields[f] = times.get(v) or times.setdefault(v, _dt(v))  # rows share their hours
+                        fields[f] = times[fields[f]]
                     # Rows were validated on their way in; re-validating millions on the way out buys nothing.
                     yield UsageRow.trusted(fields)
         finally:
@@ -630,9 +638,8 @@ class SQLiteStore(Store):
         named = [name] if name is not None else []
         parts: list[tuple[str, list[Any]]] = []
         from_rows = (
-            "SELECT api_key_label, currency, model, COUNT(*), COALESCE(SUM(cost_nanos / 1000000000), 0), "
-            "COALESCE(SUM(cost_nanos % 1000000000), 0), COUNT(*) - COUNT(cost_nanos) FROM usage_rows "
-            "WHERE {which} AND period_start >= ? AND period_start < ? GROUP BY 1, 2, 3"
+            f"SELECT api_key_label, currency, model, COUNT(*), {UNITS_AND_NANOS}, COUNT(*) - COUNT(cost_nanos) "
+            "FROM usage_rows WHERE {which} AND period_start >= ? AND period_start < ? GROUP BY 1, 2, 3"
         )
         edges = [(which, named, since, until)]
         if days := _whole_days(since, until):
