@@ -194,25 +194,24 @@ def _host(home: Path, now: datetime) -> Any:
 
 def contender_ours(args: dict[str, Any]) -> dict[str, Any]:
     """connector-host: a new connection's first sync into the SQLite store."""
-    now = datetime.fromisoformat(args["now"])
-    with _host(Path(args["home"]), now) as host:
-        config = {
-            "api_key": os.environ[KEY_ENV],
-            "base_url": args["base_url"],
-            "backfill_days": args["days"],
-            "page_size": PAGE_SIZE,
-        }
-        host.connect("fal", "bench", config)
-        started = time.perf_counter()
-        run = host.sync("bench")
-        seconds = time.perf_counter() - started
-    return {"seconds": seconds, "rows": run.rows_written, "pages": run.pages, "outcome": run.outcome.value}
+    config = {
+        "api_key": os.environ[KEY_ENV],
+        "base_url": args["base_url"],
+        "backfill_days": args["days"],
+        "page_size": PAGE_SIZE,
+    }
+    return _timed_sync(args, connect=config)
 
 
 def contender_incremental(args: dict[str, Any]) -> dict[str, Any]:
     """The next hourly sync of a backfilled connection: the lookback hours fetched again and upserted."""
-    now = datetime.fromisoformat(args["now"])
-    with _host(Path(args["home"]), now) as host:
+    return _timed_sync(args)
+
+
+def _timed_sync(args: dict[str, Any], *, connect: dict[str, Any] | None = None) -> dict[str, Any]:
+    with _host(Path(args["home"]), datetime.fromisoformat(args["now"])) as host:
+        if connect is not None:
+            host.connect("fal", "bench", connect)
         started = time.perf_counter()
         run = host.sync("bench")
         seconds = time.perf_counter() - started
