@@ -703,13 +703,11 @@ def rows(ctx: Ctx, name: str | None, since: str | None, until: str | None, fmt: 
             if fmt == "focus":
                 write_focus_csv(selected, stream)
             elif fmt == "csv":
-                writer = csv.DictWriter(stream, fieldnames=ROW_FIELDS, lineterminator="\n")
-                writer.writeheader()
-                for row in host.store.iter_rows(name, since=start, until=end):
-                    writer.writerow({k: "" if v is None else v for k, v in row.export().items()})
+                writer = csv.writer(stream, lineterminator="\n")  # None is written as an empty field
+                writer.writerow(ROW_FIELDS)
+                writer.writerows(row.export().values() for row in selected)
             else:
-                for row in host.store.iter_rows(name, since=start, until=end):
-                    stream.write(json.dumps(row.export(), separators=(",", ":")) + "\n")
+                stream.writelines(json.dumps(row.export(), separators=(",", ":")) + "\n" for row in selected)
         finally:
             if output:
                 stream.close()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -31,7 +31,9 @@ def iso(moment: datetime) -> str:
 
 def decimal_text(value: Decimal) -> str:
     """Exact, plain decimal text without exponent or trailing zeros: ``0.3``, ``12``, ``0.000125``."""
-    text = format(value, "f")
+    text = str(value)  # plain unless the exponent is large, and several times faster than format()
+    if "E" in text:
+        text = format(value, "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return text if text not in ("", "-0") else "0"
@@ -198,19 +200,21 @@ class UsageRow(BaseModel):
 
     def export(self) -> dict[str, Any]:
         """JSON-ready values: timestamps as ISO 8601 UTC, money and quantities as exact decimal strings."""
-        out: dict[str, Any] = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if isinstance(value, Decimal):
-                value = decimal_text(value)
-            elif isinstance(value, datetime):
-                value = iso(value)
-            out[name] = value
+        out = {name: self.__dict__[name] for name in ROW_FIELDS}
+        for name in _ROW_MONEY:
+            if (value := out[name]) is not None:
+                out[name] = decimal_text(value)
+        for name in _ROW_TIMES:
+            out[name] = iso(out[name])
         return out
 
 
 ROW_FIELDS: tuple[str, ...] = tuple(UsageRow.model_fields)
 _ROW_FIELD_SET = frozenset(ROW_FIELDS)
+_ROW_MONEY = tuple(
+    name for name, field in UsageRow.model_fields.items() if Decimal in (field.annotation, *get_args(field.annotation))
+)
+_ROW_TIMES = tuple(name for name, field in UsageRow.model_fields.items() if field.annotation is datetime)
 
 
 def merge_duplicates(rows: list[UsageRow]) -> list[UsageRow]:
