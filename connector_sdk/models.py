@@ -69,7 +69,7 @@ class ConnectorConfig(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _number_in_reason(cls, value: Any) -> Any:
+    def _number_within_reason(cls, value: Any) -> Any:
         # JSON allows 1e999999999, decoded exactly as a Decimal; pydantic would spend minutes turning it into an
         # integer to compare it with a bound. No setting needs a number beyond 1e18, or a fraction below 1e-18.
         if isinstance(value, Decimal) and (not value.is_finite() or not -18 <= value.adjusted() <= 18):
@@ -201,20 +201,23 @@ class UsageRow(BaseModel):
     def export(self) -> dict[str, Any]:
         """JSON-ready values: timestamps as ISO 8601 UTC, money and quantities as exact decimal strings."""
         out = {name: self.__dict__[name] for name in ROW_FIELDS}
-        for name in _ROW_MONEY:
+        for name in MONEY_FIELDS:
             if (value := out[name]) is not None:
                 out[name] = decimal_text(value)
-        for name in _ROW_TIMES:
+        for name in TIME_FIELDS:
             out[name] = iso(out[name])
         return out
 
 
 ROW_FIELDS: tuple[str, ...] = tuple(UsageRow.model_fields)
 _ROW_FIELD_SET = frozenset(ROW_FIELDS)
-_ROW_MONEY = tuple(
+# The row's fields that hold exact decimals, and those that hold instants: each store converts them its own way.
+MONEY_FIELDS: tuple[str, ...] = tuple(
     name for name, field in UsageRow.model_fields.items() if Decimal in (field.annotation, *get_args(field.annotation))
 )
-_ROW_TIMES = tuple(name for name, field in UsageRow.model_fields.items() if field.annotation is datetime)
+TIME_FIELDS: tuple[str, ...] = tuple(
+    name for name, field in UsageRow.model_fields.items() if field.annotation is datetime
+)
 
 
 def merge_duplicates(rows: list[UsageRow]) -> list[UsageRow]:

@@ -19,7 +19,9 @@ from typing import Any
 from connector_sdk.errors import ConfigError, StoreError, UnknownConnection
 from connector_sdk.migrations import LATEST_VERSION, MIGRATIONS
 from connector_sdk.models import (
+    MONEY_FIELDS,
     ROW_FIELDS,
+    TIME_FIELDS,
     Alert,
     Budget,
     Connection,
@@ -39,8 +41,6 @@ from connector_sdk.models import (
 )
 from connector_sdk.store import ALERT_COLUMNS, Store, alert_from_row, ready_items
 
-MONEY_FIELDS = frozenset({"quantity", "unit_price", "percent_discount", "list_cost", "discount", "cost"})
-TIME_FIELDS = frozenset({"period_start", "period_end", "synced_at"})
 CONNECTION_COLUMNS = (
     "name, connector, config, state, reason, account, created_at, watermark, last_sync_at, last_success_at, "
     "next_sync_at"
