@@ -630,8 +630,26 @@ class SQLiteStore(Store):
             self._require(self._db(), name)
         return int(self._db().execute(f"SELECT COUNT(*) FROM usage_rows{where}", params).fetchone()[0])
 
-    def report(self, name: str | None, *, since: datetime, until: datetime) -> list[ReportLine]:
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: its queries all see the store as it was at the first, whatever commits meanwhile."""
         db = self._db()
+        if db.in_transaction:
+            yield db
+            return
+        db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            db.execute("COMMIT")
+
+    def report(self, name: str | None, *, since: datetime, until: datetime) -> list[ReportLine]:
+        # Daily totals, dirty days and rows are read by several queries: a run finishing between two of them would
+        # otherwise let a day be counted twice or not at all.
+        with self._snapshot() as db:
+            return self._report(db, name, since, until)
+
+    def _report(self, db: sqlite3.Connection, name: str | None, since: datetime, until: datetime) -> list[ReportLine]:
         if name is not None:
             self._require(db, name)
         which = "connection = ?" if name is not None else "connection IN (SELECT name FROM connections)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 from collections.abc import Callable
@@ -491,6 +492,41 @@ def test_the_report_over_any_window_equals_the_sum_of_its_rows_after_pages_are_r
     assert [line.row_count for line in store.report(None, since=hour(0), until=hour(72))] == [
         line.row_count for line in store.report("acme", since=hour(0), until=hour(72))
     ]
+
+
+def test_a_report_taken_while_syncs_rewrite_the_same_usage_always_adds_up_to_it(
+    store: Store, store_url: str, tmp_path: Path
+) -> None:
+    # The usage never changes; only its bookkeeping does (pages rewrite days, runs end and recount them). A report
+    # made at any moment meanwhile must give the same figures.
+    add(store)
+    rows = [usage_row(at=h, label=label, cost="1.5") for h in range(0, 72, 5) for label in ("prod", "staging")]
+    store.start_run("acme", "run-0", WINDOW, now=hour(0))
+    commit(store, rows, 0, 72, run="run-0")
+    store.finish_run("run-0", RunOutcome.SUCCEEDED, None, now=hour(0))
+    expected = store.report("acme", since=hour(1), until=hour(70))
+    stop = threading.Event()
+
+    def rewrite() -> None:
+        writer = open_store(store_url, home=tmp_path)
+        try:
+            for n in itertools.count(1):
+                if stop.is_set():
+                    return
+                writer.start_run("acme", f"run-{n}", WINDOW, now=hour(0))
+                writer.commit_page("acme", f"run-{n}", page(rows, 0, 72), watermark=hour(72))
+                writer.finish_run(f"run-{n}", RunOutcome.SUCCEEDED, None, now=hour(0))
+        finally:
+            writer.close()
+
+    rewriter = threading.Thread(target=rewrite)
+    rewriter.start()
+    try:
+        for _ in range(150):
+            assert store.report("acme", since=hour(1), until=hour(70)) == expected
+    finally:
+        stop.set()
+        rewriter.join()
 
 
 def test_delete_rows_removes_only_that_connections_rows(store: Store) -> None:
