@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 
@@ -15,30 +16,48 @@ MIN_TOKEN_LENGTH = 16
 MAKE_TOKEN = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(2)
+
+
+def _refuse_token_on_argv(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    # Every user of the machine can read a command line (ps, /proc): the token never travels there.
+    if value is not None:
+        _fail(
+            f"the admin token is not taken on the command line, where other users of the machine can read it: "
+            f"set {TOKEN_ENV} or pass --admin-token-file"
+        )
+
+
+def _read_token(path: Path | None) -> str | None:
+    if path is None:
+        return os.environ.get(TOKEN_ENV)
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        _fail(f"cannot read the admin token from {path}: {getattr(error, 'strerror', None) or error}")
 
 
 @click.command()
 @click.option("--host", "bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Port to listen on.")
 @click.option(
-    "--admin-token",
-    envvar=TOKEN_ENV,
-    show_envvar=True,
-    help=f"Token every client must present; required unless --host is loopback. Prefer the {TOKEN_ENV} "
-    "environment variable: other users of the machine can read command lines.",
+    "--admin-token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"File holding the token every client must present (instead of {TOKEN_ENV}); a token is required unless "
+    "--host is loopback.",
 )
+@click.option("--admin-token", hidden=True, expose_value=False, callback=_refuse_token_on_argv)
 @click.option("--interval", type=float, help="Seconds between syncs of a connection [default: the connector's].")
-@click.option("--concurrency", type=click.IntRange(1, 256), default=4, show_default=True, help="Syncs at once.")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True, help="Syncs at once.")
 @click.option("--no-scheduler", is_flag=True, help="Serve only; another process runs `connector-host run`.")
 @click.pass_context
 def serve(
     ctx: click.Context,
     bind: str,
     port: int,
-    admin_token: str | None,
+    admin_token_file: Path | None,
     interval: float | None,
     concurrency: int,
     no_scheduler: bool,
@@ -46,8 +65,10 @@ def serve(
     """Serve the admin portal and its REST API, and run the hourly scheduler in the background.
 
     Open http://127.0.0.1:8080 in a browser: pick a connector in the catalog, paste a key, and watch the spend.
-    On loopback no sign-in is needed; anywhere else --admin-token (or CONNECTOR_HOST_ADMIN_TOKEN) is required,
-    sent as a bearer token by API clients and asked for by a sign-in page. Stops cleanly on SIGTERM or Ctrl-C.
+    On loopback no sign-in is needed; anywhere else an admin token is required, from the CONNECTOR_HOST_ADMIN_TOKEN
+    environment variable or --admin-token-file (never on the command line, where other users of the machine can
+    read it): API clients send it as a bearer token and browsers get a sign-in page. Stops cleanly on SIGTERM or
+    Ctrl-C.
     """
     import uvicorn
 
@@ -65,7 +86,7 @@ def serve(
     from connector_sdk.portal.app import create_app
     from connector_sdk.store import STORE_ENV
 
-    token = (admin_token or "").strip() or None
+    token = (_read_token(admin_token_file) or "").strip() or None
     if token is not None and len(token) < MIN_TOKEN_LENGTH:
         _fail(f"the admin token must be at least {MIN_TOKEN_LENGTH} characters; make one with: {MAKE_TOKEN}")
     if token is None and not is_loopback(bind):

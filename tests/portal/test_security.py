@@ -100,6 +100,9 @@ def test_repeated_wrong_tokens_are_slowed_down(secured_portal: LivePortal) -> No
     [
         (["--host", "0.0.0.0"], {}, "CONNECTOR_HOST_ADMIN_TOKEN"),
         (["--host", "0.0.0.0"], {"CONNECTOR_HOST_ADMIN_TOKEN": "short"}, "at least 16 characters"),
+        (["--host", "0.0.0.0", "--admin-token-file", "/nonexistent/token"], {}, "cannot read the admin token"),
+        # On argv the token would be readable by every user of the machine: refused, even a strong one.
+        (["--admin-token", "a-strong-token-of-32-characters!"], {}, "not taken on the command line"),
     ],
 )
 def test_serve_refuses_to_listen_beyond_loopback_without_a_strong_admin_token(

@@ -75,3 +75,27 @@ def test_serve_runs_the_portal_and_the_hourly_scheduler_in_one_process_and_stops
     assert server.returncode == 0, err
     assert f"Admin portal on {url}" in err
     assert admin_key.partition(":")[2] not in out + err
+
+
+def test_serve_reads_its_admin_token_from_a_file_and_wants_it_from_every_client(home: Path, tmp_path: Path) -> None:
+    token = "a-token-from-a-file-0123456789abcdef"
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(token + "\n")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAL_", "CONNECTOR_HOST_"))}
+    env["CONNECTOR_HOST_HOME"] = str(home)
+    argv = ["serve", "--port", str(port), "--no-scheduler", "--admin-token-file", str(token_file)]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "connector_sdk.portal", *argv], stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            poll(lambda: client.get("/api/v1/health").status_code == 200, 30)
+            assert client.get("/api/v1/connections").status_code == 401
+            bearer = {"Authorization": f"Bearer {token}"}
+            assert client.get("/api/v1/connections", headers=bearer).status_code == 200
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err
+    assert "sign-in required" in err and token not in err
