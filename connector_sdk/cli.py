@@ -290,8 +290,11 @@ def sink() -> None:
 @click.option("--kind", required=True, help="jsonl, csv, webhook, or a kind a plugin adds.")
 @click.option("--set", "settings", multiple=True, metavar="FIELD=VALUE", help="A config field, e.g. directory=out.")
 @click.option("--secret-stdin", is_flag=True, help=f"Read the sink's secret from stdin instead of {SINK_SECRET_ENV}.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @pass_ctx
-def sink_add(ctx: Ctx, name: str, sink_name: str, kind: str, settings: tuple[str, ...], secret_stdin: bool) -> None:
+def sink_add(
+    ctx: Ctx, name: str, sink_name: str, kind: str, settings: tuple[str, ...], secret_stdin: bool, fmt: str
+) -> None:
     """Attach a sink to connection NAME; rows of every later page are delivered to it at least once."""
     values = _fields(settings)
     with handled(), ctx.host() as host:
@@ -302,6 +305,9 @@ def sink_add(ctx: Ctx, name: str, sink_name: str, kind: str, settings: tuple[str
         for field in secret_fields:
             values[field] = read_secret(field, SINK_SECRET_ENV, secret_stdin)
         record = host.add_sink(name, sink_name, kind, values)
+    if fmt == "json":
+        emit_json(record.model_dump(mode="json"))  # the record holds no secret: those are stored apart, encrypted
+    else:
         out.print(f"Added {record.kind} sink [bold]{record.name}[/] to {name}.", markup=True)
 
 
@@ -325,11 +331,15 @@ def sink_list(ctx: Ctx, name: str, fmt: str) -> None:
 @sink.command("remove")
 @click.argument("name")
 @click.argument("sink_name")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @pass_ctx
-def sink_remove(ctx: Ctx, name: str, sink_name: str) -> None:
+def sink_remove(ctx: Ctx, name: str, sink_name: str, fmt: str) -> None:
     """Detach a sink (and drop what it had not delivered yet)."""
     with handled(), ctx.host() as host:
         host.store.remove_sink(name, sink_name)
+    if fmt == "json":
+        emit_json({"connection": name, "sink": sink_name, "removed": True})
+    else:
         out.print(f"Removed sink {sink_name} from {name}.")
 
 
@@ -438,12 +448,16 @@ def budget_list(ctx: Ctx, name: str | None, fmt: str) -> None:
 
 @budget.command("remove")
 @click.argument("budget_id", type=int)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @pass_ctx
-def budget_remove(ctx: Ctx, budget_id: int) -> None:
+def budget_remove(ctx: Ctx, budget_id: int, fmt: str) -> None:
     """Remove a budget (its past alerts stay)."""
     with handled(), ctx.host() as host:
         host.store.remove_budget(budget_id)
-    out.print(f"Removed budget {budget_id}.")
+    if fmt == "json":
+        emit_json({"budget": budget_id, "removed": True})
+    else:
+        out.print(f"Removed budget {budget_id}.")
 
 
 @cli.command()

@@ -139,7 +139,8 @@ def test_budgets_and_alerts_from_the_cli(cli: CliRunner, sim: FalSimulator, admi
     assert {a["evidence"]["threshold_percent"] for a in fired} == {50, 100}
     assert "monthly budget" in cli("alerts").stdout
     (listed,) = json.loads(cli("budget", "list", "--format", "json").stdout)
-    assert cli("budget", "remove", str(listed["id"])).returncode == 0
+    removed = cli("budget", "remove", str(listed["id"]), "--format", "json")
+    assert removed.returncode == 0 and json.loads(removed.stdout) == {"budget": listed["id"], "removed": True}
     assert cli("budget", "remove", str(listed["id"])).returncode == 2
 
 

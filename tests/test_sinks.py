@@ -194,7 +194,15 @@ def test_sinks_from_the_cli(
         ).returncode
         == 0
     )
-    assert cli("sink", "add", "p", "files", "--kind", "jsonl", "--set", f"directory={tmp_path}").returncode == 0
+    files = cli("sink", "add", "p", "files", "--kind", "jsonl", "--set", f"directory={tmp_path}", "--format", "json")
+    assert files.returncode == 0, files.stderr
+    assert json.loads(files.stdout) | {"created_at": None} == {
+        "connection": "p",
+        "name": "files",
+        "kind": "jsonl",
+        "config": {"directory": str(tmp_path), "roll": "day"},
+        "created_at": None,
+    }
     refused = cli(
         "sink", "add", "p", "hook", "--kind", "webhook", "--set", f"url={receiver.url}", "--set", "secret=x" * 9
     )
@@ -208,16 +216,21 @@ def test_sinks_from_the_cli(
         "webhook",
         "--set",
         f"url={receiver.url}",
+        "--format",
+        "json",
         env={"CONNECTOR_HOST_SINK_SECRET": SECRET},
     )
     assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["config"] == {"url": receiver.url, "timeout_seconds": 10.0}
     assert cli("sync", "p").returncode == 0
     listed = json.loads(cli("sink", "list", "p", "--format", "json").stdout)
     assert {s["name"]: s["backlog"] for s in listed} == {"files": 0, "hook": 0}
     (status,) = json.loads(cli("status", "p", "--format", "json").stdout)
     assert status["sinks"] == {"files": 0, "hook": 0}
     assert len(set(receiver.row_ids())) == status["rows"]
-    assert cli("sink", "remove", "p", "hook").returncode == 0
+    assert SECRET not in added.stdout
+    removed = cli("sink", "remove", "p", "hook", "--format", "json")
+    assert json.loads(removed.stdout) == {"connection": "p", "sink": "hook", "removed": True}
     assert cli("sink", "remove", "p", "hook").returncode == 2
 
 
