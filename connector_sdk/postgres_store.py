@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -82,6 +82,16 @@ def _dt(value: datetime | None) -> datetime | None:
 def _num(value: Decimal | None) -> Decimal | None:
     """The plain shortest spelling (``1.50`` -> ``1.5``): NUMERIC keeps the scale it is given."""
     return None if value is None else Decimal(decimal_text(value))
+
+
+def _usage_rows(batch: Iterable[Sequence[Any]]) -> Iterator[UsageRow]:
+    """Rows read back from usage_rows (ROW_FIELDS in order)."""
+    for values in batch:
+        fields = dict(zip(ROW_FIELDS, values, strict=True))
+        for f in TIME_FIELDS:
+            fields[f] = _dt(fields[f])
+        # Rows were validated on their way in; re-validating millions on the way out buys nothing.
+        yield UsageRow.trusted(fields)
 
 
 def redact_url(url: str) -> str:
@@ -508,14 +518,39 @@ class PostgresStore(Store):
                         params,
                     )
                     while batch := cursor.fetchmany(FETCH_BATCH):
-                        for values in batch:
-                            fields = dict(zip(ROW_FIELDS, values, strict=True))
-                            for f in TIME_FIELDS:
-                                fields[f] = _dt(fields[f])
-                            # Rows were validated on their way in; re-validating millions on the way out buys nothing.
-                            yield UsageRow.trusted(fields)
+                        yield from _usage_rows(batch)
         finally:
             conn.close()
+
+    def rows_page(
+        self,
+        name: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        api_key_label: str | None = None,
+        model: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[UsageRow], int]:
+        where, params = self._where(name, since, until)
+        for column, value in (("api_key_label", api_key_label), ("model", model)):
+            if value is not None:
+                where += f" AND {column} = %s"
+                params.append(value)
+        with self._tx() as cursor:
+            self._require(cursor, name)
+            # One statement, so the count and the page agree whatever commits meanwhile.
+            batch = cursor.execute(
+                f"SELECT {ROW_COLUMNS}, COUNT(*) OVER () FROM usage_rows{where} "
+                'ORDER BY period_start, row_id COLLATE "C" LIMIT %s OFFSET %s',
+                [*params, max(0, limit), max(0, offset)],
+            ).fetchall()
+            if batch:
+                total = batch[0][-1]
+            else:
+                (total,) = cursor.execute(f"SELECT COUNT(*) FROM usage_rows{where}", params).fetchone()
+        return list(_usage_rows(row[:-1] for row in batch)), int(total)
 
     def count_rows(self, name: str | None = None) -> int:
         where, params = self._where(name, None, None)
@@ -739,6 +774,22 @@ class PostgresStore(Store):
                 params,
             ).fetchall()
         return {day: _num(total) for day, total in rows}
+
+    def daily_spend_by_label(
+        self, name: str, *, since: datetime, until: datetime, currency: str
+    ) -> dict[str, dict[str, Decimal]]:
+        where, params = self._where(name, since, until)
+        with self._tx() as cursor:
+            self._require(cursor, name)
+            rows = cursor.execute(
+                "SELECT api_key_label, to_char(period_start AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, SUM(cost) "
+                f"FROM usage_rows{where} AND currency = %s GROUP BY api_key_label, day ORDER BY api_key_label, day",
+                [*params, currency],
+            ).fetchall()
+        spend: dict[str, dict[str, Decimal]] = {}
+        for label, day, total in rows:
+            spend.setdefault(label, {})[day] = _num(total)
+        return spend
 
     def cached_prices(self, connector: str, models: Sequence[str], *, fresh_after: datetime) -> list[Price]:
         with self._tx() as cursor:

@@ -107,6 +107,7 @@ COST_SUM = f"{UNITS_AND_NANOS}, dsum(cost) FILTER (WHERE cost_nanos IS NULL)"
 DAY = timedelta(days=1)
 
 
+REPORT_KEYS = ("api_key_label", "currency", "model")
 RECOUNT_DAY = f"""
     INSERT INTO usage_daily
         (connection, day, api_key_label, currency, model, row_count, cost_units, cost_nanos, inexact)
@@ -192,6 +193,19 @@ def _sql_values(rows: Sequence[UsageRow]) -> list[tuple[Any, ...]]:
             )
         )
     return out
+
+
+def _usage_rows(batch: Sequence[tuple[Any, ...]], times: _Formatted) -> Iterator[UsageRow]:
+    """Rows read back from usage_rows (ROW_FIELDS in order)."""
+    for values in batch:
+        fields = dict(zip(ROW_FIELDS, values, strict=True))
+        for f in MONEY_FIELDS:
+            if (v := fields[f]) is not None:
+                fields[f] = Decimal(v)
+        for f in TIME_FIELDS:
+            fields[f] = times[fields[f]]
+        # Rows were validated on their way in; re-validating millions on the way out buys nothing.
+        yield UsageRow.trusted(fields)
 
 
 class _DecimalSum:
@@ -612,17 +626,34 @@ class SQLiteStore(Store):
             cursor = db.execute(f"SELECT {ROW_COLUMNS} FROM usage_rows{where} ORDER BY period_start, row_id", params)
             times = _Formatted(_dt)
             while batch := cursor.fetchmany(2000):
-                for values in batch:
-                    fields = dict(zip(ROW_FIELDS, values, strict=True))
-                    for f in MONEY_FIELDS:
-                        if (v := fields[f]) is not None:
-                            fields[f] = Decimal(v)
-                    for f in TIME_FIELDS:
-                        fields[f] = times[fields[f]]
-                    # Rows were validated on their way in; re-validating millions on the way out buys nothing.
-                    yield UsageRow.trusted(fields)
+                yield from _usage_rows(batch, times)
         finally:
             db.close()
+
+    def rows_page(
+        self,
+        name: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        api_key_label: str | None = None,
+        model: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[UsageRow], int]:
+        where, params = self._where(name, since, until)
+        for column, value in (("api_key_label", api_key_label), ("model", model)):
+            if value is not None:
+                where += f" AND {column} = ?"
+                params.append(value)
+        with self._snapshot() as db:
+            self._require(db, name)
+            (total,) = db.execute(f"SELECT COUNT(*) FROM usage_rows{where}", params).fetchone()
+            batch = db.execute(
+                f"SELECT {ROW_COLUMNS} FROM usage_rows{where} ORDER BY period_start, row_id LIMIT ? OFFSET ?",
+                [*params, max(0, limit), max(0, offset)],
+            ).fetchall()
+        return list(_usage_rows(batch, _Formatted(_dt))), int(total)
 
     def count_rows(self, name: str | None = None) -> int:
         where, params = self._where(name, None, None)
@@ -649,15 +680,31 @@ class SQLiteStore(Store):
         with self._snapshot() as db:
             return self._report(db, name, since, until)
 
-    def _report(self, db: sqlite3.Connection, name: str | None, since: datetime, until: datetime) -> list[ReportLine]:
+    def _sums(
+        self,
+        db: sqlite3.Connection,
+        name: str | None,
+        since: datetime,
+        until: datetime,
+        keys: Sequence[str],
+        *,
+        currency: str | None = None,
+    ) -> dict[tuple[Any, ...], list[int]]:
+        """Row count, whole units, nano-units and inexact rows (costs past nine decimals) of the rows in the window,
+        per value of ``keys`` (columns of both usage_daily and usage_rows; ``day`` is the UTC day)."""
         if name is not None:
             self._require(db, name)
-        which = "connection = ?" if name is not None else "connection IN (SELECT name FROM connections)"
-        named = [name] if name is not None else []
+        scope = "connection = ?" if name is not None else "connection IN (SELECT name FROM connections)"
+        scoped: list[Any] = [name] if name is not None else []
+        only, only_values = (" AND currency = ?", [currency]) if currency is not None else ("", [])
+        which, named = scope + only, scoped + only_values
+        daily_keys = ", ".join(keys)
+        row_keys = ", ".join("substr(period_start, 1, 10)" if key == "day" else key for key in keys)
+        groups = ", ".join(str(i + 1) for i in range(len(keys)))
         parts: list[tuple[str, list[Any]]] = []
         from_rows = (
-            f"SELECT api_key_label, currency, model, COUNT(*), {UNITS_AND_NANOS}, COUNT(*) - COUNT(cost_nanos) "
-            "FROM usage_rows WHERE {which} AND period_start >= ? AND period_start < ? GROUP BY 1, 2, 3"
+            f"SELECT {row_keys}, COUNT(*), {UNITS_AND_NANOS}, COUNT(*) - COUNT(cost_nanos) "
+            f"FROM usage_rows WHERE {{which}} AND period_start >= ? AND period_start < ? GROUP BY {groups}"
         )
         edges = [(which, named, since, until)]
         if days := _whole_days(since, until):
@@ -666,33 +713,41 @@ class SQLiteStore(Store):
             first, last = _ts(days[0])[:10], _ts(days[1])[:10]
             parts.append(
                 (
-                    "SELECT api_key_label, currency, model, SUM(row_count), SUM(cost_units), SUM(cost_nanos), "
-                    f"SUM(inexact) FROM usage_daily WHERE {which} AND day >= ? AND day < ? AND NOT EXISTS "
+                    f"SELECT {daily_keys}, SUM(row_count), SUM(cost_units), SUM(cost_nanos), SUM(inexact) "
+                    f"FROM usage_daily WHERE {which} AND day >= ? AND day < ? AND NOT EXISTS "
                     "(SELECT 1 FROM usage_daily_dirty AS dirty "
-                    "WHERE dirty.connection = usage_daily.connection AND dirty.day = usage_daily.day) GROUP BY 1, 2, 3",
+                    "WHERE dirty.connection = usage_daily.connection AND dirty.day = usage_daily.day) "
+                    f"GROUP BY {groups}",
                     [*named, first, last],
                 )
             )
             edges = [(which, named, since, days[0]), (which, named, days[1], until)]
             dirty = db.execute(
-                f"SELECT connection, day FROM usage_daily_dirty WHERE {which} AND day >= ? AND day < ?",
-                [*named, first, last],
+                f"SELECT connection, day FROM usage_daily_dirty WHERE {scope} AND day >= ? AND day < ?",
+                [*scoped, first, last],
             ).fetchall()
             for connection, day in dirty:
                 start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
-                edges.append(("connection = ?", [connection], start, start + DAY))
+                edges.append(("connection = ?" + only, [connection, *only_values], start, start + DAY))
         for where, values, start, end in edges:
             if start < end:
                 parts.append((from_rows.format(which=where), [*values, _ts(start), _ts(end)]))
-        groups: dict[tuple[str, str], list[Any]] = {}
+        sums: dict[tuple[Any, ...], list[int]] = {}
+        width = len(keys)
         for sql, params in parts:
-            for label, currency, model, count, units, nanos, inexact in db.execute(sql, params):
-                group = groups.setdefault((label, currency), [set(), 0, 0, 0, 0])
-                group[0].add(model)
-                group[1] += count
-                group[2] += units
-                group[3] += nanos
-                group[4] += inexact
+            for found in db.execute(sql, params):
+                group = sums.setdefault(found[:width], [0, 0, 0, 0])
+                for i, value in enumerate(found[width:]):
+                    group[i] += value
+        return sums
+
+    def _report(self, db: sqlite3.Connection, name: str | None, since: datetime, until: datetime) -> list[ReportLine]:
+        groups: dict[tuple[str, str], list[Any]] = {}
+        for (label, currency, model), sums in self._sums(db, name, since, until, REPORT_KEYS).items():
+            group = groups.setdefault((label, currency), [set(), 0, 0, 0, 0])
+            group[0].add(model)
+            for i, value in enumerate(sums):
+                group[i + 1] += value
         lines = []
         for (label, currency), (models, count, units, nanos, inexact) in groups.items():
             rest = None
@@ -920,6 +975,25 @@ class SQLiteStore(Store):
             f"SELECT substr(period_start, 1, 10), {COST_SUM} FROM usage_rows{where} GROUP BY 1 ORDER BY 1", params
         ).fetchall()
         return {day: _money_of(units, nanos, rest) for day, units, nanos, rest in rows}
+
+    def daily_spend_by_label(
+        self, name: str, *, since: datetime, until: datetime, currency: str
+    ) -> dict[str, dict[str, Decimal]]:
+        spend: dict[str, dict[str, Decimal]] = {}
+        with self._snapshot() as db:
+            sums = self._sums(db, name, since, until, ("api_key_label", "day"), currency=currency)
+            for (label, day), (_count, units, nanos, inexact) in sorted(sums.items()):
+                rest = None
+                if inexact:  # costs with more than nine decimals: summed as decimals, from the rows
+                    start = max(since, datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC))
+                    end = min(until, start.replace(hour=0) + DAY)
+                    rest = db.execute(
+                        "SELECT dsum(cost) FROM usage_rows WHERE connection = ? AND period_start >= ? "
+                        "AND period_start < ? AND api_key_label = ? AND currency = ? AND cost_nanos IS NULL",
+                        [name, _ts(start), _ts(end), label, currency],
+                    ).fetchone()[0]
+                spend.setdefault(label, {})[day] = _money_of(units, nanos, rest)
+        return spend
 
     def cached_prices(self, connector: str, models: Sequence[str], *, fresh_after: datetime) -> list[Price]:
         marks = ", ".join("?" * len(models))

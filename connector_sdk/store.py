@@ -154,6 +154,23 @@ class Store(ABC):
         """Rows with ``since <= period_start < until``, by period then row id, streamed."""
 
     @abstractmethod
+    def rows_page(
+        self,
+        name: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        api_key_label: str | None = None,
+        model: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> tuple[list[UsageRow], int]:
+        """One page of a connection's rows that match, in :meth:`iter_rows` order, and how many match in all.
+
+        For paged screens over big accounts: the filtering, counting and skipping happen in the database.
+        """
+
+    @abstractmethod
     def count_rows(self, name: str | None = None) -> int: ...
 
     @abstractmethod
@@ -205,6 +222,12 @@ class Store(ABC):
         model: str | None = None,
     ) -> dict[str, Decimal]:
         """Exact cost per UTC day (``YYYY-MM-DD``) of rows with ``since <= period_start < until``."""
+
+    @abstractmethod
+    def daily_spend_by_label(
+        self, name: str, *, since: datetime, until: datetime, currency: str
+    ) -> dict[str, dict[str, Decimal]]:
+        """Exact cost per API key label, then per UTC day (``YYYY-MM-DD``), of one currency's rows in the window."""
 
     @abstractmethod
     def cached_prices(self, connector: str, models: Sequence[str], *, fresh_after: datetime) -> list[Price]: ...

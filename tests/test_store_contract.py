@@ -101,6 +101,8 @@ UNKNOWN_NAME_CALLS: dict[str, Callable[[Store], object]] = {
     "list_runs": lambda s: s.list_runs("nope"),
     "iter_rows": lambda s: list(s.iter_rows("nope")),
     "count_rows": lambda s: s.count_rows("nope"),
+    "rows_page": lambda s: s.rows_page("nope"),
+    "daily_spend_by_label": lambda s: s.daily_spend_by_label("nope", since=hour(0), until=hour(1), currency="USD"),
     "report": lambda s: s.report("nope", since=hour(0), until=hour(1)),
     "delete_rows": lambda s: s.delete_rows("nope"),
 }
@@ -398,6 +400,80 @@ def test_rows_are_counted_per_connection_and_in_all(store: Store) -> None:
     assert (store.count_rows("acme"), store.count_rows("other"), store.count_rows()) == (3, 1, 4)
 
 
+def test_a_page_of_rows_is_filtered_counted_and_sliced_by_the_store_as_iter_rows_orders_them(store: Store) -> None:
+    add(store)
+    add(store, "other")
+    store.start_run("acme", "run-1", WINDOW, now=hour(0))
+    rng = random.Random(3)
+    rows = {
+        row.row_id: row
+        for row in (
+            usage_row(
+                at=rng.randrange(0, 10),
+                label=rng.choice(["prod", "staging", "User key"]),
+                model=rng.choice(["fal-ai/a", "fal-ai/b"]),
+                cost=rng.choice(["0.1", "2.000000000005", "7"]),
+            )
+            for _ in range(80)
+        )
+    }
+    commit(store, list(rows.values()), 0, 10)
+    commit(store, [usage_row("other", at=h, label="prod") for h in range(10)], 0, 10, name="other")
+    everything = stored(store)
+    for since, until, label, model in [
+        (None, None, None, None),
+        (hour(2), hour(7), None, None),
+        (None, None, "User key", None),
+        (hour(1), None, "prod", "fal-ai/b"),
+        (None, hour(3), None, "fal-ai/a"),
+        (hour(5), hour(5), None, None),
+        (None, None, "nobody", None),
+    ]:
+        matching = [
+            r
+            for r in everything
+            if (since is None or r.period_start >= since)
+            and (until is None or r.period_start < until)
+            and label in (None, r.api_key_label)
+            and model in (None, r.model)
+        ]
+        for offset, limit in [(0, 7), (7, 7), (0, 1000), (len(matching) - 1, 5), (len(matching) + 3, 5)]:
+            got, total = store.rows_page(
+                "acme", since=since, until=until, api_key_label=label, model=model, offset=offset, limit=limit
+            )
+            assert total == len(matching)
+            assert got == matching[max(0, offset) : max(0, offset) + limit], (since, until, label, model, offset)
+
+
+def test_daily_spend_by_label_sums_one_currency_exactly_per_label_and_utc_day(store: Store) -> None:
+    add(store)
+    add(store, "other")
+    store.start_run("acme", "run-1", SyncWindow(start=hour(0), end=hour(72)), now=hour(0))
+    rows = [
+        usage_row(at=0, label="prod", model="fal-ai/a", cost="0.1"),
+        usage_row(at=1, label="prod", model="fal-ai/b", cost="0.2"),
+        usage_row(at=23, label="prod", model="fal-ai/a", cost="0.000000000001"),
+        usage_row(at=24, label="prod", model="fal-ai/a", cost="9000000000"),
+        usage_row(at=25, label="User key", model="fal-ai/a", cost="1.5"),
+        usage_row(at=26, label="User key", model="fal-ai/a", currency="EUR", cost="4"),
+        usage_row(at=50, label="staging", model="fal-ai/c", cost="3"),
+    ]
+    commit(store, rows, 0, 72)
+    commit(store, [usage_row("other", at=0, label="prod", cost="100")], 0, 1, name="other")
+    day = [hour(h).strftime("%Y-%m-%d") for h in (0, 24, 48)]
+    assert store.daily_spend_by_label("acme", since=hour(0), until=hour(72), currency="USD") == {
+        "prod": {day[0]: Decimal("0.300000000001"), day[1]: Decimal("9000000000")},
+        "User key": {day[1]: Decimal("1.5")},
+        "staging": {day[2]: Decimal("3")},
+    }
+    assert store.daily_spend_by_label("acme", since=hour(1), until=hour(25), currency="USD") == {
+        "prod": {day[0]: Decimal("0.200000000001"), day[1]: Decimal("9000000000")}
+    }
+    assert store.daily_spend_by_label("acme", since=hour(0), until=hour(72), currency="EUR") == {
+        "User key": {day[1]: Decimal("4")}
+    }
+
+
 def test_the_report_sums_exactly_per_label_and_currency(store: Store) -> None:
     add(store)
     store.start_run("acme", "run-1", WINDOW, now=hour(0))
@@ -437,11 +513,22 @@ def brute_force_report(store: Store, name: str | None, since: datetime, until: d
     return sorted((label, cur, sorted(m), cost, n) for (label, cur), (m, n, cost) in totals.items())
 
 
+def brute_force_daily(store: Store, name: str, since: datetime, until: datetime, currency: str) -> dict:
+    totals: dict[str, dict[str, Decimal]] = {}
+    for row in store.iter_rows(name, since=since, until=until):
+        if row.currency == currency:
+            days = totals.setdefault(row.api_key_label, {})
+            day = row.period_start.strftime("%Y-%m-%d")
+            days[day] = days.get(day, Decimal(0)) + row.cost
+    return totals
+
+
 def test_the_report_over_any_window_equals_the_sum_of_its_rows_after_pages_are_replaced_again_and_again(
     store: Store,
 ) -> None:
     # Three days of hours, pages that replace and revise earlier ones, costs with more than nine decimals and costs
-    # of billions: whichever way a store totals them (SQLite keeps daily totals), the report is the rows' sum.
+    # of billions: whichever way a store totals them (SQLite keeps daily totals), the report and the daily spend per
+    # label are the rows' sums.
     add(store)
     add(store, "other")
     store.start_run("acme", "run-1", WINDOW, now=hour(0))
@@ -482,6 +569,10 @@ def test_the_report_over_any_window_equals_the_sum_of_its_rows_after_pages_are_r
                 lines = store.report(name, since=hour(a), until=hour(b))
                 got = sorted((x.api_key_label, x.currency, x.models, x.cost, x.row_count) for x in lines)
                 assert got == brute_force_report(store, name, hour(a), hour(b)), (name, a, b)
+                if name is not None:  # the dashboard's chart, totalled the same way
+                    for currency in ("USD", "EUR"):
+                        daily = store.daily_spend_by_label(name, since=hour(a), until=hour(b), currency=currency)
+                        assert daily == brute_force_daily(store, name, hour(a), hour(b), currency), (name, a, b)
 
     check()  # some days counted, some changed since
     for run in runs.values():

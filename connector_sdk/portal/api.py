@@ -334,13 +334,7 @@ def daily(portal: PortalDep, name: str, days: Days = 30) -> DailyOut:
     service.connection(portal.host, name)
     since, until, lines = portal.host.report(name, days=days)
     currency = service.main_currency(lines)
-    result = service.scan(
-        portal.host.store.iter_rows(name, since=since, until=until),
-        service.RowFilter(),
-        page=1,
-        per_page=1,
-        currency=currency,
-    )
+    daily = service.daily_by_label(portal.host, name, since=since, until=until, currency=currency)
     all_days = service.days_between(since, until)
     labels = [line.api_key_label for line in lines if line.currency == currency]
     return DailyOut(
@@ -352,7 +346,7 @@ def daily(portal: PortalDep, name: str, days: Days = 30) -> DailyOut:
         series=[
             DailySeries(
                 api_key_label=label,
-                costs=[decimal_text(result.daily.get(label, {}).get(d, Decimal(0))) for d in all_days],
+                costs=[decimal_text(daily.get(label, {}).get(d, Decimal(0))) for d in all_days],
             )
             for label in labels
         ],

@@ -338,13 +338,8 @@ def dashboard(request: Request, portal: PortalDep, name: str) -> HTMLResponse:
     currency = service.main_currency(lines)
     day_since, day_until = service.day_bounds(day) if day else (None, None)
     row_filter = service.RowFilter(since=day_since, until=day_until, key_label=key, model=model)
-    result = service.scan(
-        host.store.iter_rows(name, since=since, until=until),
-        row_filter,
-        page=page,
-        per_page=PER_PAGE,
-        currency=currency,
-    )
+    listing = service.rows_page(host, name, row_filter, page=page, per_page=PER_PAGE, within=(since, until))
+    daily = service.daily_by_label(host, name, since=since, until=until, currency=currency)
     labels = [line.api_key_label for line in lines if line.currency == currency]
     colors = {label: color_for(i) for i, label in enumerate(labels)}
     state = {"days": days, "key": key, "model": model, "day": day.isoformat() if day else None}
@@ -355,7 +350,7 @@ def dashboard(request: Request, portal: PortalDep, name: str) -> HTMLResponse:
     total = service.totals(lines)
     chart = stacked_bars(
         service.days_between(since, until),
-        [Series(label, colors[label], result.daily.get(label, {})) for label in labels],
+        [Series(label, colors[label], daily.get(label, {})) for label in labels],
         money=lambda v: service.money(v, currency),
         symbol=service.CURRENCY_SYMBOLS.get(currency, ""),
         link=lambda d: url(day=d.isoformat()),
@@ -388,9 +383,9 @@ def dashboard(request: Request, portal: PortalDep, name: str) -> HTMLResponse:
         row_count=sum(line.row_count for line in lines),
         chart=chart,
         legend=[(label, colors[label]) for label in labels],
-        result=result,
-        key_options=sorted(result.labels),
-        model_options=sorted(result.models),
+        listing=listing,
+        key_options=sorted({line.api_key_label for line in lines}),
+        model_options=sorted({m for line in lines for m in line.models}),
         filters=state,
         url=url,
         csv_url=f"/connections/{quote(name, safe='')}/rows.csv?" + urlencode({k: v for k, v in csv_query.items() if v}),

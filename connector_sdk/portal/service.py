@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -224,40 +223,38 @@ class RowsPage:
         return max(1, math.ceil(self.total / self.per_page))
 
 
-@dataclass
-class Scan:
-    """One pass over a period's rows: the page of rows a filter selects, plus daily spend per API key label."""
-
-    page: RowsPage
-    daily: dict[str, dict[date, Decimal]] = field(default_factory=dict)
-    labels: set[str] = field(default_factory=set)
-    models: set[str] = field(default_factory=set)
-    currencies: dict[str, Decimal] = field(default_factory=dict)
-
-
-def scan(rows: Iterable[UsageRow], row_filter: RowFilter, *, page: int, per_page: int, currency: str = "USD") -> Scan:
-    """Page and filter ``rows`` (streamed, in period order) and total their cost per label and UTC day."""
-    first = (page - 1) * per_page
-    result = Scan(page=RowsPage(rows=[], total=0, page=page, per_page=per_page))
-    for row in rows:
-        result.labels.add(row.api_key_label)
-        result.models.add(row.model)
-        result.currencies[row.currency] = result.currencies.get(row.currency, Decimal(0)) + row.cost
-        if row.currency == currency:
-            by_day = result.daily.setdefault(row.api_key_label, {})
-            day = row.period_start.date()
-            by_day[day] = by_day.get(day, Decimal(0)) + row.cost
-        if row_filter.matches(row):
-            if first <= result.page.total < first + per_page:
-                result.page.rows.append(row)
-            result.page.total += 1
-    return result
+def rows_page(
+    host: Host,
+    name: str,
+    row_filter: RowFilter,
+    *,
+    page: int,
+    per_page: int,
+    within: tuple[datetime, datetime] | None = None,
+) -> RowsPage:
+    """One page of the rows ``row_filter`` selects (inside ``within`` when given), filtered and counted by the store."""
+    since, until = row_filter.since, row_filter.until
+    if within is not None:
+        since = within[0] if since is None else max(since, within[0])
+        until = within[1] if until is None else min(until, within[1])
+    rows, total = host.store.rows_page(
+        name,
+        since=since,
+        until=until,
+        api_key_label=row_filter.key_label,
+        model=row_filter.model,
+        offset=(page - 1) * per_page,
+        limit=per_page,
+    )
+    return RowsPage(rows=rows, total=total, page=page, per_page=per_page)
 
 
-def rows_page(host: Host, name: str, row_filter: RowFilter, *, page: int, per_page: int) -> RowsPage:
-    connection(host, name)
-    stream = host.store.iter_rows(name, since=row_filter.since, until=row_filter.until)
-    return scan(stream, row_filter, page=page, per_page=per_page).page
+def daily_by_label(
+    host: Host, name: str, *, since: datetime, until: datetime, currency: str
+) -> dict[str, dict[date, Decimal]]:
+    """Cost per API key label and UTC day, in one currency: what the dashboard's chart stacks."""
+    spend = host.store.daily_spend_by_label(name, since=since, until=until, currency=currency)
+    return {label: {date.fromisoformat(day): cost for day, cost in days.items()} for label, days in spend.items()}
 
 
 def days_between(since: datetime, until: datetime) -> list[date]:
