@@ -26,15 +26,18 @@ def test_the_quick_benchmark_runs_every_measure_on_the_same_usage(tmp_path: Path
     assert done.returncode == 0, done.stderr[-3000:]
     measures = json.loads(figures_file.read_text())["measures"]
     assert set(measures) == {
-        "raw", "floor", "ours", "ours_short", "dlt", "incremental", "report", "report_cli", "rows_cli",
-        "concurrent", "sequential",
+        "raw", "floor", "loader", "ours", "ours_short", "dlt", "incremental", "report", "dashboard", "report_cli",
+        "rows_cli", "concurrent", "sequential",
     }  # fmt: skip
     items = measures["floor"]["detail"]["items"]
     assert items > 0
-    # The floor, connector-host and dlt each loaded every item of the same backfill.
+    # The floor, the storage floor, connector-host and dlt each loaded every item of the same backfill.
     assert measures["ours"]["detail"]["rows"] == items == measures["dlt"]["detail"]["items"]
+    assert measures["loader"]["detail"]["rows"] == items
     assert measures["ours"]["detail"]["outcome"] == measures["incremental"]["detail"]["outcome"] == "succeeded"
     assert 0 < measures["ours_short"]["detail"]["rows"] < items
     assert measures["report"]["detail"]["rows"] == items and measures["report"]["detail"]["lines"] > 0
+    assert measures["dashboard"]["detail"]["rows"] == items
     assert all(figure["peak_rss_mb"] > 0 for figure in measures.values())
     assert "| **connector-host** backfill into SQLite" in done.stdout
+    assert "| storage floor: the floor + `sqlite3`" in done.stdout
