@@ -280,6 +280,16 @@ class PostgresStore(Store):
             rows = cursor.execute(f'SELECT {CONNECTION_COLUMNS} FROM connections ORDER BY name COLLATE "C"').fetchall()
         return [self._connection(row) for row in rows]
 
+    def due_connections(self, now: datetime, *, limit: int | None = None) -> list[Connection]:
+        with self._tx() as cursor:
+            rows = cursor.execute(
+                f"SELECT {CONNECTION_COLUMNS} FROM connections WHERE state IN ('connected', 'error') "
+                "AND (next_sync_at IS NULL OR next_sync_at <= %s) "
+                'ORDER BY next_sync_at NULLS FIRST, name COLLATE "C" LIMIT %s',
+                (_ts(now), None if limit is None else max(0, limit)),
+            ).fetchall()
+        return [self._connection(row) for row in rows]
+
     def get_credential(self, name: str) -> bytes | None:
         with self._tx() as cursor:
             row = cursor.execute("SELECT credential FROM connections WHERE name = %s", (name,)).fetchone()

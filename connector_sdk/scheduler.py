@@ -21,7 +21,8 @@ RUNNABLE = frozenset({ConnectionState.CONNECTED, ConnectionState.ERROR})
 
 
 def is_due(connection: Connection, now: datetime) -> bool:
-    """Due when it can sync (not waiting for a new key, not disconnected) and its next sync time has come."""
+    """Due when it can sync (not waiting for a new key, not disconnected) and its next sync time has come: what
+    :meth:`Store.due_connections` selects, for one connection."""
     if connection.state not in RUNNABLE:
         return False
     return connection.next_sync_at is None or connection.next_sync_at <= now
@@ -88,10 +89,10 @@ class Scheduler:
             if future.done():
                 del self._in_flight[name]
         clock = time.monotonic()
-        for connection in self.host.store.list_connections():
+        for connection in self.host.store.due_connections(now):
             if self._busy_until.get(connection.name, 0.0) > clock:
                 continue
-            if connection.name not in self._in_flight and is_due(connection, now):
+            if connection.name not in self._in_flight:
                 self._in_flight[connection.name] = pool.submit(self._sync, connection.name)
 
     def run_once(self) -> list[SyncRun]:

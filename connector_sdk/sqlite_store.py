@@ -366,6 +366,18 @@ class SQLiteStore(Store):
         rows = self._db().execute(f"SELECT {CONNECTION_COLUMNS} FROM connections ORDER BY name").fetchall()
         return [self._connection(row) for row in rows]
 
+    def due_connections(self, now: datetime, *, limit: int | None = None) -> list[Connection]:
+        rows = (
+            self._db()
+            .execute(
+                f"SELECT {CONNECTION_COLUMNS} FROM connections WHERE state IN ('connected', 'error') "
+                "AND (next_sync_at IS NULL OR next_sync_at <= ?) ORDER BY next_sync_at, name LIMIT ?",
+                (_ts(now), -1 if limit is None else max(0, limit)),
+            )
+            .fetchall()
+        )
+        return [self._connection(row) for row in rows]
+
     def get_credential(self, name: str) -> bytes | None:
         row = self._db().execute("SELECT credential FROM connections WHERE name = ?", (name,)).fetchone()
         if row is None:

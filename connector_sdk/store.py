@@ -101,6 +101,12 @@ class Store(ABC):
     @abstractmethod
     def set_next_sync(self, name: str, at: datetime | None) -> None: ...
 
+    @abstractmethod
+    def due_connections(self, now: datetime, *, limit: int | None = None) -> list[Connection]:
+        """The connections that can sync (connected, or in error) and whose next sync time has come or was never
+        set: never-scheduled ones first, then the longest waiting, then by name. Read through an index, so a
+        scheduler may ask every second however many connections wait."""
+
     # -- single flight -------------------------------------------------------------------------------------
     @abstractmethod
     def acquire_lease(self, name: str, owner: str, *, now: datetime, ttl_seconds: float) -> bool:

@@ -32,7 +32,7 @@ from connector_sdk import ratelimit
 from connector_sdk.errors import ConfigError, ConnectorHostError, StoreError, SyncInProgress, UnknownConnection
 from connector_sdk.host import Host
 from connector_sdk.models import RunOutcome
-from connector_sdk.scheduler import RUNNABLE, is_due
+from connector_sdk.scheduler import RUNNABLE
 from connector_sdk.sinks import deliver_backlog
 from connector_sdk.sync import LEASE_TTL_SECONDS, run_sync
 
@@ -311,9 +311,7 @@ def enqueue_due(
     now = host.now()
     sent: list[str] = []
     intervals: dict[str, float] = {}
-    for connection in host.store.list_connections():
-        if not is_due(connection, now):
-            continue
+    for connection in host.store.due_connections(now):
         if connection.connector not in intervals:
             intervals[connection.connector] = float(
                 host.plugins.connector(connection.connector).manifest().poll_interval_seconds

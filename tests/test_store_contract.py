@@ -16,6 +16,7 @@ import pytest
 from connector_sdk.errors import ConfigError, StoreError, UnknownConnection
 from connector_sdk.migrations import LATEST_VERSION
 from connector_sdk.models import ConnectionState, RunOutcome, SyncWindow, UsageRow
+from connector_sdk.scheduler import is_due
 from connector_sdk.store import Store, open_store
 from tests.store_fixtures import hour, page, set_schema_version, usage_row
 from tests.store_fixtures import store_fixture as store_fixture
@@ -148,6 +149,33 @@ def test_next_sync_is_set_and_cleared(store: Store) -> None:
 
 
 # -- state -----------------------------------------------------------------------------------------------------
+def test_due_connections_are_those_the_scheduler_would_pick_never_scheduled_first_then_longest_waiting(
+    store: Store,
+) -> None:
+    plan = {
+        "a-never": (ConnectionState.CONNECTED, None),
+        "b-late": (ConnectionState.CONNECTED, hour(1)),
+        "c-now": (ConnectionState.ERROR, hour(3)),
+        "d-later": (ConnectionState.CONNECTED, hour(3) + SECOND),
+        "e-no-key": (ConnectionState.RECONNECT_REQUIRED, None),
+        "f-gone": (ConnectionState.DISCONNECTED, hour(0)),
+        "g-late": (ConnectionState.ERROR, hour(1)),
+        "h-never": (ConnectionState.ERROR, None),
+    }
+    for name, (state, at) in plan.items():
+        add(store, name)
+        store.set_state(name, state, None, now=hour(0))
+        store.set_next_sync(name, at)
+    now = hour(3) + timedelta(microseconds=999_999)
+    due = [c.name for c in store.due_connections(now)]
+    assert due == ["a-never", "h-never", "b-late", "g-late", "c-now"]
+    assert sorted(due) == [c.name for c in store.list_connections() if is_due(c, now)]
+    assert [c.name for c in store.due_connections(now, limit=2)] == ["a-never", "h-never"]
+    assert store.due_connections(now, limit=0) == []
+    (first,) = store.due_connections(now, limit=1)
+    assert first == store.get_connection("a-never")
+
+
 def test_set_state_returns_the_change_once(store: Store) -> None:
     add(store)
     change = store.set_state("acme", ConnectionState.ERROR, "timed out", now=hour(1))
