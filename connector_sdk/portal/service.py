@@ -233,6 +233,7 @@ def rows_page(
     within: tuple[datetime, datetime] | None = None,
 ) -> RowsPage:
     """One page of the rows ``row_filter`` selects (inside ``within`` when given), filtered and counted by the store."""
+    connection(host, name)
     since, until = row_filter.since, row_filter.until
     if within is not None:
         since = within[0] if since is None else max(since, within[0])

@@ -202,6 +202,8 @@ def test_disconnect_keeps_the_rows_and_purge_deletes_everything(
     [
         ("GET", "/api/v1/connections/nope", 404, "no connection named 'nope'"),
         ("GET", "/api/v1/connections/a%00b", 404, "no connection named"),
+        ("GET", "/api/v1/connections/nope/rows", 404, "no connection named 'nope'"),
+        ("GET", "/api/v1/connections/nope/daily", 404, "no connection named 'nope'"),
         ("GET", "/api/v1/nothing-here", 404, "nothing at this address"),
         ("DELETE", "/api/v1/connections", 405, "does not accept that method"),
         ("GET", "/api/v1/connections/x/rows?page=0", 422, "page"),
