@@ -620,7 +620,10 @@ def table(figures: dict[str, Any]) -> str:
     line(f"`Host.report` over {rows:,} rows", "report", "< 0.5 s", sec("report") < 0.5)
     if "dashboard" in m:  # kept optional for figures read back from older JSON
         line(
-            f"the portal dashboard's queries over {rows:,} rows (chart, and page 1,000 of rows)", "dashboard", "", None
+            f"the portal dashboard's queries over {rows:,} rows (report, chart, page 1,000 of rows)",
+            "dashboard",
+            "",
+            None,
         )
     line("`connector-host report` (whole command)", "report_cli", "", None)
     line(f"`connector-host rows --since ... --format csv` ({rows:,} rows)", "rows_cli", "", None, rows)

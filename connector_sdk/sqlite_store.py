@@ -997,8 +997,8 @@ class SQLiteStore(Store):
             for (label, day), (_count, units, nanos, inexact) in sorted(sums.items()):
                 rest = None
                 if inexact:  # costs with more than nine decimals: summed as decimals, from the rows
-                    start = max(since, datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC))
-                    end = min(until, start.replace(hour=0) + DAY)
+                    midnight = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
+                    start, end = max(since, midnight), min(until, midnight + DAY)
                     rest = db.execute(
                         "SELECT dsum(cost) FROM usage_rows WHERE connection = ? AND period_start >= ? "
                         "AND period_start < ? AND api_key_label = ? AND currency = ? AND cost_nanos IS NULL",
