@@ -321,14 +321,17 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         version=5,
-        description="an index of the connections that can sync, by their next sync time",
+        description="an index of the connections that can sync, by their next sync time; runs in start order",
         # The scheduler asks every second which connections are due; with tens of thousands of connections, reading
         # them all to pick the few that are costs a core. The states are the scheduler's RUNNABLE.
+        # Runs start to the second, and a retry can start in the second its failed attempt started: SQLite lists
+        # such runs by rowid, PostgreSQL by this sequence (it used the random run id, so the two could disagree).
         sqlite="""
             CREATE INDEX connections_due ON connections (next_sync_at) WHERE state IN ('connected', 'error');
         """,
         postgres="""
             CREATE INDEX connections_due ON connections (next_sync_at) WHERE state IN ('connected', 'error');
+            ALTER TABLE sync_runs ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY;
         """,
     ),
 )

@@ -489,7 +489,7 @@ class PostgresStore(Store):
             self._require(cursor, name)
             rows = cursor.execute(
                 f"SELECT {RUN_COLUMNS} FROM sync_runs WHERE connection = %s "
-                'ORDER BY started_at DESC, run_id COLLATE "C" DESC LIMIT %s',
+                "ORDER BY started_at DESC, seq DESC LIMIT %s",
                 (name, limit),
             ).fetchall()
         return [self._run(row) for row in rows]

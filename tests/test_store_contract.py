@@ -309,6 +309,14 @@ def test_runs_are_listed_newest_first(store: Store) -> None:
     assert [r.run_id for r in store.list_runs("acme", limit=2)] == ["run-2", "run-1"]
 
 
+def test_runs_started_in_the_same_second_are_listed_in_the_order_they_started(store: Store) -> None:
+    # Times are kept to the second, and a retry can start in the second its cut attempt started.
+    add(store)
+    for run_id in ("run-b", "run-c", "run-a"):
+        store.start_run("acme", run_id, WINDOW, now=hour(1))
+    assert [r.run_id for r in store.list_runs("acme")] == ["run-a", "run-c", "run-b"]
+
+
 # -- committing pages ------------------------------------------------------------------------------------------
 def test_rows_round_trip_exactly(store: Store) -> None:
     add(store)

@@ -224,11 +224,11 @@ def _delete_queue(url: str, queue: str) -> None:
 
 
 def run_outcomes(store_url: str) -> dict[str, list[tuple[str, str | None]]]:
-    """connection -> [(outcome, message)] of its runs, oldest first."""
+    """connection -> [(outcome, message)] of its runs, in the order they started."""
     import psycopg
 
     with psycopg.connect(store_url, connect_timeout=5) as db:
-        rows = db.execute("SELECT connection, outcome, message FROM sync_runs ORDER BY started_at, run_id").fetchall()
+        rows = db.execute("SELECT connection, outcome, message FROM sync_runs ORDER BY started_at, seq").fetchall()
     out: dict[str, list[tuple[str, str | None]]] = {}
     for name, outcome, message in rows:
         out.setdefault(name, []).append((outcome, message))
