@@ -699,17 +699,18 @@ class SQLiteStore(Store):
         since: datetime,
         until: datetime,
         keys: Sequence[str],
-        *,
-        currency: str | None = None,
+        only: dict[str, str] | None = None,
     ) -> dict[tuple[Any, ...], list[int]]:
-        """Row count, whole units, nano-units and inexact rows (costs past nine decimals) of the rows in the window,
-        per value of ``keys`` (columns of both usage_daily and usage_rows; ``day`` is the UTC day)."""
+        """Row count, whole units, nano-units and inexact rows (costs past nine decimals) of the rows in the window
+        whose columns equal ``only``, per value of ``keys``. Both name columns that usage_daily and usage_rows share
+        (label, currency, model); ``day`` is the UTC day."""
         if name is not None:
             self._require(db, name)
         scope = "connection = ?" if name is not None else "connection IN (SELECT name FROM connections)"
         scoped: list[Any] = [name] if name is not None else []
-        only, only_values = (" AND currency = ?", [currency]) if currency is not None else ("", [])
-        which, named = scope + only, scoped + only_values
+        matching = "".join(f" AND {column} = ?" for column in only or {})
+        matching_values = list((only or {}).values())
+        which, named = scope + matching, scoped + matching_values
         daily_keys = ", ".join(keys)
         row_keys = ", ".join("substr(period_start, 1, 10)" if key == "day" else key for key in keys)
         groups = ", ".join(str(i + 1) for i in range(len(keys)))
@@ -740,7 +741,7 @@ class SQLiteStore(Store):
             ).fetchall()
             for connection, day in dirty:
                 start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
-                edges.append(("connection = ?" + only, [connection, *only_values], start, start + DAY))
+                edges.append(("connection = ?" + matching, [connection, *matching_values], start, start + DAY))
         for where, values, start, end in edges:
             if start < end:
                 parts.append((from_rows.format(which=where), [*values, _ts(start), _ts(end)]))
@@ -974,38 +975,42 @@ class SQLiteStore(Store):
         api_key_label: str | None = None,
         model: str | None = None,
     ) -> dict[str, Decimal]:
-        where, params = self._where(name, since, until)
-        where += " AND currency = ?"
-        params.append(currency)
-        for column, value in (("api_key_label", api_key_label), ("model", model)):
-            if value is not None:
-                where += f" AND {column} = ?"
-                params.append(value)
-        db = self._db()
-        self._require(db, name)
-        rows = db.execute(
-            f"SELECT substr(period_start, 1, 10), {COST_SUM} FROM usage_rows{where} GROUP BY 1 ORDER BY 1", params
-        ).fetchall()
-        return {day: _money_of(units, nanos, rest) for day, units, nanos, rest in rows}
+        only = {"currency": currency, "api_key_label": api_key_label, "model": model}
+        return {day: cost for (day,), cost in self._daily(name, since, until, ("day",), only).items()}
 
     def daily_spend_by_label(
         self, name: str, *, since: datetime, until: datetime, currency: str
     ) -> dict[str, dict[str, Decimal]]:
         spend: dict[str, dict[str, Decimal]] = {}
+        for (label, day), cost in self._daily(
+            name, since, until, ("api_key_label", "day"), {"currency": currency}
+        ).items():
+            spend.setdefault(label, {})[day] = cost
+        return spend
+
+    def _daily(
+        self, name: str, since: datetime, until: datetime, keys: Sequence[str], only: dict[str, str | None]
+    ) -> dict[tuple[Any, ...], Decimal]:
+        """Exact cost per value of ``keys`` (which include ``day``) of the rows that match ``only``."""
+        only = {column: value for column, value in only.items() if value is not None}
+        costs: dict[tuple[Any, ...], Decimal] = {}
         with self._snapshot() as db:
-            sums = self._sums(db, name, since, until, ("api_key_label", "day"), currency=currency)
-            for (label, day), (_count, units, nanos, inexact) in sorted(sums.items()):
+            for group, (_count, units, nanos, inexact) in sorted(
+                self._sums(db, name, since, until, keys, only).items()
+            ):
                 rest = None
                 if inexact:  # costs with more than nine decimals: summed as decimals, from the rows
-                    midnight = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
+                    of_group = dict(zip(keys, group, strict=True))
+                    midnight = datetime.strptime(of_group.pop("day"), "%Y-%m-%d").replace(tzinfo=UTC)
                     start, end = max(since, midnight), min(until, midnight + DAY)
+                    match = {**only, **of_group}
                     rest = db.execute(
                         "SELECT dsum(cost) FROM usage_rows WHERE connection = ? AND period_start >= ? "
-                        "AND period_start < ? AND api_key_label = ? AND currency = ? AND cost_nanos IS NULL",
-                        [name, _ts(start), _ts(end), label, currency],
+                        f"AND period_start < ? {''.join(f'AND {c} = ? ' for c in match)}AND cost_nanos IS NULL",
+                        [name, _ts(start), _ts(end), *match.values()],
                     ).fetchone()[0]
-                spend.setdefault(label, {})[day] = _money_of(units, nanos, rest)
-        return spend
+                costs[group] = _money_of(units, nanos, rest)
+        return costs
 
     def cached_prices(self, connector: str, models: Sequence[str], *, fresh_after: datetime) -> list[Price]:
         marks = ", ".join("?" * len(models))

@@ -549,14 +549,29 @@ def brute_force_report(store: Store, name: str | None, since: datetime, until: d
     return sorted((label, cur, sorted(m), cost, n) for (label, cur), (m, n, cost) in totals.items())
 
 
-def brute_force_daily(store: Store, name: str, since: datetime, until: datetime, currency: str) -> dict:
-    totals: dict[str, dict[str, Decimal]] = {}
+def brute_force_daily(
+    store: Store,
+    name: str,
+    since: datetime,
+    until: datetime,
+    currency: str,
+    *,
+    label: str | None = None,
+    model: str | None = None,
+) -> dict[str, Decimal]:
+    days: dict[str, Decimal] = {}
     for row in store.iter_rows(name, since=since, until=until):
-        if row.currency == currency:
-            days = totals.setdefault(row.api_key_label, {})
+        if row.currency == currency and label in (None, row.api_key_label) and model in (None, row.model):
             day = row.period_start.strftime("%Y-%m-%d")
             days[day] = days.get(day, Decimal(0)) + row.cost
-    return totals
+    return days
+
+
+def brute_force_daily_by_label(
+    store: Store, name: str, since: datetime, until: datetime, currency: str
+) -> dict[str, dict[str, Decimal]]:
+    labels = {row.api_key_label for row in store.iter_rows(name, since=since, until=until) if row.currency == currency}
+    return {label: brute_force_daily(store, name, since, until, currency, label=label) for label in labels}
 
 
 def test_the_report_over_any_window_equals_the_sum_of_its_rows_after_pages_are_replaced_again_and_again(
@@ -605,10 +620,21 @@ def test_the_report_over_any_window_equals_the_sum_of_its_rows_after_pages_are_r
                 lines = store.report(name, since=hour(a), until=hour(b))
                 got = sorted((x.api_key_label, x.currency, x.models, x.cost, x.row_count) for x in lines)
                 assert got == brute_force_report(store, name, hour(a), hour(b)), (name, a, b)
-                if name is not None:  # the dashboard's chart, totalled the same way
+                if name is not None:  # the dashboard's chart and the budgets' daily spend, totalled the same way
                     for currency in ("USD", "EUR"):
                         daily = store.daily_spend_by_label(name, since=hour(a), until=hour(b), currency=currency)
-                        assert daily == brute_force_daily(store, name, hour(a), hour(b), currency), (name, a, b)
+                        assert daily == brute_force_daily_by_label(store, name, hour(a), hour(b), currency), (a, b)
+                        for label, model in [
+                            (None, None),
+                            ("prod", None),
+                            ("User key", "fal-ai/b"),
+                            (None, "fal-ai/c"),
+                        ]:
+                            spend = store.daily_spend(
+                                name, since=hour(a), until=hour(b), currency=currency, api_key_label=label, model=model
+                            )
+                            truth = brute_force_daily(store, name, hour(a), hour(b), currency, label=label, model=model)
+                            assert spend == truth, (name, a, b, currency, label, model)
 
     check()  # some days counted, some changed since
     for run in runs.values():
