@@ -496,7 +496,11 @@ class PostgresStore(Store):
 
     # -- rows ----------------------------------------------------------------------------------------------
     @staticmethod
-    def _where(name: str | None, since: datetime | None, until: datetime | None) -> tuple[str, list[Any]]:
+    def _where(
+        name: str | None, since: datetime | None, until: datetime | None, **equal: str | None
+    ) -> tuple[str, list[Any]]:
+        """The WHERE clause of rows of ``name`` (every connection when None) in the window, whose columns equal
+        ``equal`` (a None value: any)."""
         clauses: list[str] = []
         params: list[Any] = []
         if name is not None:
@@ -508,6 +512,10 @@ class PostgresStore(Store):
         if until is not None:
             clauses.append("period_start < %s")
             params.append(_ts(until))
+        for column, value in equal.items():
+            if value is not None:
+                clauses.append(f"{column} = %s")
+                params.append(value)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def iter_rows(
@@ -543,11 +551,7 @@ class PostgresStore(Store):
         offset: int = 0,
         limit: int = 100,
     ) -> tuple[list[UsageRow], int]:
-        where, params = self._where(name, since, until)
-        for column, value in (("api_key_label", api_key_label), ("model", model)):
-            if value is not None:
-                where += f" AND {column} = %s"
-                params.append(value)
+        where, params = self._where(name, since, until, api_key_label=api_key_label, model=model)
         with self._tx() as cursor:
             self._require(cursor, name)
             # One statement, so the count and the page agree whatever commits meanwhile.
@@ -769,13 +773,7 @@ class PostgresStore(Store):
         api_key_label: str | None = None,
         model: str | None = None,
     ) -> dict[str, Decimal]:
-        where, params = self._where(name, since, until)
-        where += " AND currency = %s"
-        params.append(currency)
-        for column, value in (("api_key_label", api_key_label), ("model", model)):
-            if value is not None:
-                where += f" AND {column} = %s"
-                params.append(value)
+        where, params = self._where(name, since, until, currency=currency, api_key_label=api_key_label, model=model)
         with self._tx() as cursor:
             self._require(cursor, name)
             rows = cursor.execute(
@@ -788,13 +786,13 @@ class PostgresStore(Store):
     def daily_spend_by_label(
         self, name: str, *, since: datetime, until: datetime, currency: str
     ) -> dict[str, dict[str, Decimal]]:
-        where, params = self._where(name, since, until)
+        where, params = self._where(name, since, until, currency=currency)
         with self._tx() as cursor:
             self._require(cursor, name)
             rows = cursor.execute(
                 "SELECT api_key_label, to_char(period_start AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, SUM(cost) "
-                f"FROM usage_rows{where} AND currency = %s GROUP BY api_key_label, day ORDER BY api_key_label, day",
-                [*params, currency],
+                f"FROM usage_rows{where} GROUP BY api_key_label, day ORDER BY api_key_label, day",
+                params,
             ).fetchall()
         spend: dict[str, dict[str, Decimal]] = {}
         for label, day, total in rows:

@@ -613,7 +613,11 @@ class SQLiteStore(Store):
 
     # -- rows ----------------------------------------------------------------------------------------------
     @staticmethod
-    def _where(name: str | None, since: datetime | None, until: datetime | None) -> tuple[str, list[Any]]:
+    def _where(
+        name: str | None, since: datetime | None, until: datetime | None, **equal: str | None
+    ) -> tuple[str, list[Any]]:
+        """The WHERE clause of rows of ``name`` (every connection when None) in the window, whose columns equal
+        ``equal`` (a None value: any)."""
         clauses, params = [], []
         if name is not None:
             clauses.append("connection = ?")
@@ -624,6 +628,10 @@ class SQLiteStore(Store):
         if until is not None:
             clauses.append("period_start < ?")
             params.append(_ts(until))
+        for column, value in equal.items():
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def iter_rows(
@@ -653,11 +661,7 @@ class SQLiteStore(Store):
         offset: int = 0,
         limit: int = 100,
     ) -> tuple[list[UsageRow], int]:
-        where, params = self._where(name, since, until)
-        for column, value in (("api_key_label", api_key_label), ("model", model)):
-            if value is not None:
-                where += f" AND {column} = ?"
-                params.append(value)
+        where, params = self._where(name, since, until, api_key_label=api_key_label, model=model)
         with self._snapshot() as db:
             self._require(db, name)
             (total,) = db.execute(f"SELECT COUNT(*) FROM usage_rows{where}", params).fetchone()
@@ -765,11 +769,9 @@ class SQLiteStore(Store):
         for (label, currency), (models, count, units, nanos, inexact) in groups.items():
             rest = None
             if inexact:  # costs with more than nine decimals: summed as decimals, from the rows
-                where, params = self._where(name, since, until)
+                where, params = self._where(name, since, until, api_key_label=label, currency=currency)
                 rest = db.execute(
-                    f"SELECT dsum(cost) FROM usage_rows{where} AND api_key_label = ? AND currency = ? "
-                    "AND cost_nanos IS NULL",
-                    [*params, label, currency],
+                    f"SELECT dsum(cost) FROM usage_rows{where} AND cost_nanos IS NULL", params
                 ).fetchone()[0]
             lines.append(
                 ReportLine(
@@ -1003,11 +1005,9 @@ class SQLiteStore(Store):
                     of_group = dict(zip(keys, group, strict=True))
                     midnight = datetime.strptime(of_group.pop("day"), "%Y-%m-%d").replace(tzinfo=UTC)
                     start, end = max(since, midnight), min(until, midnight + DAY)
-                    match = {**only, **of_group}
+                    where, params = self._where(name, start, end, **only, **of_group)
                     rest = db.execute(
-                        "SELECT dsum(cost) FROM usage_rows WHERE connection = ? AND period_start >= ? "
-                        f"AND period_start < ? {''.join(f'AND {c} = ? ' for c in match)}AND cost_nanos IS NULL",
-                        [name, _ts(start), _ts(end), *match.values()],
+                        f"SELECT dsum(cost) FROM usage_rows{where} AND cost_nanos IS NULL", params
                     ).fetchone()[0]
                 costs[group] = _money_of(units, nanos, rest)
         return costs
