@@ -519,9 +519,15 @@ class PostgresStore(Store):
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def iter_rows(
-        self, name: str | None = None, *, since: datetime | None = None, until: datetime | None = None
+        self,
+        name: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        api_key_label: str | None = None,
+        model: str | None = None,
     ) -> Iterator[UsageRow]:
-        where, params = self._where(name, since, until)
+        where, params = self._where(name, since, until, api_key_label=api_key_label, model=model)
         # A connection of its own: a server-side cursor lives in a transaction, which must not be this thread's.
         conn = self._connect()
         try:

@@ -635,9 +635,15 @@ class SQLiteStore(Store):
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def iter_rows(
-        self, name: str | None = None, *, since: datetime | None = None, until: datetime | None = None
+        self,
+        name: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        api_key_label: str | None = None,
+        model: str | None = None,
     ) -> Iterator[UsageRow]:
-        where, params = self._where(name, since, until)
+        where, params = self._where(name, since, until, api_key_label=api_key_label, model=model)
         # A connection of its own, so a long export never holds a read transaction open on the shared one.
         db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
         try:

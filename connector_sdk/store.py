@@ -155,9 +155,16 @@ class Store(ABC):
     # -- rows ----------------------------------------------------------------------------------------------
     @abstractmethod
     def iter_rows(
-        self, name: str | None = None, *, since: datetime | None = None, until: datetime | None = None
+        self,
+        name: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        api_key_label: str | None = None,
+        model: str | None = None,
     ) -> Iterator[UsageRow]:
-        """Rows with ``since <= period_start < until``, by period then row id, streamed."""
+        """Rows with ``since <= period_start < until`` (of one label and one model when given), by period then row
+        id, streamed."""
 
     @abstractmethod
     def rows_page(

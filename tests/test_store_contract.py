@@ -415,6 +415,24 @@ def test_rows_are_filtered_by_since_inclusive_and_until_exclusive(store: Store) 
     assert [r.period_start for r in store.iter_rows("acme", until=hour(1))] == [hour(0)]
 
 
+def test_rows_are_filtered_by_label_and_model_when_asked(store: Store) -> None:
+    add(store)
+    store.start_run("acme", "run-1", WINDOW, now=hour(0))
+    rows = [
+        usage_row(at=h, key=label, label=label, model=m)
+        for h in range(3)
+        for label in ("prod", "User key")
+        for m in "ab"
+    ]
+    commit(store, rows, 0, 3)
+    assert stored(store) == by_position(rows)
+    only = list(store.iter_rows("acme", api_key_label="User key", model="b", since=hour(1)))
+    assert only == by_position(
+        [r for r in rows if (r.api_key_label, r.model) == ("User key", "b") and r.period_start >= hour(1)]
+    )
+    assert list(store.iter_rows("acme", model="nothing")) == []
+
+
 def test_rows_of_every_connection_without_a_name(store: Store) -> None:
     add(store)
     add(store, "other")

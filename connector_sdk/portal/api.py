@@ -243,15 +243,13 @@ CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 TEXT_FIELDS = frozenset({"connection", "account", "api_key_label", "login_username", "model", "unit"})
 
 
-def csv_lines(rows: Iterator[UsageRow], row_filter: service.RowFilter) -> Iterator[str]:
+def csv_lines(rows: Iterator[UsageRow]) -> Iterator[str]:
     """CSV text, header first. Text a spreadsheet would run as a formula (a key named ``=HYPERLINK(...)``) is
     prefixed with ``'``; numbers are left exact."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=ROW_FIELDS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        if not row_filter.matches(row):
-            continue
         values = {k: "" if v is None else v for k, v in row.export().items()}
         for k in TEXT_FIELDS:
             if isinstance(values[k], str) and values[k].startswith(CSV_FORMULA_START):
@@ -266,11 +264,17 @@ def csv_lines(rows: Iterator[UsageRow], row_filter: service.RowFilter) -> Iterat
 
 def csv_response(portal: Portal, name: str, row_filter: service.RowFilter) -> StreamingResponse:
     service.connection(portal.host, name)
-    stream = portal.host.store.iter_rows(name, since=row_filter.since, until=row_filter.until)
+    stream = portal.host.store.iter_rows(
+        name,
+        since=row_filter.since,
+        until=row_filter.until,
+        api_key_label=row_filter.key_label,
+        model=row_filter.model,
+    )
     span = "-".join(iso(m)[:10] for m in (row_filter.since, row_filter.until) if m is not None)
     filename = f"{name}-rows{'-' + span if span else ''}.csv"
     return StreamingResponse(
-        csv_lines(stream, row_filter),
+        csv_lines(stream),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

@@ -202,14 +202,6 @@ class RowFilter:
     key_label: str | None = None
     model: str | None = None
 
-    def matches(self, row: UsageRow) -> bool:
-        return (
-            (self.since is None or row.period_start >= self.since)
-            and (self.until is None or row.period_start < self.until)
-            and (self.key_label is None or row.api_key_label == self.key_label)
-            and (self.model is None or row.model == self.model)
-        )
-
 
 @dataclass
 class RowsPage:

@@ -155,6 +155,9 @@ def test_the_report_and_the_daily_series_match_the_simulators_truth_user_key_inc
     assert api.get("/api/v1/report").json()["totals"] == report["totals"]
     csv_text = api.get("/api/v1/connections/fal-prod/rows.csv").text
     assert csv_text.startswith("row_id,") and len(csv_text.splitlines()) == len(truth) + 1
+    user_key = api.get("/api/v1/connections/fal-prod/rows.csv", params={"key_label": "User key"}).text
+    listed = api.get("/api/v1/connections/fal-prod/rows", params={"key_label": "User key", "per_page": 1000}).json()
+    assert 0 < listed["total"] == len(user_key.splitlines()) - 1 < len(truth)
 
 
 def test_reconnect_checks_the_new_key_then_a_sync_fills_the_gap(
