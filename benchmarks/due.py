@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from connector_sdk.scheduler import is_due
-from connector_sdk.store import Store, open_store
+from connector_sdk.stores import Store, open_store
 
 NOW = datetime(2026, 1, 5, 12, tzinfo=UTC)
 DUE = 3

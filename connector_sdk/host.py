@@ -32,7 +32,7 @@ from connector_sdk.models import (
 )
 from connector_sdk.plugins import Plugins, get_plugin_manager
 from connector_sdk.sinks import Sink
-from connector_sdk.store import STORE_ENV, Store, open_store
+from connector_sdk.stores import STORE_ENV, Store, open_store
 
 log = structlog.get_logger()
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import pytest
 
 from connector_sdk.models import Page, UsageRow
-from connector_sdk.store import Store, open_store
+from connector_sdk.stores import Store, open_store
 
 if TYPE_CHECKING:
     import psycopg

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from connector_sdk.errors import ConfigError, StoreError, UnknownConnection
-from connector_sdk.migrations import LATEST_VERSION
 from connector_sdk.models import ConnectionState, RunOutcome, SyncWindow, UsageRow
 from connector_sdk.scheduler import is_due
-from connector_sdk.store import Store, open_store
+from connector_sdk.stores import Store, open_store
+from connector_sdk.stores.migrations import LATEST_VERSION
 from tests.store_fixtures import hour, page, set_schema_version, usage_row
 from tests.store_fixtures import store_fixture as store_fixture
 from tests.store_fixtures import store_url_fixture as store_url_fixture

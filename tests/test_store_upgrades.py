@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from connector_sdk.host import Host
-from connector_sdk.migrations import LATEST_VERSION, MIGRATIONS
 from connector_sdk.models import ConnectionState
+from connector_sdk.stores.migrations import LATEST_VERSION, MIGRATIONS
 from tests.conftest import CliRunner, fal_plugins
 from tests.fixtures.make_store_v1 import KEY
 

@@ -1,12 +1,8 @@
-"""``python -m connector_sdk.portal [--home DIR] serve ...``: the main CLI with ``serve`` added to it."""
+"""``python -m connector_sdk.portal [--home DIR] serve ...``: the main CLI, which offers ``serve``."""
 
 from __future__ import annotations
 
-from connector_sdk.cli import cli
-from connector_sdk.portal.cli import serve
-
-if "serve" not in cli.commands:
-    cli.add_command(serve)
+from connector_sdk.cli import main
 
 if __name__ == "__main__":
-    cli(prog_name="connector-host")
+    main()

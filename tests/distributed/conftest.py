@@ -32,15 +32,8 @@ SKIP_ENV = "CONNECTOR_HOST_SKIP_DISTRIBUTED"
 AMQP_URL = os.environ.get("CONNECTOR_HOST_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 REDIS_URL = os.environ.get("CONNECTOR_HOST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
-# The CLI with the distributed commands, whether or not the main group registers them yet.
-LAUNCH = (
-    "import sys\n"
-    "from connector_sdk.cli import cli\n"
-    "from connector_sdk.worker_cli import schedule, worker\n"
-    "for command in (worker, schedule):\n"
-    "    cli.commands.setdefault(command.name, command)\n"
-    "cli(prog_name='connector-host')\n"
-)
+# The CLI (its group offers worker and schedule when the workers extra is installed).
+LAUNCH = "from connector_sdk.cli import main\nmain()\n"
 
 
 def pytest_configure(config: pytest.Config) -> None:

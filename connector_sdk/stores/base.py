@@ -1,7 +1,7 @@
 """The store contract: connections, their encrypted credentials, sync state, runs, status history and rows.
 
-Two implementations share it: :class:`~connector_sdk.sqlite_store.SQLiteStore` (the embedded default) and
-:class:`~connector_sdk.postgres_store.PostgresStore` (for many workers). The host talks only to this interface, and
+Two implementations share it: :class:`~connector_sdk.stores.sqlite.SQLiteStore` (the embedded default) and
+:class:`~connector_sdk.stores.postgres.PostgresStore` (for many workers). The host talks only to this interface, and
 one contract test suite runs against both. Timestamps are aware UTC datetimes; money is ``Decimal``.
 """
 
@@ -13,10 +13,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-from connector_sdk.errors import ConfigError
 from connector_sdk.models import (
     Alert,
     Budget,
@@ -325,24 +323,3 @@ def alert_from_row(row: Sequence[Any], *, to_datetime: Any) -> Alert:
         message=row[6],
         evidence=json.loads(row[7]),
     )
-
-
-def open_store(url: str | None, *, home: Path) -> Store:
-    """Open the store a URL names (``postgresql://...`` or ``sqlite:///path``); by default SQLite in ``home``."""
-    if not url:
-        from connector_sdk.sqlite_store import SQLiteStore
-
-        return SQLiteStore(home / "connector-host.db")
-    if url.startswith(("postgresql://", "postgres://")):
-        try:
-            from connector_sdk.postgres_store import PostgresStore
-        except ImportError as error:
-            raise ConfigError(
-                f"a PostgreSQL store needs psycopg: pip install 'connector-host[postgres]' ({error})"
-            ) from None
-        return PostgresStore(url)
-    if url.startswith("sqlite:///"):
-        from connector_sdk.sqlite_store import SQLiteStore
-
-        return SQLiteStore(Path(url.removeprefix("sqlite:///")))
-    raise ConfigError(f"unsupported store URL {url.split(':', 1)[0]!r}: use postgresql://... or sqlite:///path")

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from connector_sdk.errors import ConfigError, StoreError, UnknownConnection
-from connector_sdk.migrations import LATEST_VERSION, MIGRATIONS
 from connector_sdk.models import (
     MONEY_FIELDS,
     ROW_FIELDS,
@@ -39,7 +38,8 @@ from connector_sdk.models import (
     decimal_text,
     iso,
 )
-from connector_sdk.store import ALERT_COLUMNS, Store, alert_from_row, ready_items
+from connector_sdk.stores.base import ALERT_COLUMNS, Store, alert_from_row, ready_items
+from connector_sdk.stores.migrations import LATEST_VERSION, MIGRATIONS
 
 CONNECTION_COLUMNS = (
     "name, connector, config, state, reason, account, created_at, watermark, last_sync_at, last_success_at, "

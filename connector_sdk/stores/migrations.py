@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connector_sdk.store import Migration
+from connector_sdk.stores.base import Migration
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(

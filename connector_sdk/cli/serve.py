@@ -80,11 +80,11 @@ def serve(
             super().handle_exit(sig, frame)
             getattr(self, "_captured_signals", []).clear()
 
-    from connector_sdk.cli import Ctx
+    from connector_sdk.cli.context import Ctx
     from connector_sdk.errors import ConnectorHostError
     from connector_sdk.host import Host, default_home
     from connector_sdk.portal.app import create_app
-    from connector_sdk.store import STORE_ENV
+    from connector_sdk.stores import STORE_ENV
 
     token = (_read_token(admin_token_file) or "").strip() or None
     if token is not None and len(token) < MIN_TOKEN_LENGTH:

@@ -1,6 +1,6 @@
 """``connector-host worker`` and ``connector-host schedule``: the distributed runner's two processes.
 
-Register both on the main group (``cli.add_command(worker)``, ``cli.add_command(schedule)``). They read the group's
+The main group offers both when the workers extra is installed. They read the group's
 ``--home`` and ``--store`` (or ``CONNECTOR_HOST_HOME`` / ``CONNECTOR_HOST_STORE``) and the broker from
 ``CONNECTOR_HOST_BROKER``.
 """
@@ -17,7 +17,7 @@ import click
 
 from connector_sdk.errors import ConnectorHostError
 from connector_sdk.host import HOME_ENV, Host
-from connector_sdk.store import STORE_ENV
+from connector_sdk.stores import STORE_ENV
 
 
 def _export_group_options(ctx: click.Context) -> None:

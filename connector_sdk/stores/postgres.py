@@ -1,7 +1,7 @@
 """The store for many workers: PostgreSQL through psycopg 3, one connection per thread.
 
 Timestamps are ``TIMESTAMPTZ`` and money ``NUMERIC``, so sums are exact in the database. Values are written the way
-:class:`~connector_sdk.sqlite_store.SQLiteStore` writes them (timestamps to the whole second, decimals in their
+:class:`~connector_sdk.stores.sqlite.SQLiteStore` writes them (timestamps to the whole second, decimals in their
 plain shortest form), so both backends give back the same values for the same calls.
 """
 
@@ -23,7 +23,6 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.json import Jsonb
 
 from connector_sdk.errors import ConfigError, StoreError, UnknownConnection
-from connector_sdk.migrations import LATEST_VERSION, MIGRATIONS
 from connector_sdk.models import (
     MONEY_FIELDS,
     ROW_FIELDS,
@@ -44,7 +43,8 @@ from connector_sdk.models import (
     UsageRow,
     decimal_text,
 )
-from connector_sdk.store import ALERT_COLUMNS, Store, alert_from_row, ready_items
+from connector_sdk.stores.base import ALERT_COLUMNS, Store, alert_from_row, ready_items
+from connector_sdk.stores.migrations import LATEST_VERSION, MIGRATIONS
 
 CONNECTION_COLUMNS = (
     "name, connector, config, state, reason, account, created_at, watermark, last_sync_at, last_success_at, "

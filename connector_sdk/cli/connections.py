@@ -1,0 +1,190 @@
+"""Connections: ``connect``, ``reconnect``, ``disconnect``, ``sync`` and ``status``."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from rich.table import Table
+
+from connector_sdk.cli.context import (
+    EXIT_FOR_OUTCOME,
+    Ctx,
+    emit_json,
+    err,
+    fail,
+    handled,
+    out,
+    parse_fields,
+    pass_ctx,
+    progress_bar,
+    run_line,
+    secret_for,
+)
+from connector_sdk.errors import ConfigError, ConnectorHostError
+from connector_sdk.models import ConnectionStatus, iso
+
+
+# -- connections -----------------------------------------------------------------------------------------------
+@click.command()
+@click.argument("connector_id")
+@click.option("--name", required=True, help="A name for this connection, e.g. fal-prod.")
+@click.option("--base-url", help="The vendor API base URL (for fal: https://api.fal.ai/v1).")
+@click.option("--backfill-days", type=int, help="Days of history the first sync collects [default: 30].")
+@click.option("--lookback-hours", type=int, help="Recent hours every sync reads again [default: 48].")
+@click.option("--page-size", type=int, help="Items per request [default: the vendor's].")
+@click.option(
+    "--set",
+    "extra",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Any other field of the connector's config schema (see `manifest`), e.g. --set timeout_seconds=30.",
+)
+@click.option("--api-key-stdin", is_flag=True, help="Read the API key from standard input instead of FAL_KEY.")
+@pass_ctx
+def connect(
+    ctx: Ctx,
+    connector_id: str,
+    name: str,
+    base_url: str | None,
+    backfill_days: int | None,
+    lookback_hours: int | None,
+    page_size: int | None,
+    extra: tuple[str, ...],
+    api_key_stdin: bool,
+) -> None:
+    """Check an API key with the vendor and store a new connection.
+
+    The key is read from FAL_KEY (for fal) or from standard input with --api-key-stdin; it is stored encrypted.
+    """
+    options = {"base_url": base_url, "backfill_days": backfill_days, "lookback_hours": lookback_hours}
+    options["page_size"] = page_size
+    values = parse_fields(extra)
+    values.update({k: v for k, v in options.items() if v is not None})
+    with handled(), ctx.host() as host:
+        secret = set(values) & set(host.plugins.connector(connector_id).config_model.secret_field_names())
+        if secret:
+            raise ConfigError(
+                f"{', '.join(sorted(secret))} is a secret: it is read from the environment or stdin, never argv"
+            )
+        values.update(secret_for(host, connector_id, api_key_stdin))
+        connection = host.connect(connector_id, name, values)
+        out.print(
+            f"Connected [bold]{connection.name}[/] to {connector_id} account [bold]{connection.account}[/]. "
+            f"The first sync backfills {connection.config.get('backfill_days')} days: `connector-host sync {name}`.",
+            markup=True,
+        )
+
+
+@click.command()
+@click.argument("name")
+@click.option("--api-key-stdin", is_flag=True, help="Read the new API key from standard input instead of FAL_KEY.")
+@pass_ctx
+def reconnect(ctx: Ctx, name: str, api_key_stdin: bool) -> None:
+    """Give a connection a new API key; the next sync fills the gap since it stopped."""
+    with handled(), ctx.host() as host:
+        connector_id = host.store.get_connection(name).connector
+        connection = host.reconnect(name, secret_for(host, connector_id, api_key_stdin))
+        since = iso(connection.watermark) if connection.watermark else "the start of its backfill"
+        out.print(f"Reconnected [bold]{name}[/]; the next sync resumes from {since}.", markup=True)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--purge", is_flag=True, help="Also delete the connection's rows and history.")
+@pass_ctx
+def disconnect(ctx: Ctx, name: str, purge: bool) -> None:
+    """Stop syncing a connection and delete its credential (its rows stay unless --purge)."""
+    with handled(), ctx.host() as host:
+        host.store.get_connection(name)
+        rows = host.store.count_rows(name)
+        host.disconnect(name, purge=purge)
+        kept = f"{rows} rows deleted" if purge else f"{rows} rows kept"
+        out.print(f"Disconnected [bold]{name}[/]; credential deleted, {kept}.", markup=True)
+
+
+# -- sinks -----------------------------------------------------------------------------------------------------
+SINK_SECRET_ENV = "CONNECTOR_HOST_SINK_SECRET"
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option("--all", "all_", is_flag=True, help="Sync every connection that can sync.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@pass_ctx
+def sync(ctx: Ctx, name: str | None, all_: bool, fmt: str) -> None:
+    """Sync one connection (or --all) now.
+
+    \b
+    Exit status: 0 done, 1 failed, 2 usage or configuration error, 3 reconnect required,
+    4 gave up after retries (the next cycle retries), 5 skipped (another sync of it is running).
+    """
+    if bool(name) == all_:
+        fail("name one connection or pass --all", 2)
+    with handled(), ctx.host() as host:
+        names = [c.name for c in host.store.list_connections() if c.state in ("connected", "error")] if all_ else [name]
+        worst = 0
+        runs = []
+        with progress_bar(fmt == "text" and sys.stderr.isatty()) as update:
+            for each in names:
+                try:
+                    run = host.sync(each, progress=update)
+                except ConnectorHostError as error:
+                    if not all_:
+                        raise
+                    err.print(f"{each}: {error}")
+                    worst = max(worst, error.exit_code)
+                    continue
+                runs.append(run)
+                worst = max(worst, EXIT_FOR_OUTCOME[run.outcome])
+                if fmt == "text":
+                    out.print(run_line(run), markup=False)
+        if fmt == "json":
+            emit_json([r.model_dump(mode="json") for r in runs])
+        sys.exit(worst)
+
+
+def _status_json(s: ConnectionStatus) -> dict[str, Any]:
+    return s.model_dump(mode="json")
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@pass_ctx
+def status(ctx: Ctx, name: str | None, fmt: str) -> None:
+    """Show each connection's state, last sync, watermark, next sync and row count."""
+    with handled(), ctx.host() as host:
+        statuses = host.statuses(name)
+    if fmt == "json":
+        emit_json([_status_json(s) for s in statuses])
+        return
+    if not statuses:
+        out.print("No connections yet. Add one with `connector-host connect fal --name NAME`.")
+        return
+    table = Table(
+        "connection", "account", "state", "last sync", "last success", "watermark", "next sync", "rows", "sink backlog"
+    )
+    colour = {"connected": "green", "syncing": "cyan", "reconnect_required": "red", "error": "yellow"}
+
+    def stamp(moment: datetime | None) -> str:
+        return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%MZ") if moment else "-"
+
+    for s in statuses:
+        table.add_row(
+            s.name,
+            s.account or "-",
+            f"[{colour.get(s.state.value, 'white')}]{s.state.value}[/]",
+            stamp(s.last_sync),
+            stamp(s.last_success),
+            stamp(s.watermark),
+            stamp(s.next_sync),
+            str(s.rows),
+            ", ".join(f"{k}: {v}" for k, v in s.sinks.items()) or "-",
+        )
+    out.print(table)
+    for s in statuses:
+        if s.reason:
+            out.print(f"{s.name}: {s.reason}", markup=False)

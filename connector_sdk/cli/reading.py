@@ -1,0 +1,113 @@
+"""Reading the spend: ``rows`` (exports) and ``report`` (spend per API key label)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from connector_sdk.cli.context import (
+    Ctx,
+    emit_json,
+    handled,
+    out,
+    parse_moment,
+    pass_ctx,
+    pick_connection,
+)
+from connector_sdk.focus import write_focus_csv, write_focus_parquet
+from connector_sdk.models import ROW_FIELDS, decimal_text, iso
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option("--since", help="First hour to include (ISO 8601, UTC if no offset).")
+@click.option("--until", help="First hour to exclude (ISO 8601).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv", "focus"]),
+    default="jsonl",
+    show_default=True,
+    help="focus: FOCUS 1.0 columns (README: FOCUS export), as CSV, or as Parquet when -o ends in .parquet.",
+)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file, not stdout.")
+@pass_ctx
+def rows(ctx: Ctx, name: str | None, since: str | None, until: str | None, fmt: str, output: Path | None) -> None:
+    """Export normalized rows; money and quantities are exact decimal strings."""
+    with handled(), ctx.host() as host:
+        start, end = parse_moment(since, "--since"), parse_moment(until, "--until")
+        if name is not None:
+            host.store.get_connection(name)
+        selected = host.store.iter_rows(name, since=start, until=end)
+        if fmt == "focus" and output is not None and output.suffix.lower() == ".parquet":
+            write_focus_parquet(selected, output)
+            return
+        stream = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
+        try:
+            if fmt == "focus":
+                write_focus_csv(selected, stream)
+            elif fmt == "csv":
+                writer = csv.writer(stream, lineterminator="\n")  # None is written as an empty field
+                writer.writerow(ROW_FIELDS)
+                writer.writerows(row.export().values() for row in selected)
+            else:
+                stream.writelines(json.dumps(row.export(), separators=(",", ":")) + "\n" for row in selected)
+        finally:
+            if output:
+                stream.close()
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option("--days", type=click.IntRange(1, 3660), default=30, show_default=True, help="Period, ending now.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--prices", "with_prices", is_flag=True, help="Also show each model's current list price.")
+@pass_ctx
+def report(ctx: Ctx, name: str | None, days: int, fmt: str, with_prices: bool) -> None:
+    """Spend per API key label (web-UI activity as "User key"): active models and total cost."""
+    current: list[Any] = []
+    with handled(), ctx.host() as host:
+        since, until, lines = host.report(name, days=days)
+        if with_prices and lines:
+            current = host.prices(pick_connection(host, name), sorted({m for line in lines for m in line.models}))
+    if fmt == "json":
+        emit_json(
+            {
+                "connection": name,
+                "since": since,
+                "until": until,
+                "lines": [line.model_dump(mode="json") for line in lines],
+                "totals": _totals(lines),
+                **({"prices": [p.model_dump(mode="json") for p in current]} if with_prices else {}),
+            }
+        )
+        return
+    title = f"Spend {'of ' + name if name else 'of all connections'}, {iso(since)} to {iso(until)}"
+    table = Table("API key", "active models", "models", title=title, title_justify="left")
+    table.add_column("cost", justify="right")
+    for line in lines:
+        table.add_row(
+            line.api_key_label, str(len(line.models)), "\n".join(line.models), f"{line.cost:,.2f} {line.currency}"
+        )
+    for currency, total in _totals(lines).items():
+        table.add_row("[bold]total[/]", "", "", f"[bold]{Decimal(total):,.2f} {currency}[/]")
+    out.print(table)
+    if current:
+        price_table = Table("model", "current list price", title="Current list prices", title_justify="left")
+        for p in current:
+            price_table.add_row(p.model, f"{decimal_text(p.unit_price)} {p.currency} per {p.unit}")
+        out.print(price_table)
+
+
+def _totals(lines: list[Any]) -> dict[str, str]:
+    totals: dict[str, Decimal] = {}
+    for line in lines:
+        totals[line.currency] = totals.get(line.currency, Decimal(0)) + line.cost
+    return {currency: decimal_text(total) for currency, total in totals.items()}

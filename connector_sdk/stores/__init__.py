@@ -1,0 +1,34 @@
+"""The stores: one contract (:mod:`.base`), its SQLite and PostgreSQL backends, and the schema versions they share.
+
+:func:`open_store` is where a backend is chosen; nothing else names one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from connector_sdk.errors import ConfigError
+from connector_sdk.stores.base import STORE_ENV, Store
+
+__all__ = ["STORE_ENV", "Store", "open_store"]
+
+
+def open_store(url: str | None, *, home: Path) -> Store:
+    """Open the store a URL names (``postgresql://...`` or ``sqlite:///path``); by default SQLite in ``home``."""
+    if not url:
+        from connector_sdk.stores.sqlite import SQLiteStore
+
+        return SQLiteStore(home / "connector-host.db")
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from connector_sdk.stores.postgres import PostgresStore
+        except ImportError as error:
+            raise ConfigError(
+                f"a PostgreSQL store needs psycopg: pip install 'connector-host[postgres]' ({error})"
+            ) from None
+        return PostgresStore(url)
+    if url.startswith("sqlite:///"):
+        from connector_sdk.stores.sqlite import SQLiteStore
+
+        return SQLiteStore(Path(url.removeprefix("sqlite:///")))
+    raise ConfigError(f"unsupported store URL {url.split(':', 1)[0]!r}: use postgresql://... or sqlite:///path")
