@@ -34,3 +34,9 @@ def test_the_plugin_example_loads_connects_and_syncs(tmp_path: Path, monkeypatch
 def test_every_cli_command_is_in_the_readme_table() -> None:
     for name in cli.commands:
         assert f"| `{name}" in README, name
+
+
+def test_the_readme_test_command_is_the_one_ci_runs() -> None:
+    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text(encoding="utf-8")
+    assert "```bash\nbash scripts/test\n```" in README
+    assert "exec bash scripts/test" in ci
