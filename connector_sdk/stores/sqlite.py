@@ -670,7 +670,10 @@ class SQLiteStore(Store):
     ) -> Iterator[UsageRow]:
         where, params = self._where(name, since, until, api_key_label=api_key_label, model=model)
         # A connection of its own, so a long export never holds a read transaction open on the shared one.
-        db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        if self.read_only:
+            db = sqlite3.connect(self._read_only_uri(), uri=True, check_same_thread=False)
+        else:
+            db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
         try:
             if name is not None:
                 self._require(db, name)
