@@ -141,6 +141,8 @@ def sync(ctx: Ctx, name: str | None, all_: bool, fmt: str) -> None:
                     break
                 try:
                     run = host.sync(each, progress=update, cancel=stop)
+                except KeyboardInterrupt:  # a second Ctrl-C: the sync recorded itself cancelled on the way out
+                    sys.exit(128 + signal.SIGINT)
                 except ConnectorHostError as error:
                     if not all_:
                         raise
