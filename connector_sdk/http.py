@@ -259,10 +259,11 @@ class ApiClient:
                 if quick:
                     raise Unreachable(f"could not reach {self._netloc} ({last_problem})") from None
             except requests.RequestException as error:
-                refused = isinstance(error, requests.ConnectionError) and "refused" in str(error).lower()
-                last_problem = "connection refused" if refused else f"connection failed ({type(error).__name__})"
+                last_problem = f"connection failed ({type(error).__name__})"
                 if quick:
-                    raise Unreachable(f"could not reach {self._netloc} ({last_problem})") from None
+                    refused = isinstance(error, requests.ConnectionError) and "refused" in str(error).lower()
+                    reason = "connection refused" if refused else last_problem
+                    raise Unreachable(f"could not reach {self._netloc} ({reason})") from None
             else:
                 status = response.status_code
                 if 200 <= status < 300:
