@@ -53,6 +53,11 @@ class TransientError(ConnectorHostError):
     exit_code = 4
 
 
+class Unreachable(TransientError):
+    """The vendor's host could not be reached at all (connection refused, no route, no answer in time) while a new
+    key was being checked: there is no next sync to retry it, so the person is told at once."""
+
+
 class ResponseError(ConnectorHostError):
     """The vendor answered something the connector cannot read (malformed JSON, a missing field, a wrong type)."""
 
@@ -82,3 +87,10 @@ class SyncInProgress(ConnectorHostError):
 
 class StoreError(ConnectorHostError):
     """The store cannot be opened or is in a state this version cannot use."""
+
+
+class EncryptionKeyError(StoreError):
+    """The credential encryption key is unusable or is not the one the stored credentials were encrypted with: a
+    local mistake, found before any sync starts, never the vendor's fault."""
+
+    exit_code = 2

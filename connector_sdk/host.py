@@ -17,7 +17,9 @@ from pydantic import ValidationError
 from connector_sdk import logs
 from connector_sdk.connector import Connector
 from connector_sdk.crypto import CredentialCipher
-from connector_sdk.errors import ConfigError, CredentialError, SyncInProgress, UnknownConnection
+from connector_sdk.environment import check_numbers
+from connector_sdk.errors import ConfigError, CredentialError, SyncInProgress, UnknownConnection, Unreachable
+from connector_sdk.http import first_contact
 from connector_sdk.models import (
     Connection,
     ConnectionState,
@@ -31,8 +33,9 @@ from connector_sdk.models import (
     utcnow,
 )
 from connector_sdk.plugins import Plugins, get_plugin_manager
+from connector_sdk.ratelimit import LIMIT_ENV, parse_limits
 from connector_sdk.sinks import Sink
-from connector_sdk.stores import STORE_ENV, Store, open_store
+from connector_sdk.stores import STORE_ENV, Store, open_store, sqlite_path
 
 log = structlog.get_logger()
 
@@ -42,6 +45,38 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 def default_home() -> Path:
     return Path(os.environ.get(HOME_ENV) or platformdirs.user_data_dir("connector-host", appauthor=False))
+
+
+def check_environment() -> None:
+    """Every setting read from the environment that can be checked without the network, checked at once."""
+    check_numbers()
+    limits = os.environ.get(LIMIT_ENV, "").strip()
+    if limits:
+        parse_limits(limits)
+
+
+def store_is_writable(home: Path, store_url: str | None = None) -> bool:
+    """Whether this process can write the SQLite store ``store_url`` names (by default the one in ``home``): its
+    folder, and the file when it exists. Always true for another backend, whose roles decide."""
+    url = store_url if store_url is not None else os.environ.get(STORE_ENV)
+    file = sqlite_path(url, home=home)
+    if file is None:
+        return True
+    return os.access(file.parent, os.W_OK) and (not file.exists() or os.access(file, os.W_OK))
+
+
+def _prepare_home(home: Path, url: str | None) -> None:
+    """Create the home; refuse, in one line, a SQLite store this process cannot write to."""
+    try:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as error:
+        raise ConfigError(f"cannot create the home folder {home}: {error.strerror or error}") from None
+    if not store_is_writable(home, url):
+        folder = (sqlite_path(url, home=home) or home).parent
+        raise ConfigError(
+            f"the folder {folder} is read-only: this command writes to the store "
+            "(status, report, rows and alerts can still read it)"
+        )
 
 
 def validation_message(error: ValidationError) -> str:
@@ -77,11 +112,43 @@ class Host:
         store_url: str | None = None,
         plugins: Plugins | None = None,
         clock: Callable[[], datetime] = utcnow,
+        read_only: bool = False,
+        create: bool = True,
     ) -> Host:
+        """Open the store and the credential key, after checking the local configuration.
+
+        Local mistakes stop here, before any sync could start and blame the vendor: a numeric environment variable
+        that is not a usable number, an encryption key that is not a key or not the one the stored credentials
+        were encrypted with (:class:`ConfigError` or :class:`EncryptionKeyError`, exit 2). ``read_only`` opens a
+        SQLite store without writing anything (a read-only home); without ``create``, a home that holds no store
+        is an error instead of a new empty store (a mistyped ``--home``).
+        """
         home = home or default_home()
-        home.mkdir(parents=True, exist_ok=True, mode=0o700)
-        store = open_store(store_url if store_url is not None else os.environ.get(STORE_ENV), home=home)
-        return cls(store, plugins or get_plugin_manager(), CredentialCipher.for_home(home), clock=clock)
+        url = store_url if store_url is not None else os.environ.get(STORE_ENV)
+        check_environment()
+        file = sqlite_path(url, home=home)
+        if file is not None and not file.exists() and (read_only or not create):
+            raise ConfigError(f"no store in {file.parent}; connect a vendor first or check --home")
+        if not read_only:
+            _prepare_home(home, url)
+        store = open_store(url, home=home, read_only=read_only)
+        try:
+            cipher = CredentialCipher.for_home(home, create=not read_only)
+            host = cls(store, plugins or get_plugin_manager(), cipher, clock=clock)
+            if not read_only:
+                host.verify_key()
+        except BaseException:
+            store.close()
+            raise
+        return host
+
+    def verify_key(self) -> None:
+        """Decrypt one stored credential: a key that cannot is a local mistake, said before any sync runs."""
+        for connection in self.store.list_connections():
+            token = self.store.get_credential(connection.name)
+            if token is not None:
+                self.cipher.decrypt(token)
+                return
 
     def close(self) -> None:
         self.store.close()
@@ -141,7 +208,10 @@ class Host:
         self._remember(config.secret_values())
         connector = self.plugins.connector(connector_id)(config)
         try:
-            return connector.check().account
+            with first_contact():
+                return connector.check().account
+        except Unreachable as error:
+            raise Unreachable(f"{error}; nothing was stored") from None
         finally:
             connector.close()
 

@@ -8,8 +8,9 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,7 +22,8 @@ import requests
 import structlog
 
 from connector_sdk import __version__
-from connector_sdk.errors import ApiError, ConfigError, CredentialError, ResponseError, TransientError
+from connector_sdk.environment import number
+from connector_sdk.errors import ApiError, ConfigError, CredentialError, ResponseError, TransientError, Unreachable
 
 log = structlog.get_logger()
 
@@ -72,13 +74,10 @@ class RetryPolicy:
     @classmethod
     def from_env(cls) -> RetryPolicy:
         """The default policy, tunable by ``CONNECTOR_HOST_MAX_ATTEMPTS`` and ``CONNECTOR_HOST_BACKOFF_BASE``."""
-        try:
-            return cls(
-                max_attempts=int(os.environ.get("CONNECTOR_HOST_MAX_ATTEMPTS", cls.max_attempts)),
-                backoff_base=float(os.environ.get("CONNECTOR_HOST_BACKOFF_BASE", cls.backoff_base)),
-            )
-        except ValueError:
-            raise ConfigError("CONNECTOR_HOST_MAX_ATTEMPTS / CONNECTOR_HOST_BACKOFF_BASE must be numbers") from None
+        return cls(
+            max_attempts=int(number("CONNECTOR_HOST_MAX_ATTEMPTS")),
+            backoff_base=number("CONNECTOR_HOST_BACKOFF_BASE"),
+        )
 
     def backoff(self, attempt: int) -> float:
         ceiling = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
@@ -101,6 +100,23 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+# While a new key is checked there is no next sync to retry for a person waiting on the answer: a host that cannot
+# be reached is said so at once, after a short connect timeout, instead of after the retry ladder.
+CHECK_TIMEOUT = (3.0, 15.0)
+_first_contact: ContextVar[bool] = ContextVar("first_contact", default=False)
+
+
+@contextmanager
+def first_contact() -> Iterator[None]:
+    """Requests made inside fail fast: a connect timeout of at most 3 s, and a refused or timed-out connection
+    raises :class:`Unreachable` at once instead of being retried. Vendor answers (429, 5xx) are still retried."""
+    token = _first_contact.set(True)
+    try:
+        yield
+    finally:
+        _first_contact.reset(token)
 
 
 AuthErrorFactory = Callable[[int, str], CredentialError]
@@ -160,6 +176,7 @@ class ApiClient:
     ) -> None:
         self.base_url = validate_base_url(base_url)
         self._host = urlsplit(self.base_url).hostname or ""
+        self._netloc = urlsplit(self.base_url).netloc
         self.vendor = vendor
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -216,6 +233,10 @@ class ApiClient:
             raise ConfigError(f"refusing to send {method}: the connector is read-only")
         url = f"{self.base_url}/{path.lstrip('/')}"
         last_problem = "no attempt made"
+        quick = _first_contact.get()
+        timeout = self.timeout
+        if quick:
+            timeout = (min(timeout[0], CHECK_TIMEOUT[0]), min(timeout[1], CHECK_TIMEOUT[1]))
         for attempt in range(1, self.retry.max_attempts + 1):
             wait: float | None = None
             try:
@@ -227,15 +248,22 @@ class ApiClient:
                         data=None if body is None else self.encode(body),
                         headers={"Authorization": self._authorization()}
                         | ({"Content-Type": "application/json"} if body is not None else {}),
-                        timeout=self.timeout,
+                        timeout=timeout,
                         allow_redirects=False,
                     )
                     self.requests_sent += 1
                     content = response.content
-            except requests.Timeout:
-                last_problem = f"no answer within {self.timeout[1]:g} s"
+            except requests.Timeout as error:
+                waited = timeout[0] if isinstance(error, requests.ConnectTimeout) else timeout[1]
+                last_problem = f"no answer within {waited:g} s"
+                if quick:
+                    raise Unreachable(f"could not reach {self._netloc} ({last_problem})") from None
             except requests.RequestException as error:
                 last_problem = f"connection failed ({type(error).__name__})"
+                if quick:
+                    refused = isinstance(error, requests.ConnectionError) and "refused" in str(error).lower()
+                    reason = "connection refused" if refused else last_problem
+                    raise Unreachable(f"could not reach {self._netloc} ({reason})") from None
             else:
                 status = response.status_code
                 if 200 <= status < 300:

@@ -180,6 +180,9 @@ def run_sync(
                 outcome = RunOutcome.SUCCEEDED
         except SyncCancelled as error:
             outcome, message = RunOutcome.CANCELLED, f"{error}; the next sync resumes from here"
+        except KeyboardInterrupt:  # Ctrl-C in a process that did not ask for a clean stop: still a stop, not a fault
+            outcome, message = RunOutcome.CANCELLED, "interrupted (Ctrl-C); the next sync resumes from here"
+            raise
         except CredentialError as error:
             outcome, message = RunOutcome.RECONNECT_REQUIRED, str(error)
         except (TransientError, StoreError) as error:  # a restarting database is as passing as a 503

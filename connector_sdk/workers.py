@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from connector_sdk import ratelimit
+from connector_sdk.environment import number
 from connector_sdk.errors import ConfigError, ConnectorHostError, StoreError, SyncInProgress, UnknownConnection
 from connector_sdk.host import Host
 from connector_sdk.models import RunOutcome
@@ -47,9 +48,6 @@ VISIBILITY_ENV = "CONNECTOR_HOST_VISIBILITY_TIMEOUT"
 RETRY_BASE_ENV = "CONNECTOR_HOST_TASK_RETRY_BASE"
 TASK_NAME = "connector_host.sync"
 DEFAULT_QUEUE = "connector-host"
-# Redis redelivers a message nobody acknowledged after this long: it must exceed the longest sync, or a slow sync
-# is started a second time (the lease then turns the copy away, but it costs a worker slot).
-DEFAULT_VISIBILITY_TIMEOUT = 4 * 3600
 MAX_RETRIES = 5
 # A retried task's claim lasts this long past its countdown, so a retry sitting in a busy queue is not overtaken.
 RETRY_GRACE_SECONDS = 300.0
@@ -80,10 +78,7 @@ def make_app(url: str | None = None, *, queue: str | None = None) -> Celery:
 
     url = url or broker_url()
     queue = queue or queue_name()
-    try:
-        visibility = int(os.environ.get(VISIBILITY_ENV, DEFAULT_VISIBILITY_TIMEOUT))
-    except ValueError:
-        raise ConfigError(f"{VISIBILITY_ENV} must be a whole number of seconds") from None
+    visibility = int(number(VISIBILITY_ENV))
     transport: dict[str, Any] = (
         {"visibility_timeout": visibility} if url.startswith(("redis", "rediss")) else {"confirm_publish": True}
     )
@@ -160,7 +155,7 @@ def claim_text(moment: datetime) -> str:
 
 def retry_delay(attempt: int) -> float:
     """Exponential backoff with jitter: about base, 2 x base, 4 x base... (base 10 s), at most 10 minutes."""
-    base = float(os.environ.get(RETRY_BASE_ENV, "10"))
+    base = number(RETRY_BASE_ENV)
     return min(600.0, base * 2**attempt) * random.uniform(0.5, 1.0)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from connector_sdk.host import Host
 from connector_sdk.models import floor_hour, utcnow
 from connectors.fal.simulator import FalSimulator, Fault
 from tests.conftest import TEAM, CliRunner
@@ -101,7 +102,8 @@ def test_invalid_configuration_exits_2_and_stores_nothing(
     assert json.loads(cli("status", "--format", "json").stdout) == []
 
 
-def test_an_unknown_connection_is_a_clear_error(cli: CliRunner) -> None:
+def test_an_unknown_connection_is_a_clear_error(cli: CliRunner, home: Path) -> None:
+    Host.open(home, store_url="").close()  # a store without that connection (no store at all is another error)
     for args in (["sync", "nope"], ["status", "nope"], ["rows", "nope"], ["report", "nope"], ["disconnect", "nope"]):
         result = cli(*args)
         assert result.returncode == 2, args

@@ -113,7 +113,7 @@ def cli(
         level=log_level or ("warning" if tty else "info"),
         json_output=(log_format == "json") if log_format else not tty,
     )
-    ctx.obj = Ctx(home or default_home(), store_url)
+    ctx.obj = Ctx(home or default_home(), store_url, ctx.invoked_subcommand)
 
 
 def main() -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -117,9 +121,13 @@ SINK_SECRET_ENV = "CONNECTOR_HOST_SINK_SECRET"
 def sync(ctx: Ctx, name: str | None, all_: bool, fmt: str) -> None:
     """Sync one connection (or --all) now.
 
+    On SIGTERM or Ctrl-C the sync stops after the page it is on, records where it got to (outcome cancelled), and
+    the next sync resumes there.
+
     \b
     Exit status: 0 done, 1 failed, 2 usage or configuration error, 3 reconnect required,
-    4 gave up after retries (the next cycle retries), 5 skipped (another sync of it is running).
+    4 gave up after retries (the next cycle retries), 5 skipped (another sync of it is running),
+    130 stopped by Ctrl-C (SIGINT), 143 stopped by SIGTERM.
     """
     if bool(name) == all_:
         fail("name one connection or pass --all", 2)
@@ -127,10 +135,14 @@ def sync(ctx: Ctx, name: str | None, all_: bool, fmt: str) -> None:
         names = [c.name for c in host.store.list_connections() if c.state in ("connected", "error")] if all_ else [name]
         worst = 0
         runs = []
-        with progress_bar(fmt == "text" and sys.stderr.isatty()) as update:
+        with stopped_by_signals() as stop, progress_bar(fmt == "text" and sys.stderr.isatty()) as update:
             for each in names:
+                if stop.is_set():
+                    break
                 try:
-                    run = host.sync(each, progress=update)
+                    run = host.sync(each, progress=update, cancel=stop)
+                except KeyboardInterrupt:  # a second Ctrl-C: the sync recorded itself cancelled on the way out
+                    sys.exit(128 + signal.SIGINT)
                 except ConnectorHostError as error:
                     if not all_:
                         raise
@@ -143,7 +155,37 @@ def sync(ctx: Ctx, name: str | None, all_: bool, fmt: str) -> None:
                     out.print(run_line(run), markup=False)
         if fmt == "json":
             emit_json([r.model_dump(mode="json") for r in runs])
-        sys.exit(worst)
+        sys.exit(128 + stop.signum if stop.signum else worst)
+
+
+class SignalStop(threading.Event):
+    """Set by the first SIGTERM or SIGINT; remembers which, for the exit status (128 + its number)."""
+
+    signum = 0
+
+
+@contextmanager
+def stopped_by_signals() -> Iterator[SignalStop]:
+    """SIGTERM and SIGINT set the event a sync watches (it stops after its current page) instead of killing the
+    process mid-page; a second signal stops at once the usual way. The previous handlers are restored after."""
+    stop = SignalStop()
+    kinds = (signal.SIGTERM, signal.SIGINT)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop.is_set():  # a second signal: the default behaviour (Ctrl-C raises KeyboardInterrupt, recorded)
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+            signal.raise_signal(signum)
+            return
+        stop.signum = signum
+        stop.set()
+        err.print(f"received {signal.Signals(signum).name}; stopping after the current page")
+
+    previous = {kind: signal.signal(kind, on_signal) for kind in kinds}
+    try:
+        yield stop
+    finally:
+        for kind, handler in previous.items():
+            signal.signal(kind, handler)
 
 
 def _status_json(s: ConnectionStatus) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from connector_sdk.errors import ConfigError, ConnectorHostError
-from connector_sdk.host import Host
+from connector_sdk.host import Host, store_is_writable
 from connector_sdk.models import RunOutcome, SyncRun, decimal_text, iso
 from connector_sdk.sync import Progress as SyncProgress
 
@@ -71,13 +71,23 @@ def parse_moment(value: str | None, option: str) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+# Commands that only read the store: they work on a read-only home (the store opened read-only there).
+READ_ONLY_COMMANDS = frozenset({"status", "report", "rows", "alerts"})
+# Only these make a new home and store; any other command on a home without a store says so (a mistyped --home).
+CREATING_COMMANDS = frozenset({"connect", "demo", "serve"})
+
+
 class Ctx:
-    def __init__(self, home: Path, store_url: str | None) -> None:
+    def __init__(self, home: Path, store_url: str | None, command: str | None = None) -> None:
         self.home = home
         self.store_url = store_url
+        self.command = command
 
     def host(self) -> Host:
-        return Host.open(self.home, store_url=self.store_url)
+        read_only = self.command in READ_ONLY_COMMANDS and not store_is_writable(self.home, self.store_url)
+        return Host.open(
+            self.home, store_url=self.store_url, read_only=read_only, create=self.command in CREATING_COMMANDS
+        )
 
 
 pass_ctx = click.make_pass_decorator(Ctx)

@@ -125,7 +125,19 @@ def list_connections(portal: PortalDep) -> list[ConnectionOut]:
     return [connection_out(portal, c) for c in portal.host.store.list_connections()]
 
 
-@router.post("/connections", tags=["connections"], summary="Create a connection", status_code=201)
+@router.post(
+    "/connections",
+    tags=["connections"],
+    summary="Create a connection",
+    status_code=201,
+    responses={
+        service.UNREACHABLE_STATUS: {
+            "model": ErrorBody,
+            "description": "The vendor's host could not be reached to check the key (`could not reach HOST ...; "
+            "nothing was stored`); answered after a connect timeout of at most 3 s, without retries.",
+        }
+    },
+)
 def create_connection(portal: PortalDep, body: CreateConnection, response: Response) -> ConnectionCreated:
     """Validate ``config`` against the connector's schema and check the key with the vendor before anything is
     stored; then store it (the key encrypted) and start the first sync in the background."""

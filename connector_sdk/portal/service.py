@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from connector_sdk.errors import ConnectorHostError, CredentialError, SyncInProgress, UnknownConnection
+from connector_sdk.errors import ConnectorHostError, CredentialError, SyncInProgress, UnknownConnection, Unreachable
 from connector_sdk.host import NAME_PATTERN, Host
 from connector_sdk.models import Connection, ConnectionState, ConnectionStatus, Manifest, ReportLine, UsageRow
 from connector_sdk.portal.forms import field_errors
@@ -34,6 +34,10 @@ class PortalError(ConnectorHostError):
         super().__init__(message)
         self.status = status
         self.fields = fields or {}
+
+
+# A vendor host that cannot be reached while a new key is checked: one answer for the form and the API.
+UNREACHABLE_STATUS = 502
 
 
 class NotFound(PortalError):
@@ -115,6 +119,8 @@ def create_connection(
         host.connect(connector_id, name, values)
     except CredentialError as error:
         raise _refused(host, connector_id, error) from None
+    except Unreachable as error:  # the same answer, at once, from the form and the API (documented: 502)
+        raise PortalError(str(error), status=UNREACHABLE_STATUS) from None
     return _first_sync(jobs, name)
 
 

@@ -10,15 +10,25 @@ from pathlib import Path
 from connector_sdk.errors import ConfigError
 from connector_sdk.stores.base import STORE_ENV, Store
 
-__all__ = ["STORE_ENV", "Store", "open_store"]
+__all__ = ["STORE_ENV", "Store", "open_store", "sqlite_path"]
 
 
-def open_store(url: str | None, *, home: Path) -> Store:
-    """Open the store a URL names (``postgresql://...`` or ``sqlite:///path``); by default SQLite in ``home``."""
+def sqlite_path(url: str | None, *, home: Path) -> Path | None:
+    """The file of the SQLite store ``url`` names (by default the one in ``home``); ``None`` for another backend."""
+    if not url:
+        return home / "connector-host.db"
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+
+def open_store(url: str | None, *, home: Path, read_only: bool = False) -> Store:
+    """Open the store a URL names (``postgresql://...`` or ``sqlite:///path``); by default SQLite in ``home``.
+
+    ``read_only`` opens a SQLite store without writing anything (no schema upgrade, no file created); a PostgreSQL
+    store is opened as usual, its role decides what it may write."""
     if not url:
         from connector_sdk.stores.sqlite import SQLiteStore
 
-        return SQLiteStore(home / "connector-host.db")
+        return SQLiteStore(home / "connector-host.db", read_only=read_only)
     if url.startswith(("postgresql://", "postgres://")):
         try:
             from connector_sdk.stores.postgres import PostgresStore
@@ -30,5 +40,5 @@ def open_store(url: str | None, *, home: Path) -> Store:
     if url.startswith("sqlite:///"):
         from connector_sdk.stores.sqlite import SQLiteStore
 
-        return SQLiteStore(Path(url.removeprefix("sqlite:///")))
+        return SQLiteStore(Path(url.removeprefix("sqlite:///")), read_only=read_only)
     raise ConfigError(f"unsupported store URL {url.split(':', 1)[0]!r}: use postgresql://... or sqlite:///path")

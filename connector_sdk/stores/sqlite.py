@@ -223,12 +223,16 @@ class _DecimalSum:
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
+        self.read_only = read_only
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        if read_only:
+            self._check_readable()
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists():
             # Created 0600 before SQLite opens it; SQLite gives its -wal and -shm files the same mode.
@@ -243,8 +247,11 @@ class SQLiteStore(Store):
         db = getattr(self._local, "db", None)
         if db is None:
             try:
-                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-                self._enable_wal(db)
+                if self.read_only:
+                    db = sqlite3.connect(self._read_only_uri(), uri=True, isolation_level=None, check_same_thread=False)
+                else:
+                    db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+                    self._enable_wal(db)
             except sqlite3.DatabaseError as error:
                 raise StoreError(f"cannot open the store at {self.path}: {error}") from None
             db.execute("PRAGMA synchronous=NORMAL")
@@ -256,6 +263,22 @@ class SQLiteStore(Store):
             with self._lock:
                 self._all.append(db)
         return db
+
+    def _read_only_uri(self) -> str:
+        # A WAL database is read through its -shm file, which SQLite must be able to create beside it. In a folder
+        # nobody can write to, no writer can be running either, so the file is opened as immutable instead.
+        folder_writable = os.access(self.path.parent, os.W_OK)
+        return f"{self.path.resolve().as_uri()}?mode=ro" + ("" if folder_writable else "&immutable=1")
+
+    def _check_readable(self) -> None:
+        if not self.path.is_file():
+            raise StoreError(f"no store at {self.path}")
+        current = self.schema_version()
+        if current != LATEST_VERSION:
+            raise StoreError(
+                f"the store at {self.path} has schema version {current} and this connector-host uses "
+                f"{LATEST_VERSION}; it cannot be upgraded while it is read-only"
+            )
 
     @staticmethod
     def _enable_wal(db: sqlite3.Connection) -> None:
@@ -278,6 +301,8 @@ class SQLiteStore(Store):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        if self.read_only:
+            raise StoreError(f"the store at {self.path} is open read-only; nothing can be changed in it")
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -645,7 +670,10 @@ class SQLiteStore(Store):
     ) -> Iterator[UsageRow]:
         where, params = self._where(name, since, until, api_key_label=api_key_label, model=model)
         # A connection of its own, so a long export never holds a read transaction open on the shared one.
-        db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        if self.read_only:
+            db = sqlite3.connect(self._read_only_uri(), uri=True, check_same_thread=False)
+        else:
+            db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
         try:
             if name is not None:
                 self._require(db, name)
