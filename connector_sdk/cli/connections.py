@@ -139,8 +139,10 @@ def sync(ctx: Ctx, name: str | None, all_: bool, fmt: str) -> None:
                     continue
                 runs.append(run)
                 worst = max(worst, EXIT_FOR_OUTCOME[run.outcome])
-                if fmt == "text":
-                    out.print(run_line(run), markup=False)
+        # Printed once the live bar has ended: written while it runs, the line would land inside the bar.
+        if fmt == "text":
+            for run in runs:
+                out.print(run_line(run), markup=False)
         if fmt == "json":
             emit_json([r.model_dump(mode="json") for r in runs])
         sys.exit(worst)
