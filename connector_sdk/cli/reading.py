@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
 from rich.table import Table
@@ -21,8 +24,43 @@ from connector_sdk.cli.context import (
     pass_ctx,
     pick_connection,
 )
+from connector_sdk.errors import ConfigError
 from connector_sdk.focus import write_focus_csv, write_focus_parquet
-from connector_sdk.models import ROW_FIELDS, decimal_text, iso
+from connector_sdk.models import ROW_FIELDS, UsageRow, decimal_text, iso
+
+
+@contextmanager
+def replaced_at_the_end(output: Path) -> Iterator[Path]:
+    """A temporary path beside ``output`` that becomes ``output`` only once the block completes.
+
+    An export that is interrupted (Ctrl-C, a failing store) or fails leaves no partial file, and an older file of
+    that name stays whole; beside it, not in /tmp, so the final rename stays on one file system.
+    """
+    folder = output.parent
+    if not folder.is_dir():
+        raise ConfigError(f"cannot write {output}: the folder {folder} does not exist")
+    partial = folder / f".{output.name}.{os.getpid()}.part"
+    try:
+        yield partial
+        os.replace(partial, output)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {output}: {error.strerror or error}") from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def write_rows(rows: Iterator[UsageRow], stream: IO[str], fmt: str) -> None:
+    """``rows`` as JSON Lines, CSV or FOCUS CSV; money and quantities as exact decimal text."""
+    if fmt == "focus":
+        write_focus_csv(rows, stream)
+    elif fmt == "csv":
+        writer = csv.writer(stream, lineterminator="\n")  # None is written as an empty field
+        writer.writerow(ROW_FIELDS)
+        writer.writerows(row.export().values() for row in rows)
+    else:
+        stream.writelines(json.dumps(row.export(), separators=(",", ":")) + "\n" for row in rows)
 
 
 @click.command()
@@ -43,25 +81,22 @@ def rows(ctx: Ctx, name: str | None, since: str | None, until: str | None, fmt: 
     """Export normalized rows; money and quantities are exact decimal strings."""
     with handled(), ctx.host() as host:
         start, end = parse_moment(since, "--since"), parse_moment(until, "--until")
+        if start is not None and end is not None and start >= end:
+            raise ConfigError(
+                f"--since ({iso(start)}) must be before --until ({iso(end)}): --until is the first hour left out"
+            )
         if name is not None:
             host.store.get_connection(name)
         selected = host.store.iter_rows(name, since=start, until=end)
-        if fmt == "focus" and output is not None and output.suffix.lower() == ".parquet":
-            write_focus_parquet(selected, output)
+        if output is None:
+            write_rows(selected, sys.stdout, fmt)
             return
-        stream = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
-        try:
-            if fmt == "focus":
-                write_focus_csv(selected, stream)
-            elif fmt == "csv":
-                writer = csv.writer(stream, lineterminator="\n")  # None is written as an empty field
-                writer.writerow(ROW_FIELDS)
-                writer.writerows(row.export().values() for row in selected)
-            else:
-                stream.writelines(json.dumps(row.export(), separators=(",", ":")) + "\n" for row in selected)
-        finally:
-            if output:
-                stream.close()
+        with replaced_at_the_end(output) as partial:
+            if fmt == "focus" and output.suffix.lower() == ".parquet":
+                write_focus_parquet(selected, partial)
+                return
+            with partial.open("x", newline="", encoding="utf-8") as stream:
+                write_rows(selected, stream, fmt)
 
 
 @click.command()
