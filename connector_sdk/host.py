@@ -17,7 +17,13 @@ from pydantic import ValidationError
 from connector_sdk import logs
 from connector_sdk.connector import Connector
 from connector_sdk.crypto import CredentialCipher
-from connector_sdk.errors import ConfigError, CredentialError, SyncInProgress, UnknownConnection
+from connector_sdk.errors import (
+    ConfigError,
+    CredentialError,
+    SyncInProgress,
+    UnknownConnection,
+    validation_reason,
+)
 from connector_sdk.models import (
     Connection,
     ConnectionState,
@@ -46,11 +52,7 @@ def default_home() -> Path:
 
 def validation_message(error: ValidationError) -> str:
     """Field-by-field reasons, without echoing the input (which may be a secret)."""
-    parts = []
-    for item in error.errors(include_input=False, include_url=False):
-        field = ".".join(str(p) for p in item["loc"]) or "config"
-        parts.append(f"{field}: {item['msg']}")
-    return "; ".join(parts)
+    return "; ".join(validation_reason(item) for item in error.errors(include_input=False, include_url=False))
 
 
 class Host:
