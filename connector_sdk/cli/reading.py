@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
@@ -26,6 +27,7 @@ from connector_sdk.cli.context import (
 )
 from connector_sdk.errors import ConfigError
 from connector_sdk.focus import write_focus_csv, write_focus_parquet
+from connector_sdk.host import SharedAccount
 from connector_sdk.models import ROW_FIELDS, UsageRow, decimal_text, iso
 
 
@@ -99,32 +101,48 @@ def rows(ctx: Ctx, name: str | None, since: str | None, until: str | None, fmt: 
                 write_rows(selected, stream, fmt)
 
 
+REPORT_DAYS = 30
+
+
 @click.command()
 @click.argument("name", required=False)
-@click.option("--days", type=click.IntRange(1, 3660), default=30, show_default=True, help="Period, ending now.")
+@click.option(
+    "--days",
+    type=click.IntRange(1, 3660),
+    default=REPORT_DAYS,
+    show_default=True,
+    help="Period: this many days up to the end of the current hour (UTC).",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--prices", "with_prices", is_flag=True, help="Also show each model's current list price.")
 @pass_ctx
 def report(ctx: Ctx, name: str | None, days: int, fmt: str, with_prices: bool) -> None:
-    """Spend per API key label (web-UI activity as "User key"): active models and total cost."""
+    """Spend per API key label (web-UI activity as "User key"): active models and total cost.
+
+    Without NAME, every connection's spend, with each vendor account counted once: when two connections reach the
+    same account, the rows of the one that synced successfully last are counted (the output names the others).
+    """
     current: list[Any] = []
     with handled(), ctx.host() as host:
         since, until, lines = host.report(name, days=days)
+        shared = host.shared_accounts() if name is None else []
         if with_prices and lines:
             current = host.prices(pick_connection(host, name), sorted({m for line in lines for m in line.models}))
     if fmt == "json":
         emit_json(
             {
                 "connection": name,
+                "days": days,
                 "since": since,
                 "until": until,
                 "lines": [line.model_dump(mode="json") for line in lines],
                 "totals": _totals(lines),
+                **({"merged": [asdict(account) for account in shared]} if name is None else {}),
                 **({"prices": [p.model_dump(mode="json") for p in current]} if with_prices else {}),
             }
         )
         return
-    title = f"Spend {'of ' + name if name else 'of all connections'}, {iso(since)} to {iso(until)}"
+    title = f"Spend {'of ' + name if name else 'of all connections'}, {iso(since)} to {iso(until)} (last {days} days)"
     table = Table("API key", "active models", "models", title=title, title_justify="left")
     table.add_column("cost", justify="right")
     for line in lines:
@@ -133,12 +151,23 @@ def report(ctx: Ctx, name: str | None, days: int, fmt: str, with_prices: bool) -
         )
     for currency, total in _totals(lines).items():
         table.add_row("[bold]total[/]", "", "", f"[bold]{Decimal(total):,.2f} {currency}[/]")
+    if shared:
+        table.caption = "\n".join(_merged_note(account) for account in shared)
+        table.caption_justify = "left"
     out.print(table)
     if current:
         price_table = Table("model", "current list price", title="Current list prices", title_justify="left")
         for p in current:
             price_table.add_row(p.model, f"{decimal_text(p.unit_price)} {p.currency} per {p.unit}")
         out.print(price_table)
+
+
+def _merged_note(account: SharedAccount) -> str:
+    others = ", ".join(account.merged)
+    return (
+        f"* {account.connector} account {account.account} is reached by {account.counted} and {others}: "
+        f"counted once, from {account.counted}'s rows"
+    )
 
 
 def _totals(lines: list[Any]) -> dict[str, str]:
