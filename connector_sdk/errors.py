@@ -97,9 +97,9 @@ def validation_reason(item: Mapping[str, Any]) -> str:
     field = ".".join(str(part) for part in item.get("loc", ())) or "config"
     kind, ctx = item.get("type", ""), item.get("ctx") or {}
     if kind in ("too_short", "string_too_short") and "min_length" in ctx:
-        return f"the {field.replace('_', ' ')} must be at least {_count(ctx['min_length'], ctx)}"
+        return f"the {field.replace('_', ' ')} {_length('at least', ctx['min_length'], ctx)}"
     if kind in ("too_long", "string_too_long") and "max_length" in ctx:
-        return f"the {field.replace('_', ' ')} must be at most {_count(ctx['max_length'], ctx)}"
+        return f"the {field.replace('_', ' ')} {_length('at most', ctx['max_length'], ctx)}"
     if kind == "missing":
         return f"{field} is required"
     if kind == "extra_forbidden":
@@ -110,7 +110,8 @@ def validation_reason(item: Mapping[str, Any]) -> str:
     return f"{field}: {message}"
 
 
-def _count(length: int, ctx: Mapping[str, Any]) -> str:
+def _length(bound: str, length: int, ctx: Mapping[str, Any]) -> str:
     # pydantic says "items" for a constrained SecretStr ("Value"); strings, secret or not, are counted in characters.
-    unit = "items" if ctx.get("field_type") in ("List", "Tuple", "Set", "Dictionary") else "characters"
-    return f"{length} {unit}"
+    if ctx.get("field_type") in ("List", "Tuple", "Set", "Dictionary"):
+        return f"must have {bound} {length} item{'' if length == 1 else 's'}"
+    return f"must be {bound} {length} character{'' if length == 1 else 's'}"
