@@ -242,7 +242,7 @@ def failure_reason(error: Exception) -> str:
     if isinstance(error, requests.Timeout):
         return "the receiver did not answer in time"
     if isinstance(error, requests.ConnectionError):
-        return "could not connect to the receiver (connection refused or no route)"
+        return "could not connect to the receiver"
     return f"{type(error).__name__}: {error}"
 
 

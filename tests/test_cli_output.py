@@ -180,7 +180,7 @@ def test_sink_deliver_and_sink_list_say_why_deliveries_wait(
     deliver = cli("sink", "deliver", "p")
     assert deliver.returncode == 4
     assert re.fullmatch(
-        r"hook: delivered 0, \d+ waiting; last error: the receiver answered HTTP 503 \(\d+ failed attempts?\); "
+        r"hook: delivered 0, \d+ waiting; last error: the receiver answered HTTP 503 \(after \d+ failed attempts?\); "
         r"next try at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n",
         deliver.stdout,
     ), deliver.stdout
@@ -253,3 +253,14 @@ def test_purge_on_a_terminal_lists_what_it_deletes_and_asks(home: Path, cli: Cli
     accepted = on_a_terminal(home, "disconnect", synced, "--purge", answer="y")
     assert accepted.returncode == 0, accepted.text
     assert json.loads(cli("status", "--format", "json").stdout) == []
+
+
+def test_delivery_failures_are_worded_for_the_person_reading_sink_list() -> None:
+    import requests
+
+    from connector_sdk.sinks import DeliveryError, failure_reason
+
+    assert failure_reason(DeliveryError("the receiver answered HTTP 503")) == "the receiver answered HTTP 503"
+    assert failure_reason(requests.ConnectionError("HTTPConnectionPool(...)")) == "could not connect to the receiver"
+    assert failure_reason(requests.ConnectTimeout()) == "the receiver did not answer in time"
+    assert failure_reason(ValueError("odd")) == "ValueError: odd"

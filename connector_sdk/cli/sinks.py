@@ -68,7 +68,7 @@ def _why(item: OutboxItem | None) -> str:
     if item is None:
         return ""
     tries = "1 failed attempt" if item.attempts == 1 else f"{item.attempts} failed attempts"
-    return f"last error: {item.last_error} ({tries}); next try at {iso(item.next_attempt_at)}"
+    return f"last error: {item.last_error} (after {tries}); next try at {iso(item.next_attempt_at)}"
 
 
 def _waiting(backlog: int, item: OutboxItem | None) -> dict[str, Any]:
@@ -139,5 +139,6 @@ def sink_deliver(ctx: Ctx, name: str) -> None:
     for sink_name, count in sent.items():
         waiting = backlog.get(sink_name, 0)
         why = _why(blocked[sink_name]) if waiting else ""
-        out.print(f"{sink_name}: delivered {count}, {waiting} waiting" + (f"; {why}" if why else ""), markup=False)
+        line = f"{sink_name}: delivered {count}, {waiting} waiting" + (f"; {why}" if why else "")
+        out.print(line, markup=False, soft_wrap=True)
     sys.exit(0 if not any(backlog.values()) else 4)
