@@ -14,13 +14,16 @@ next one. Today is judged on its spend so far (it can only grow), yesterday on i
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
 from statistics import median
 from typing import TYPE_CHECKING
 
 import structlog
 
+from connector_sdk.currencies import is_iso_4217
+from connector_sdk.errors import ConfigError
 from connector_sdk.models import Alert, Budget, decimal_text, floor_hour
 from connector_sdk.sinks import ALERT
 
@@ -29,11 +32,62 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 BASELINE_DAYS = 14
 MAD_TO_SIGMA = Decimal("1.4826")
 SIGMAS = Decimal(3)
 MIN_RATIO = Decimal(2)
 MIN_HISTORY_DAYS = 7  # fewer days with spend than this are no baseline: a new account's first day is not a spike
+MAX_THRESHOLD = 1000
+
+
+def parse_thresholds(text: str) -> list[int]:
+    """``"50,80,100"`` as whole percentages, strictly increasing: a list out of order or with a repeat is a typo."""
+    try:
+        levels = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--thresholds takes whole percentages separated by commas, e.g. 50,80,100 (got {text!r})"
+        ) from None
+    if not levels:
+        raise ConfigError("--thresholds needs at least one percentage, e.g. 50,80,100")
+    if not all(0 < level <= MAX_THRESHOLD for level in levels):
+        raise ConfigError(f"--thresholds must be between 1 and {MAX_THRESHOLD} percent (got {text!r})")
+    for before, after in pairwise(levels):
+        if after == before:
+            raise ConfigError(f"--thresholds lists {before}% twice; each percentage fires one alert, give it once")
+        if after < before:
+            raise ConfigError(
+                f"--thresholds must be strictly increasing, lowest first ({before}% comes before {after}%): "
+                f"write e.g. {','.join(str(level) for level in sorted(set(levels)))}"
+            )
+    return levels
+
+
+def check_currency(code: str) -> str:
+    """The code upper-cased, if ISO 4217 knows it; a budget in an unknown currency would never see spend."""
+    upper = code.strip().upper()
+    if not is_iso_4217(upper):
+        raise ConfigError(f"--currency {code!r} is not an ISO 4217 currency code (e.g. USD, EUR, GBP)")
+    return upper
+
+
+def check_scope(host: Host, name: str, *, api_key_label: str | None, model: str | None) -> None:
+    """Refuse a label or model the connection has never reported: a typo there makes a budget that never fires."""
+    if api_key_label is None and model is None:
+        return
+    lines = host.store.report(name, since=EPOCH, until=host.now() + timedelta(days=366))
+    seen_labels = sorted({line.api_key_label for line in lines})
+    seen_models = sorted({m for line in lines for m in line.models})
+    for option, value, seen in (("--label", api_key_label, seen_labels), ("--model", model, seen_models)):
+        if value is None or value in seen:
+            continue
+        known = ", ".join(repr(s) for s in seen) if seen else "none yet (sync it first)"
+        raise ConfigError(
+            f"{option} {value!r}: connection {name!r} has never seen it (it has seen: {known}); "
+            "check the spelling, or pass --force to budget for it anyway"
+        )
 
 
 def month_start(moment: datetime) -> datetime:
@@ -59,7 +113,8 @@ def budget_alerts(budget: Budget, spent: Decimal, now: datetime) -> list[Alert]:
                     dedupe_key=f"budget:{budget.id}:{month}:{threshold}",
                     fired_at=now,
                     message=(
-                        f"{budget.connection}: spend in {month} is {spent:,.2f} {budget.currency}, {threshold}% of the "
+                        f"{budget.connection}: {spent:,.2f} {budget.currency} spent in {month} crossed the "
+                        f"{threshold}% threshold ({limit:,.2f} {budget.currency}) of the "
                         f"{budget.monthly_amount:,.2f} {budget.currency} monthly budget ({budget.scope})"
                     ),
                     evidence={

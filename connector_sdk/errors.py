@@ -6,6 +6,9 @@ contains a secret. Anything that is not a :class:`ConnectorHostError` is a bug.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class ConnectorHostError(Exception):
     """Base of every error the host raises on purpose; ``str(error)`` is safe to show a person."""
@@ -94,3 +97,33 @@ class EncryptionKeyError(StoreError):
     local mistake, found before any sync starts, never the vendor's fault."""
 
     exit_code = 2
+
+
+def validation_reason(item: Mapping[str, Any]) -> str:
+    """One pydantic error (``ValidationError.errors(include_input=False)``) as a sentence a person reads.
+
+    Every config model's errors come through here (connector and sink configs alike), so pydantic's own phrasing
+    ("Value error, ...", "at least 16 items after validation") never reaches a user. The input is never echoed: it
+    may be a secret.
+    """
+    field = ".".join(str(part) for part in item.get("loc", ())) or "config"
+    kind, ctx = item.get("type", ""), item.get("ctx") or {}
+    if kind in ("too_short", "string_too_short") and "min_length" in ctx:
+        return f"the {field.replace('_', ' ')} {_length('at least', ctx['min_length'], ctx)}"
+    if kind in ("too_long", "string_too_long") and "max_length" in ctx:
+        return f"the {field.replace('_', ' ')} {_length('at most', ctx['max_length'], ctx)}"
+    if kind == "missing":
+        return f"{field} is required"
+    if kind == "extra_forbidden":
+        return f"{field} is not a field of this configuration"
+    message = str(item.get("msg", "invalid"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    return f"{field}: {message}"
+
+
+def _length(bound: str, length: int, ctx: Mapping[str, Any]) -> str:
+    # pydantic says "items" for a constrained SecretStr ("Value"); strings, secret or not, are counted in characters.
+    if ctx.get("field_type") in ("List", "Tuple", "Set", "Dictionary"):
+        return f"must have {bound} {length} item{'' if length == 1 else 's'}"
+    return f"must be {bound} {length} character{'' if length == 1 else 's'}"

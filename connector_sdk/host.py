@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,14 @@ from connector_sdk import logs
 from connector_sdk.connector import Connector
 from connector_sdk.crypto import CredentialCipher
 from connector_sdk.environment import check_numbers
-from connector_sdk.errors import ConfigError, CredentialError, SyncInProgress, UnknownConnection, Unreachable
+from connector_sdk.errors import (
+    ConfigError,
+    CredentialError,
+    SyncInProgress,
+    UnknownConnection,
+    Unreachable,
+    validation_reason,
+)
 from connector_sdk.http import first_contact
 from connector_sdk.models import (
     Connection,
@@ -81,11 +89,42 @@ def _prepare_home(home: Path, url: str | None) -> None:
 
 def validation_message(error: ValidationError) -> str:
     """Field-by-field reasons, without echoing the input (which may be a secret)."""
-    parts = []
-    for item in error.errors(include_input=False, include_url=False):
-        field = ".".join(str(p) for p in item["loc"]) or "config"
-        parts.append(f"{field}: {item['msg']}")
-    return "; ".join(parts)
+    return "; ".join(validation_reason(item) for item in error.errors(include_input=False, include_url=False))
+
+
+@dataclass(frozen=True)
+class SharedAccount:
+    """One vendor account reached by several connections: ``counted``'s rows stand for it, ``merged`` are left out."""
+
+    connector: str
+    account: str
+    counted: str
+    merged: list[str]
+
+
+def _freshness(connection: Connection) -> tuple[bool, datetime, str]:
+    never = datetime.min.replace(tzinfo=UTC)
+    return connection.last_success_at is not None, connection.last_success_at or never, connection.name
+
+
+def merge_report_lines(lines: list[ReportLine]) -> list[ReportLine]:
+    """Report lines of several connections as one report: per label and currency, costs and row counts added and
+    models joined; highest cost first, as the store orders one connection's."""
+    merged: dict[tuple[str, str], ReportLine] = {}
+    for line in lines:
+        key = (line.api_key_label, line.currency)
+        before = merged.get(key)
+        if before is None:
+            merged[key] = line.model_copy()
+            continue
+        merged[key] = ReportLine(
+            api_key_label=line.api_key_label,
+            currency=line.currency,
+            models=sorted({*before.models, *line.models}),
+            cost=before.cost + line.cost,
+            row_count=before.row_count + line.row_count,
+        )
+    return sorted(merged.values(), key=lambda line: (-line.cost, line.api_key_label, line.currency))
 
 
 class Host:
@@ -362,12 +401,39 @@ class Host:
         connections = [self.store.get_connection(name)] if name else self.store.list_connections()
         return [self.status(c) for c in connections]
 
+    def shared_accounts(self) -> list[SharedAccount]:
+        """Vendor accounts that more than one connection reaches, with the connection whose rows count for each.
+
+        Two connections to one account hold the same spend twice; a report across connections counts it once,
+        from the connection that last synced successfully (its rows are the freshest).
+        """
+        by_account: dict[tuple[str, str], list[Connection]] = {}
+        for connection in self.store.list_connections():
+            if connection.account:
+                by_account.setdefault((connection.connector, connection.account), []).append(connection)
+        shared = []
+        for (connector, account), connections in sorted(by_account.items()):
+            if len(connections) < 2:
+                continue
+            counted = max(connections, key=_freshness)
+            others = sorted(c.name for c in connections if c.name != counted.name)
+            shared.append(SharedAccount(connector=connector, account=account, counted=counted.name, merged=others))
+        return shared
+
     def report(self, name: str | None, *, days: int = 30) -> tuple[datetime, datetime, list[ReportLine]]:
+        """Spend per API key label over the last ``days``: of one connection, or of all of them with each vendor
+        account counted once (see :meth:`shared_accounts`)."""
         if name is not None:
             self.store.get_connection(name)
         until = floor_hour(self.now()) + timedelta(hours=1)
         since = until - timedelta(days=days)
-        return since, until, self.store.report(name, since=since, until=until)
+        shared = self.shared_accounts() if name is None else []
+        if not shared:
+            return since, until, self.store.report(name, since=since, until=until)
+        left_out = {other for account in shared for other in account.merged}
+        counted = [c.name for c in self.store.list_connections() if c.name not in left_out]
+        lines = [line for each in counted for line in self.store.report(each, since=since, until=until)]
+        return since, until, merge_report_lines(lines)
 
     def sync(self, name: str, **kwargs: Any) -> SyncRun:
         """Sync one connection now (see :func:`connector_sdk.sync.run_sync`)."""

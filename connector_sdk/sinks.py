@@ -38,6 +38,10 @@ SIGNATURE_HEADER = "X-Connector-Host-Signature"
 MAX_RETRY_DELAY = timedelta(hours=1)
 
 
+class DeliveryError(Exception):
+    """A sink's own account of a failed delivery, shown as is (``sink list``, ``sink deliver``); the host retries."""
+
+
 class SinkConfig(BaseModel):
     """Base of every sink's configuration; secret fields are ``SecretStr`` and stored encrypted."""
 
@@ -190,7 +194,7 @@ class WebhookSink(Sink):
             allow_redirects=False,
         )
         if not 200 <= response.status_code < 300:
-            raise RuntimeError(f"the receiver answered HTTP {response.status_code}")
+            raise DeliveryError(f"the receiver answered HTTP {response.status_code}")
 
     def close(self) -> None:
         self._session.close()
@@ -231,6 +235,17 @@ def deliver_pending(host: Host, name: str, *, now: datetime | None = None) -> di
     return sent
 
 
+def failure_reason(error: Exception) -> str:
+    """Why a delivery failed, in the words ``sink list`` and ``sink deliver`` show."""
+    if isinstance(error, DeliveryError):
+        return str(error)
+    if isinstance(error, requests.Timeout):
+        return "the receiver did not answer in time"
+    if isinstance(error, requests.ConnectionError):
+        return "could not connect to the receiver"
+    return f"{type(error).__name__}: {error}"
+
+
 def _drain(host: Host, name: str, sink_name: str, sink: Sink, now: datetime) -> int:
     count = 0
     while items := host.store.pending(name, sink_name, now=now):
@@ -238,7 +253,7 @@ def _drain(host: Host, name: str, sink_name: str, sink: Sink, now: datetime) -> 
             try:
                 sink.deliver(json.loads(item.payload) | {"delivery_id": item.id})
             except Exception as error:
-                reason = host.scrub(f"{type(error).__name__}: {error}")
+                reason = host.scrub(failure_reason(error))
                 host.store.delivery_failed(item.id, reason, retry_at=now + retry_delay(item.attempts))
                 log.warning("sink_delivery_failed", connection=name, sink=sink_name, reason=reason)
                 return count

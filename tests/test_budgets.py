@@ -38,7 +38,10 @@ def test_each_threshold_reached_this_month_is_an_alert_with_its_figures() -> Non
     alerts = budget_alerts(budget(), Decimal("85.50"), NOW)
     assert [a.evidence["threshold_percent"] for a in alerts] == [50, 80]
     assert alerts[1].dedupe_key == "budget:7:2026-11:80"
-    assert "85.50 USD, 80% of the 100.00 USD" in alerts[1].message
+    assert alerts[1].message == (
+        "c: 85.50 USD spent in 2026-11 crossed the 80% threshold (80.00 USD) of the 100.00 USD monthly budget "
+        "(all usage)"
+    )
     assert alerts[1].evidence["spent"] == "85.5"
     assert budget_alerts(budget(), Decimal("49.99"), NOW) == []
 

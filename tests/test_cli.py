@@ -215,7 +215,7 @@ def test_disconnect_keeps_rows_and_purge_removes_them(cli: CliRunner, connected:
     assert status["state"] == "disconnected"
     assert len(rows_json(cli, connected)) == kept
     assert cli("sync", connected).returncode == 2
-    assert cli("disconnect", connected, "--purge").returncode == 0
+    assert cli("disconnect", connected, "--purge", "--yes").returncode == 0
     assert json.loads(cli("status", "--format", "json").stdout) == []
 
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 import click
 from rich.table import Table
 
+from connector_sdk.budgets import check_currency, check_scope, parse_thresholds
 from connector_sdk.cli.context import (
     Ctx,
     emit_json,
@@ -32,6 +33,7 @@ def budget() -> None:
 @click.option("--label", help="Only this API key label (e.g. 'User key').")
 @click.option("--model", help="Only this model (fal endpoint id).")
 @click.option("--anomaly/--no-anomaly", default=True, show_default=True, help="Also alert on anomalous days.")
+@click.option("--force", is_flag=True, help="Accept a --label or --model the connection has not seen (yet).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @pass_ctx
 def budget_set(
@@ -43,23 +45,30 @@ def budget_set(
     label: str | None,
     model: str | None,
     anomaly: bool,
+    force: bool,
     fmt: str,
 ) -> None:
-    """Add a budget to connection NAME."""
+    """Add a budget to connection NAME.
+
+    --thresholds are whole percentages of the monthly amount, strictly increasing; --currency an ISO 4217 code;
+    --label and --model must be ones the connection has seen (its `report`), unless --force.
+    """
     with handled(), ctx.host() as host:
         try:
             amount = Decimal(monthly)
-            levels = sorted({int(t) for t in thresholds.split(",") if t.strip()})
-        except (ArithmeticError, ValueError):
-            raise ConfigError(
-                "--monthly takes a decimal amount and --thresholds whole percentages, e.g. 50,80,100"
-            ) from None
-        if not amount.is_finite() or amount <= 0 or not levels or not all(0 < t <= 1000 for t in levels):
-            raise ConfigError("--monthly must be positive and --thresholds between 1 and 1000 percent")
+        except ArithmeticError:
+            raise ConfigError(f"--monthly takes a decimal amount, e.g. 500 or 1250.50 (got {monthly!r})") from None
+        if not amount.is_finite() or amount <= 0:
+            raise ConfigError("--monthly must be a positive amount")
+        levels = parse_thresholds(thresholds)
+        code = check_currency(currency)
+        host.store.get_connection(name)
+        if not force:
+            check_scope(host, name, api_key_label=label, model=model)
         created = host.store.add_budget(
             name,
             monthly_amount=amount,
-            currency=currency.upper(),
+            currency=code,
             thresholds=levels,
             anomaly=anomaly,
             api_key_label=label,

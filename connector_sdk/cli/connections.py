@@ -28,7 +28,8 @@ from connector_sdk.cli.context import (
     secret_for,
 )
 from connector_sdk.errors import ConfigError, ConnectorHostError
-from connector_sdk.models import ConnectionStatus, iso
+from connector_sdk.host import Host
+from connector_sdk.models import Connection, ConnectionState, ConnectionStatus, iso
 
 
 # -- connections -----------------------------------------------------------------------------------------------
@@ -75,10 +76,32 @@ def connect(
             )
         values.update(secret_for(host, connector_id, api_key_stdin))
         connection = host.connect(connector_id, name, values)
+        _warn_if_account_is_synced(host, connection)
         out.print(
             f"Connected [bold]{connection.name}[/] to {connector_id} account [bold]{connection.account}[/]. "
             f"The first sync backfills {connection.config.get('backfill_days')} days: `connector-host sync {name}`.",
             markup=True,
+        )
+
+
+def _warn_if_account_is_synced(host: Host, connection: Connection) -> None:
+    """Two connections to one vendor account are allowed (a second key, a test) but usually a mistake: say so."""
+    others = [
+        c.name
+        for c in host.store.list_connections()
+        if c.name != connection.name
+        and c.connector == connection.connector
+        and c.account == connection.account
+        and c.state != ConnectionState.DISCONNECTED
+    ]
+    if others:
+        verb = "syncs" if len(others) == 1 else "sync"
+        err.print(
+            f"warning: {', '.join(others)} already {verb} {connection.connector} account {connection.account}; "
+            f"{connection.name} will read the same spend again. Reports across connections count that account once "
+            f"(from the connection that synced successfully last); `connector-host disconnect {connection.name}` "
+            "if it was a mistake.",
+            markup=False,
         )
 
 
@@ -97,16 +120,42 @@ def reconnect(ctx: Ctx, name: str, api_key_stdin: bool) -> None:
 
 @click.command()
 @click.argument("name")
-@click.option("--purge", is_flag=True, help="Also delete the connection's rows and history.")
+@click.option("--purge", is_flag=True, help="Also delete the connection's rows, budgets, alerts, sinks and history.")
+@click.option("--yes", "-y", is_flag=True, help="Purge without asking (required when there is no terminal to ask on).")
 @pass_ctx
-def disconnect(ctx: Ctx, name: str, purge: bool) -> None:
-    """Stop syncing a connection and delete its credential (its rows stay unless --purge)."""
+def disconnect(ctx: Ctx, name: str, purge: bool, yes: bool) -> None:
+    """Stop syncing a connection and delete its credential (its rows stay unless --purge).
+
+    --purge deletes everything the connection holds, for good: it lists what and asks first (--yes skips that).
+    """
     with handled(), ctx.host() as host:
         host.store.get_connection(name)
         rows = host.store.count_rows(name)
+        doomed = _purge_inventory(host, name, rows) if purge else ""
+        if purge and not yes:
+            if not sys.stdin.isatty():
+                raise ConfigError(
+                    f"disconnect --purge deletes {doomed} of {name} for good; there is no terminal to ask on, "
+                    "so pass --yes to confirm"
+                )
+            if not click.confirm(f"Delete {doomed} of {name} for good?", default=False, err=True):
+                err.print("Nothing was deleted.")
+                sys.exit(1)
         host.disconnect(name, purge=purge)
-        kept = f"{rows} rows deleted" if purge else f"{rows} rows kept"
+        kept = f"{doomed} deleted" if purge else f"{rows} rows kept"
         out.print(f"Disconnected [bold]{name}[/]; credential deleted, {kept}.", markup=True)
+
+
+def _purge_inventory(host: Host, name: str, rows: int) -> str:
+    """What a purge deletes, counted: '190 rows, 1 budget, 2 alerts and 0 sinks'."""
+    counts = {
+        "row": rows,
+        "budget": len(host.store.list_budgets(name)),
+        "alert": len(host.store.list_alerts(name, limit=1_000_000)),
+        "sink": len(host.store.list_sinks(name)),
+    }
+    parts = [f"{count:,} {noun}{'' if count == 1 else 's'}" for noun, count in counts.items()]
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 # -- sinks -----------------------------------------------------------------------------------------------------
@@ -151,8 +200,10 @@ def sync(ctx: Ctx, name: str | None, all_: bool, fmt: str) -> None:
                     continue
                 runs.append(run)
                 worst = max(worst, EXIT_FOR_OUTCOME[run.outcome])
-                if fmt == "text":
-                    out.print(run_line(run), markup=False)
+        # Printed once the live bar has ended: written while it runs, the line would land inside the bar.
+        if fmt == "text":
+            for run in runs:
+                out.print(run_line(run), markup=False)
         if fmt == "json":
             emit_json([r.model_dump(mode="json") for r in runs])
         sys.exit(128 + stop.signum if stop.signum else worst)

@@ -93,19 +93,20 @@ class Ctx:
 pass_ctx = click.make_pass_decorator(Ctx)
 
 
-def read_secret(field: str, env_var: str | None, from_stdin: bool) -> str:
-    """The secret from standard input (``--api-key-stdin``) or its environment variable, never from argv."""
+def read_secret(field: str, env_var: str | None, from_stdin: bool, *, flag: str = "--api-key-stdin") -> str:
+    """The secret from standard input (``flag``, e.g. ``--api-key-stdin``) or its environment variable, never argv."""
+    what = "API key" if flag == "--api-key-stdin" else field.replace("_", " ")
     if from_stdin:
         if sys.stdin.isatty():
             return click.prompt(f"Paste the {field.replace('_', ' ')}", hide_input=True, err=True).strip()
         value = sys.stdin.readline().strip()
         if not value:
-            raise ConfigError("--api-key-stdin was given but standard input was empty")
+            raise ConfigError(f"{flag} was given but standard input was empty")
         return value
     value = os.environ.get(env_var or "", "").strip()
     if not value:
         where = f"set {env_var} or " if env_var else ""
-        raise ConfigError(f"no API key given: {where}pipe it to --api-key-stdin (keys are never taken as arguments)")
+        raise ConfigError(f"no {what} given: {where}pipe it to {flag} (secrets are never taken as arguments)")
     return value
 
 

@@ -51,12 +51,15 @@ def estimate(ctx: Ctx, items: tuple[str, ...], name: str | None, fmt: str) -> No
     quantities: dict[str, Decimal] = {}
     for item in items:
         model, sep, quantity = item.rpartition("=")
+        if not sep or not model.strip():
+            fail(f"{item!r} has no quantity: write MODEL=QUANTITY, e.g. fal-ai/flux/dev=10", 2)
         try:
-            quantities[model] = Decimal(quantity)
+            amount = Decimal(quantity)
         except ArithmeticError:
-            fail(f"{item!r}: the quantity is not a number", 2)
-        if not sep or not model or not quantities[model].is_finite() or quantities[model] <= 0:
-            fail(f"{item!r}: write MODEL=QUANTITY with a positive quantity", 2)
+            fail(f"{item!r}: {quantity!r} is not a number; write MODEL=QUANTITY, e.g. fal-ai/flux/dev=10", 2)
+        if not amount.is_finite() or amount <= 0:
+            fail(f"{item!r}: the quantity must be a positive number, e.g. fal-ai/flux/dev=10", 2)
+        quantities[model] = amount
     with handled(), ctx.host() as host:
         total, currency = host.estimate(pick_connection(host, name), quantities)
     if fmt == "json":

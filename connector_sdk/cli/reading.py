@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
 from rich.table import Table
@@ -21,8 +25,44 @@ from connector_sdk.cli.context import (
     pass_ctx,
     pick_connection,
 )
+from connector_sdk.errors import ConfigError
 from connector_sdk.focus import write_focus_csv, write_focus_parquet
-from connector_sdk.models import ROW_FIELDS, decimal_text, iso
+from connector_sdk.host import SharedAccount
+from connector_sdk.models import ROW_FIELDS, UsageRow, decimal_text, iso
+
+
+@contextmanager
+def replaced_at_the_end(output: Path) -> Iterator[Path]:
+    """A temporary path beside ``output`` that becomes ``output`` only once the block completes.
+
+    An export that is interrupted (Ctrl-C, a failing store) or fails leaves no partial file, and an older file of
+    that name stays whole; beside it, not in /tmp, so the final rename stays on one file system.
+    """
+    folder = output.parent
+    if not folder.is_dir():
+        raise ConfigError(f"cannot write {output}: the folder {folder} does not exist")
+    partial = folder / f".{output.name}.{os.getpid()}.part"
+    try:
+        yield partial
+        os.replace(partial, output)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {output}: {error.strerror or error}") from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def write_rows(rows: Iterator[UsageRow], stream: IO[str], fmt: str) -> None:
+    """``rows`` as JSON Lines, CSV or FOCUS CSV; money and quantities as exact decimal text."""
+    if fmt == "focus":
+        write_focus_csv(rows, stream)
+    elif fmt == "csv":
+        writer = csv.writer(stream, lineterminator="\n")  # None is written as an empty field
+        writer.writerow(ROW_FIELDS)
+        writer.writerows(row.export().values() for row in rows)
+    else:
+        stream.writelines(json.dumps(row.export(), separators=(",", ":")) + "\n" for row in rows)
 
 
 @click.command()
@@ -43,53 +83,66 @@ def rows(ctx: Ctx, name: str | None, since: str | None, until: str | None, fmt: 
     """Export normalized rows; money and quantities are exact decimal strings."""
     with handled(), ctx.host() as host:
         start, end = parse_moment(since, "--since"), parse_moment(until, "--until")
+        if start is not None and end is not None and start >= end:
+            raise ConfigError(
+                f"--since ({iso(start)}) must be before --until ({iso(end)}): --until is the first hour left out"
+            )
         if name is not None:
             host.store.get_connection(name)
         selected = host.store.iter_rows(name, since=start, until=end)
-        if fmt == "focus" and output is not None and output.suffix.lower() == ".parquet":
-            write_focus_parquet(selected, output)
+        if output is None:
+            write_rows(selected, sys.stdout, fmt)
             return
-        stream = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
-        try:
-            if fmt == "focus":
-                write_focus_csv(selected, stream)
-            elif fmt == "csv":
-                writer = csv.writer(stream, lineterminator="\n")  # None is written as an empty field
-                writer.writerow(ROW_FIELDS)
-                writer.writerows(row.export().values() for row in selected)
-            else:
-                stream.writelines(json.dumps(row.export(), separators=(",", ":")) + "\n" for row in selected)
-        finally:
-            if output:
-                stream.close()
+        with replaced_at_the_end(output) as partial:
+            if fmt == "focus" and output.suffix.lower() == ".parquet":
+                write_focus_parquet(selected, partial)
+                return
+            with partial.open("x", newline="", encoding="utf-8") as stream:
+                write_rows(selected, stream, fmt)
+
+
+REPORT_DAYS = 30
 
 
 @click.command()
 @click.argument("name", required=False)
-@click.option("--days", type=click.IntRange(1, 3660), default=30, show_default=True, help="Period, ending now.")
+@click.option(
+    "--days",
+    type=click.IntRange(1, 3660),
+    default=REPORT_DAYS,
+    show_default=True,
+    help="Period: this many days up to the end of the current hour (UTC).",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--prices", "with_prices", is_flag=True, help="Also show each model's current list price.")
 @pass_ctx
 def report(ctx: Ctx, name: str | None, days: int, fmt: str, with_prices: bool) -> None:
-    """Spend per API key label (web-UI activity as "User key"): active models and total cost."""
+    """Spend per API key label (web-UI activity as "User key"): active models and total cost.
+
+    Without NAME, every connection's spend, with each vendor account counted once: when two connections reach the
+    same account, the rows of the one that synced successfully last are counted (the output names the others).
+    """
     current: list[Any] = []
     with handled(), ctx.host() as host:
         since, until, lines = host.report(name, days=days)
+        shared = host.shared_accounts() if name is None else []
         if with_prices and lines:
             current = host.prices(pick_connection(host, name), sorted({m for line in lines for m in line.models}))
     if fmt == "json":
         emit_json(
             {
                 "connection": name,
+                "days": days,
                 "since": since,
                 "until": until,
                 "lines": [line.model_dump(mode="json") for line in lines],
                 "totals": _totals(lines),
+                **({"merged": [asdict(account) for account in shared]} if name is None else {}),
                 **({"prices": [p.model_dump(mode="json") for p in current]} if with_prices else {}),
             }
         )
         return
-    title = f"Spend {'of ' + name if name else 'of all connections'}, {iso(since)} to {iso(until)}"
+    title = f"Spend {'of ' + name if name else 'of all connections'}, {iso(since)} to {iso(until)} (last {days} days)"
     table = Table("API key", "active models", "models", title=title, title_justify="left")
     table.add_column("cost", justify="right")
     for line in lines:
@@ -98,12 +151,23 @@ def report(ctx: Ctx, name: str | None, days: int, fmt: str, with_prices: bool) -
         )
     for currency, total in _totals(lines).items():
         table.add_row("[bold]total[/]", "", "", f"[bold]{Decimal(total):,.2f} {currency}[/]")
+    if shared:
+        table.caption = "\n".join(_merged_note(account) for account in shared)
+        table.caption_justify = "left"
     out.print(table)
     if current:
         price_table = Table("model", "current list price", title="Current list prices", title_justify="left")
         for p in current:
             price_table.add_row(p.model, f"{decimal_text(p.unit_price)} {p.currency} per {p.unit}")
         out.print(price_table)
+
+
+def _merged_note(account: SharedAccount) -> str:
+    others = ", ".join(account.merged)
+    return (
+        f"* {account.connector} account {account.account} is reached by {account.counted} and {others}: "
+        f"counted once, from {account.counted}'s rows"
+    )
 
 
 def _totals(lines: list[Any]) -> dict[str, str]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -37,6 +39,29 @@ def _read_token(path: Path | None) -> str | None:
         return path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as error:
         _fail(f"cannot read the admin token from {path}: {getattr(error, 'strerror', None) or error}")
+
+
+def _listen(bind: str, port: int) -> socket.socket:
+    """Bind the port before anything is printed, so a busy one is one line, not a banner and then uvicorn's error.
+
+    The bound socket is handed to uvicorn: nothing can take the port between this check and serving.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart reuses TIME_WAIT ports
+    try:
+        sock.bind((bind, port))
+    except (socket.gaierror, UnicodeError) as error:
+        sock.close()
+        _fail(f"cannot listen on {bind!r}: {getattr(error, 'strerror', None) or error}")
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            _fail(f"port {port} on {bind} is already in use (is another server running?); choose another with --port")
+        if error.errno == errno.EACCES:
+            _fail(f"not allowed to listen on port {port} on {bind}; ports below 1024 need privileges, use --port")
+        _fail(f"cannot listen on {bind}:{port}: {error.strerror or error}")
+    sock.set_inheritable(True)
+    return sock
 
 
 @click.command()
@@ -96,6 +121,7 @@ def serve(
         )
     if interval is not None and interval <= 0:
         _fail("--interval must be positive")
+    listening = _listen(bind, port)
     settings = ctx.find_object(Ctx)
     home = settings.home if settings else default_home()
     store_url = settings.store_url if settings else os.environ.get(STORE_ENV)
@@ -116,4 +142,4 @@ def serve(
         access = "sign-in required" if token else "this machine only"
         click.echo(f"Admin portal on http://{shown}:{port} ({access}; scheduler {scheduler}). Ctrl-C stops.", err=True)
         config = uvicorn.Config(app, host=bind, port=port, log_level="warning", server_header=False, lifespan="on")
-        CleanExitServer(config).run()
+        CleanExitServer(config).run(sockets=[listening])

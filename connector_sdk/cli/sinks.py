@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
+from typing import Any
 
 import click
 from rich.table import Table
@@ -18,6 +20,8 @@ from connector_sdk.cli.context import (
     read_secret,
 )
 from connector_sdk.errors import ConfigError
+from connector_sdk.host import Host
+from connector_sdk.models import OutboxItem, iso
 
 SINK_SECRET_ENV = "CONNECTOR_HOST_SINK_SECRET"
 
@@ -46,7 +50,7 @@ def sink_add(
         if set(values) & set(secret_fields):
             raise ConfigError("sink secrets are read from the environment or stdin, never argv")
         for field in secret_fields:
-            values[field] = read_secret(field, SINK_SECRET_ENV, secret_stdin)
+            values[field] = read_secret(field, SINK_SECRET_ENV, secret_stdin, flag="--secret-stdin")
         record = host.add_sink(name, sink_name, kind, values)
     if fmt == "json":
         emit_json(record.model_dump(mode="json"))  # the record holds no secret: those are stored apart, encrypted
@@ -54,20 +58,51 @@ def sink_add(
         out.print(f"Added {record.kind} sink [bold]{record.name}[/] to {name}.", markup=True)
 
 
+def _blocked(host: Host, name: str, sink_name: str) -> OutboxItem | None:
+    """The item at the head of a sink's queue if a delivery of it failed: it holds the rest until its next try."""
+    head = host.store.pending(name, sink_name, now=datetime.max.replace(tzinfo=UTC), limit=1)
+    return head[0] if head and head[0].last_error else None
+
+
+def _why(item: OutboxItem | None) -> str:
+    if item is None:
+        return ""
+    tries = "1 failed attempt" if item.attempts == 1 else f"{item.attempts} failed attempts"
+    return f"last error: {item.last_error} (after {tries}); next try at {iso(item.next_attempt_at)}"
+
+
+def _waiting(backlog: int, item: OutboxItem | None) -> dict[str, Any]:
+    return {
+        "backlog": backlog,
+        "last_error": item.last_error if item else None,
+        "failed_attempts": item.attempts if item else 0,
+        "next_attempt_at": item.next_attempt_at if item else None,
+    }
+
+
 @sink.command("list")
 @click.argument("name")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @pass_ctx
 def sink_list(ctx: Ctx, name: str, fmt: str) -> None:
-    """The sinks of connection NAME with what each has not delivered yet."""
+    """The sinks of connection NAME with what each has not delivered yet, and why it waits."""
     with handled(), ctx.host() as host:
         records, backlog = host.store.list_sinks(name), host.store.backlog(name)
+        blocked = {r.name: _blocked(host, name, r.name) for r in records}
     if fmt == "json":
-        emit_json([r.model_dump(mode="json") | {"backlog": backlog.get(r.name, 0)} for r in records])
+        emit_json([r.model_dump(mode="json") | _waiting(backlog.get(r.name, 0), blocked[r.name]) for r in records])
         return
-    table = Table("sink", "kind", "config", "backlog")
+    table = Table("sink", "kind", "config", "backlog", "last error", "next try")
     for r in records:
-        table.add_row(r.name, r.kind, json.dumps(r.config), str(backlog.get(r.name, 0)))
+        item = blocked[r.name]
+        table.add_row(
+            r.name,
+            r.kind,
+            json.dumps(r.config),
+            str(backlog.get(r.name, 0)),
+            item.last_error if item else "-",
+            iso(item.next_attempt_at) if item else "-",
+        )
     out.print(table)
 
 
@@ -90,12 +125,20 @@ def sink_remove(ctx: Ctx, name: str, sink_name: str, fmt: str) -> None:
 @click.argument("name")
 @pass_ctx
 def sink_deliver(ctx: Ctx, name: str) -> None:
-    """Deliver NAME's backlog now instead of at the next sync or scheduler pass."""
+    """Deliver NAME's backlog now instead of at the next sync or scheduler pass.
+
+    \b
+    Exit status: 0 nothing waits, 4 deliveries still wait (each sink's line says why and when it tries again).
+    """
     from connector_sdk.sinks import deliver_pending
 
     with handled(), ctx.host() as host:
         sent = deliver_pending(host, name)
         backlog = host.store.backlog(name)
+        blocked = {sink_name: _blocked(host, name, sink_name) for sink_name in sent}
     for sink_name, count in sent.items():
-        out.print(f"{sink_name}: delivered {count}, {backlog.get(sink_name, 0)} waiting")
+        waiting = backlog.get(sink_name, 0)
+        why = _why(blocked[sink_name]) if waiting else ""
+        line = f"{sink_name}: delivered {count}, {waiting} waiting" + (f"; {why}" if why else "")
+        out.print(line, markup=False, soft_wrap=True)
     sys.exit(0 if not any(backlog.values()) else 4)
