@@ -52,7 +52,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         502: "The vendor answered with something the connector could not use.",
         503: "The vendor could not be reached or was unavailable; nothing was stored.",
     }.items()
-}
+} | {307: {"description": "The path ended with '/' (or was empty where a name goes): Location is the path without it."}}
 Days = Annotated[int, Query(ge=1, le=3660, description="The period: this many days, ending with the current hour.")]
 
 router = APIRouter(prefix=PREFIX, responses=ERRORS)

@@ -92,6 +92,14 @@ def _config_errors(host: Host, connector_id: str, values: dict[str, Any]) -> tup
     }
     if too_long:
         return too_long, []
+    # JSON's NaN and Infinity arrive as floats; a range check would call them "not less than 600".
+    not_numbers = {
+        k: "Not a number: NaN and Infinity are not numbers."
+        for k, v in values.items()
+        if isinstance(v, float) and not math.isfinite(v)
+    }
+    if not_numbers:
+        return not_numbers, []
     try:
         model.model_validate(values)
     except ValidationError as error:
