@@ -46,8 +46,14 @@ NOTICES = {
     "purged": "Disconnected and deleted, together with its rows.",
     "signed_out": "You are signed out.",
 }
-# Notices about a sync that runs now: once it has finished (the page no longer refreshes) they would be untrue.
-WHILE_SYNCING = frozenset({"connected", "sync_started", "already_syncing", "reconnected"})
+# Notices about a sync that runs now: once it has finished (the page no longer refreshes) they would be untrue, so
+# they shrink to what is still true, or go.
+AFTER_SYNC = {
+    "connected": "Connected.",
+    "reconnected": "Reconnected with the new key.",
+    "sync_started": None,
+    "already_syncing": None,
+}
 
 templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -122,8 +128,9 @@ def render(request: Request, template: str, *, status: int = 200, **context: Any
     session: Session | None = getattr(request.state, "session", None)
     now = portal.host.now()
     notice_key = request.query_params.get("notice", "")
-    if notice_key in WHILE_SYNCING and not context.get("refresh"):
-        notice_key = ""
+    notice = NOTICES.get(notice_key)
+    if notice_key in AFTER_SYNC and not context.get("refresh"):
+        notice = AFTER_SYNC[notice_key]
     html = templates.get_template(template).render(
         request=request,
         path=request.url.path,
@@ -134,7 +141,7 @@ def render(request: Request, template: str, *, status: int = 200, **context: Any
         version=__version__,
         now=now,
         ago=lambda moment: relative(moment, now),
-        notice=NOTICES.get(notice_key),
+        notice=notice,
         **context,
     )
     return HTMLResponse(html, status_code=status)
