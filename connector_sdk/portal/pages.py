@@ -223,7 +223,12 @@ def _connect_page(
         values=public,
         errors=errors,
         message=message,
-        open_advanced=any(f.advanced and f.name in errors for f in fields),
+        # A form that comes back with an error keeps Advanced settings open when the error is about one of them,
+        # or when the person had changed one (a Base URL that does not answer is the error's cause).
+        open_advanced=any(
+            f.advanced and (f.name in errors or (message and str(public.get(f.name, f.default)) != str(f.default)))
+            for f in fields
+        ),
     )
 
 

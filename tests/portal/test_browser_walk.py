@@ -200,7 +200,7 @@ def test_the_first_sync_notice_goes_once_that_sync_has_finished(
 
 
 def test_an_error_about_an_advanced_setting_keeps_advanced_settings_open(
-    page: Page, portal: LivePortal, admin_key: str, screenshot: Shot
+    page: Page, portal: LivePortal, sim: FalSimulator, admin_key: str, screenshot: Shot
 ) -> None:
     page.goto(portal.url + "/connect/fal")
     page.get_by_label("Connection name").fill("fal-prod")
@@ -211,6 +211,14 @@ def test_an_error_about_an_advanced_setting_keeps_advanced_settings_open(
     expect(page.locator("[data-field-error=base_url]")).to_be_visible()
     expect(page.locator("details.advanced")).to_have_attribute("open", "")
     at_both_widths(page, screenshot, "walk-04-advanced-error")
+
+    # The vendor refuses the key that was sent to the Base URL typed under Advanced: both stay in view.
+    page.get_by_label("API key").fill("unknown:key")
+    page.get_by_label("Base URL").fill(sim.base_url)
+    page.get_by_role("button", name="Connect", exact=True).click()
+    expect(page.locator("[data-form-error]")).to_contain_text("did not accept the key")
+    expect(page.locator("details.advanced")).to_have_attribute("open", "")
+    expect(page.get_by_label("Base URL")).to_have_value(sim.base_url)
 
 
 @pytest.fixture
