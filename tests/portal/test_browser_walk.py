@@ -167,6 +167,7 @@ def test_at_390_px_every_action_is_reachable(
     page.reload()
     at_both_widths(page, screenshot, "walk-02-connections")
 
+    page.set_viewport_size(PHONE)
     page.goto(dashboard(portal))
     for target in (
         page.locator(".head-actions .btn"),
