@@ -197,7 +197,7 @@ class Store(ABC):
 
         For paged screens over big accounts: the filtering, ordering, counting and skipping happen in the database.
         ``order`` is one of :data:`ROW_ORDERS` (``"hour"`` is :meth:`iter_rows` order), ``"-"`` first for
-        descending; ties keep hour order.
+        descending; ties go by hour, then row id, in the same direction.
         """
 
     @abstractmethod
