@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from connector_sdk.errors import ConnectorHostError, CredentialError, SyncInProgress, UnknownConnection
 from connector_sdk.host import NAME_PATTERN, Host
 from connector_sdk.models import Connection, ConnectionState, ConnectionStatus, Manifest, ReportLine, UsageRow
-from connector_sdk.portal.forms import field_errors
+from connector_sdk.portal.forms import field_errors, form_fields
 from connector_sdk.portal.jobs import SyncJob, SyncJobs
 
 STATE_LABELS = {
@@ -92,11 +92,13 @@ def _config_errors(host: Host, connector_id: str, values: dict[str, Any]) -> tup
     }
     if too_long:
         return too_long, []
-    # JSON's NaN and Infinity arrive as floats; a range check would call them "not less than 600".
+    # JSON's NaN and Infinity arrive as floats (a form's as text); a range check would call them "not less than 600".
+    numbers = {f.name for f in form_fields(model.model_json_schema()) if f.kind == "number"}
     not_numbers = {
         k: "Not a number: NaN and Infinity are not numbers."
         for k, v in values.items()
-        if isinstance(v, float) and not math.isfinite(v)
+        if (isinstance(v, float) and not math.isfinite(v))
+        or (k in numbers and isinstance(v, str) and v.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"))
     }
     if not_numbers:
         return not_numbers, []

@@ -83,6 +83,8 @@ def test_an_unknown_config_field_is_named_in_fields_and_nan_is_not_a_number(
     assert response.status_code == 422
     assert "not a number" in error(response)["fields"]["timeout_seconds"].lower()
     assert "finite" not in response.text
+    typed = api.post("/api/v1/connections", json=body(sim, admin_key, timeout_seconds="nan"))
+    assert error(typed)["fields"] == {"timeout_seconds": "Not a number: NaN and Infinity are not numbers."}
 
 
 def test_rows_limit_is_honoured_and_rows_sort_newest_or_costliest_first(
