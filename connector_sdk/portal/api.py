@@ -6,7 +6,7 @@ import csv
 import io
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Body, Query, Response
@@ -40,12 +40,19 @@ PREFIX = "/api/v1"
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
     for code, text in {
+        400: "The request named a host other than localhost on a portal that answers only to localhost.",
         401: "The admin token is missing or wrong.",
+        403: "The request came from another site (its Origin or Sec-Fetch-Site), so it was refused.",
         404: "No such connection or connector.",
-        409: "The connection is busy or in a state that does not allow this.",
+        405: "This path does not accept that method.",
+        409: "The connection is busy or in a state that does not allow this, or the name is taken.",
+        413: "The request body is larger than 1 MiB; it was not read.",
         422: "The input is invalid; `fields` says which field and why.",
+        500: "Something went wrong inside the portal; the server log has the details.",
+        502: "The vendor answered with something the connector could not use.",
+        503: "The vendor could not be reached or was unavailable; nothing was stored.",
     }.items()
-}
+} | {307: {"description": "The path ended with '/' (or was empty where a name goes): Location is the path without it."}}
 Days = Annotated[int, Query(ge=1, le=3660, description="The period: this many days, ending with the current hour.")]
 
 router = APIRouter(prefix=PREFIX, responses=ERRORS)
@@ -221,6 +228,7 @@ Since = Annotated[str | None, Query(description="First hour to include: ISO 8601
 Until = Annotated[str | None, Query(description="First hour to exclude: ISO 8601 date or timestamp (UTC).")]
 KeyLabel = Annotated[str | None, Query(description="Only this API key label, e.g. 'User key'.")]
 Model = Annotated[str | None, Query(description="Only this model (endpoint id).")]
+RowSort = Literal["hour", "-hour", "key", "-key", "model", "-model", "cost", "-cost"]
 
 
 @router.get("/connections/{name}/rows", tags=["spend"], summary="Usage rows, paged and filtered")
@@ -233,13 +241,20 @@ def list_rows(
     model: Model = None,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int | None, Query(ge=1, le=1000, description="Another name for per_page.")] = None,
+    sort: Annotated[
+        RowSort, Query(description="hour, key, model or cost; '-' first for descending (newest or highest first).")
+    ] = "hour",
 ) -> RowsOut:
-    """Rows ordered by hour; money and quantities as exact decimal strings."""
-    result = service.rows_page(portal.host, name, _filter(since, until, key_label, model), page=page, per_page=per_page)
+    """Rows ordered by hour unless ``sort`` says otherwise; money and quantities as exact decimal strings."""
+    per_page = limit if limit is not None else per_page
+    row_filter = _filter(since, until, key_label, model)
+    result = service.rows_page(portal.host, name, row_filter, page=page, per_page=per_page, order=sort)
     next_url = None
     if page < result.pages:
         query = {"since": since, "until": until, "key_label": key_label, "model": model}
         query = {k: v for k, v in query.items() if v} | {"page": page + 1, "per_page": per_page}
+        query |= {"sort": sort} if sort != "hour" else {}
         next_url = connection_url(name, "/rows?" + urlencode(query))
     return RowsOut(
         rows=[row_out(r) for r in result.rows],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -10,23 +10,43 @@ from html import escape
 
 from markupsafe import Markup
 
+# Dark and light tones take turns, so each colour and the next differ by at least 3:1 in contrast (WCAG's figure for
+# parts of a graphic): series stack in palette order, so neighbouring segments are neighbouring colours.
 PALETTE = (
-    "#4f46e5",
-    "#0ea5e9",
-    "#10b981",
-    "#f59e0b",
-    "#ef4444",
-    "#8b5cf6",
-    "#14b8a6",
-    "#f97316",
-    "#64748b",
-    "#ec4899",
+    "#3730a3",
+    "#38bdf8",
+    "#9a3412",
+    "#4ade80",
+    "#6b21a8",
+    "#fbbf24",
+    "#115e59",
+    "#f9a8d4",
+    "#1e3a8a",
+    "#fb923c",
 )
 
 
 def color_for(index: int) -> str:
     """The palette colour of the ``index``-th series; the legend and the key table use the same one."""
     return PALETTE[index % len(PALETTE)]
+
+
+def colors_for(labels: Iterable[str]) -> dict[str, str]:
+    """A colour per label from its place among every label the connection has ever had (sorted), so a key keeps its
+    colour whichever period is shown."""
+    return {label: color_for(i) for i, label in enumerate(sorted(set(labels)))}
+
+
+def contrast(first: str, second: str) -> float:
+    """WCAG 2 contrast ratio of two ``#rrggbb`` colours (1 to 21)."""
+
+    def luminance(color: str) -> float:
+        channels = [int(color.lstrip("#")[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    low, high = sorted((luminance(first), luminance(second)))
+    return (high + 0.05) / (low + 0.05)
 
 
 @dataclass(frozen=True)
@@ -36,18 +56,25 @@ class Series:
     values: dict[date, Decimal]
 
 
-def nice_ceiling(value: Decimal) -> Decimal:
-    """The smallest of 1, 2, 2.5, 5 x 10^k at or above ``value``: round numbers for the axis."""
-    if value <= 0:
-        return Decimal(1)
-    exponent = value.adjusted()
-    for _ in range(2):
-        scale = Decimal(10) ** exponent
-        for step in (Decimal(1), Decimal(2), Decimal("2.5"), Decimal(5), Decimal(10)):
-            if step * scale >= value:
-                return step * scale
-        exponent += 1
-    return value
+STEPS = (Decimal(1), Decimal(2), Decimal("2.5"), Decimal(5))
+GRIDLINES = range(3, 9)
+
+
+def nice_axis(tallest: Decimal) -> tuple[Decimal, int]:
+    """The top of the y-axis and its number of gridline steps: each step 1, 2, 2.5 or 5 x 10^k, so every label is a
+    round number, and the top the lowest such value at or above ``tallest`` (at most 25% above it)."""
+    if tallest <= 0:
+        return Decimal(4), 4
+    best: tuple[Decimal, int] | None = None
+    for exponent in range(tallest.adjusted() - 2, tallest.adjusted() + 2):
+        for step in STEPS:
+            size = step * Decimal(10) ** exponent
+            for lines in GRIDLINES:
+                top = size * lines
+                if top >= tallest and (best is None or top < best[0]):
+                    best = (top, lines)
+    assert best is not None, "some step reaches any positive value"
+    return best[0].normalize(), best[1]
 
 
 def axis_label(value: Decimal, symbol: str) -> str:
@@ -72,14 +99,15 @@ def stacked_bars(
     left, right, top, bottom = 56, 8, 12, 28
     plot_w, plot_h = width - left - right, height - top - bottom
     totals = [sum((s.values.get(d, Decimal(0)) for s in series), Decimal(0)) for d in days]
-    # Four gridline steps of a round size, so every axis label is a round number.
-    ceiling = nice_ceiling(max(totals, default=Decimal(0)) / 4) * 4
+    ceiling, steps = nice_axis(max(totals, default=Decimal(0)))
+    # One tab stop for the whole chart (its values are in the table after it), not one per day.
     parts = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" preserveAspectRatio="xMidYMid meet" '
-        f'aria-label="Daily spend, stacked by API key">'
+        f'tabindex="0" aria-label="Daily spend, stacked by API key; the table below lists each day" '
+        f'aria-describedby="chart-values">'
     ]
-    for i in range(5):
-        value = ceiling * i / 4
+    for i in range(steps + 1):
+        value = ceiling * i / steps
         y = top + plot_h - float(value / ceiling) * plot_h
         parts.append(f'<line class="grid" x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}"/>')
         parts.append(f'<text class="axis" x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">')
@@ -90,7 +118,7 @@ def stacked_bars(
     for index, (day, total) in enumerate(zip(days, totals, strict=True)):
         x = left + slot * index + (slot - bar_w) / 2
         if link is not None:
-            parts.append(f'<a href="{escape(link(day))}">')
+            parts.append(f'<a href="{escape(link(day))}" tabindex="-1">')
         parts.append(f"<g><title>{escape(day.strftime('%a %d %b %Y'))}: {escape(money(total))}")
         for s in series:
             if s.values.get(day):
@@ -107,7 +135,8 @@ def stacked_bars(
             h = float(value / ceiling) * plot_h
             base -= h
             parts.append(
-                f'<rect x="{x:.1f}" y="{base:.1f}" width="{bar_w:.1f}" height="{max(h, 0.5):.1f}" fill="{s.color}"/>'
+                f'<rect class="segment" x="{x:.1f}" y="{base:.1f}" width="{bar_w:.1f}" height="{max(h, 0.5):.1f}" '
+                f'fill="{s.color}"/>'
             )
         parts.append("</g>")
         if link is not None:
@@ -118,4 +147,29 @@ def stacked_bars(
             parts.append(f"{escape(day.strftime('%d %b'))}</text>")
     parts.append(f'<line class="baseline" x1="{left}" x2="{width - right}" y1="{top + plot_h}" y2="{top + plot_h}"/>')
     parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def values_table(
+    days: Sequence[date],
+    series: Sequence[Series],
+    *,
+    money: Callable[[Decimal], str],
+    link: Callable[[date], str] | None = None,
+) -> Markup:
+    """The chart's figures as a table, for the keyboard and screen readers: a row per day, a column per series."""
+    head = "".join(f'<th scope="col" class="num">{escape(s.label)}</th>' for s in series)
+    parts = [
+        '<details class="chart-values" id="chart-values"><summary>The chart as a table</summary>'
+        '<div class="table-scroll"><table class="table"><thead><tr><th scope="col">Day</th>'
+        f'{head}<th scope="col" class="num">Total</th></tr></thead><tbody>'
+    ]
+    for day in days:
+        values = [s.values.get(day, Decimal(0)) for s in series]
+        name = escape(day.strftime("%a %d %b %Y"))
+        cell = f'<a href="{escape(link(day))}">{name}</a>' if link is not None else name
+        cells = "".join(f'<td class="num">{escape(money(v))}</td>' for v in values)
+        parts.append(f'<tr data-day="{day.isoformat()}"><th scope="row">{cell}</th>{cells}')
+        parts.append(f'<td class="num">{escape(money(sum(values, Decimal(0))))}</td></tr>')
+    parts.append("</tbody></table></div></details>")
     return Markup("".join(parts))

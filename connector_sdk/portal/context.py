@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -20,6 +21,7 @@ class Portal:
     admin_token: str | None = None
     loopback_only: bool = True
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
 
     @property
     def auth_required(self) -> bool:

@@ -115,6 +115,12 @@ def field_errors(error: ValidationError, known: set[str]) -> tuple[dict[str, str
     for item in error.errors(include_input=False, include_url=False):
         loc = [str(p) for p in item["loc"]]
         message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "finite_number":
+            message = "Not a number: NaN and Infinity are not numbers."
+        if item["type"] == "extra_forbidden" and len(loc) == 1:
+            # A field the connector does not have: named in ``fields`` so a script sees which one it misspelled.
+            by_field.setdefault(loc[0], "There is no such setting for this connector.")
+            continue
         if loc and loc[0] in known:
             by_field.setdefault(loc[0], message)
         else:

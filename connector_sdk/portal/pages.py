@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -12,13 +15,14 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
 from starlette.datastructures import FormData
 
 from connector_sdk import __version__
 from connector_sdk.errors import ConnectorHostError, SyncInProgress
 from connector_sdk.models import ConnectionState, Manifest, decimal_text
 from connector_sdk.portal import service
-from connector_sdk.portal.charts import Series, color_for, stacked_bars
+from connector_sdk.portal.charts import Series, colors_for, stacked_bars, values_table
 from connector_sdk.portal.context import Portal, PortalDep
 from connector_sdk.portal.forms import FormField, form_fields, form_values
 from connector_sdk.portal.security import (
@@ -26,6 +30,7 @@ from connector_sdk.portal.security import (
     SESSION_COOKIE,
     UNSAFE_METHODS,
     Session,
+    client_address,
     safe_next,
     token_matches,
 )
@@ -41,6 +46,14 @@ NOTICES = {
     "purged": "Disconnected and deleted, together with its rows.",
     "signed_out": "You are signed out.",
 }
+# Notices about a sync that runs now: once it has finished (the page no longer refreshes) they would be untrue, so
+# they shrink to what is still true, or go.
+AFTER_SYNC = {
+    "connected": "Connected.",
+    "reconnected": "Reconnected with the new key.",
+    "sync_started": None,
+    "already_syncing": None,
+}
 
 templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
@@ -53,6 +66,21 @@ templates = Environment(
 def when(moment: datetime | None) -> str:
     """``23 Nov 2026, 10:04 UTC``."""
     return moment.strftime("%d %b %Y, %H:%M UTC") if moment else "—"
+
+
+def sentence(message: str | None) -> str:
+    """A reason as a sentence of its own: capital first letter, one full stop."""
+    text = (message or "").strip()
+    if not text:
+        return ""
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def doc(text: str | None) -> Markup:
+    """A docstring as text for a page: ````config```` and ```config``` become code, nothing else is markup."""
+    escaped = str(escape(text or ""))
+    return Markup(re.sub(r"``?([^`]+?)``?", r"<code>\1</code>", escaped))
 
 
 def relative(moment: datetime | None, now: datetime) -> str:
@@ -76,6 +104,9 @@ def relative(moment: datetime | None, now: datetime) -> str:
 templates.filters["money"] = service.money
 templates.filters["when"] = when
 templates.filters["exact"] = decimal_text
+templates.filters["sentence"] = sentence
+templates.filters["doc"] = doc
+templates.globals["when"] = when
 
 
 def set_session_cookie(request: Request, response: Response, session: Session) -> None:
@@ -96,6 +127,10 @@ def render(request: Request, template: str, *, status: int = 200, **context: Any
     portal: Portal = request.app.state.portal
     session: Session | None = getattr(request.state, "session", None)
     now = portal.host.now()
+    notice_key = request.query_params.get("notice", "")
+    notice = NOTICES.get(notice_key)
+    if notice_key in AFTER_SYNC and not context.get("refresh"):
+        notice = AFTER_SYNC[notice_key]
     html = templates.get_template(template).render(
         request=request,
         path=request.url.path,
@@ -106,7 +141,7 @@ def render(request: Request, template: str, *, status: int = 200, **context: Any
         version=__version__,
         now=now,
         ago=lambda moment: relative(moment, now),
-        notice=NOTICES.get(request.query_params.get("notice", "")),
+        notice=notice,
         **context,
     )
     return HTMLResponse(html, status_code=status)
@@ -188,8 +223,25 @@ def _connect_page(
         values=public,
         errors=errors,
         message=message,
-        open_advanced=any(f.advanced and f.name in errors for f in fields),
+        # A form that comes back with an error keeps Advanced settings open when the error is about one of them,
+        # or when the person had changed one (a Base URL that does not answer is the error's cause).
+        open_advanced=any(
+            f.advanced and (f.name in errors or (message and str(public.get(f.name, f.default)) != str(f.default)))
+            for f in fields
+        ),
     )
+
+
+def _refusal(manifest: Manifest, error: service.PortalError, consequence: str) -> str:
+    """The heading above a refused form, saying what the vendor said: a key it refused is not a key that lacks a
+    scope, and a field to correct is neither."""
+    vendor = manifest.display_name
+    if error.kind == "insufficient_scope":
+        scope = manifest.authentication.required_scope
+        return f"{vendor} accepted the key, but it is not {scope}-scoped{consequence}."
+    if error.kind is not None:
+        return f"{vendor} did not accept the key{consequence}."
+    return "Please correct the highlighted fields." if error.fields else str(error)
 
 
 @router.get("/connect/{connector_id}")
@@ -206,9 +258,7 @@ def connect(request: Request, portal: PortalDep, connector_id: str, form: Form) 
     try:
         service.create_connection(portal.host, portal.jobs, connector_id, name, values)
     except service.PortalError as error:
-        message = "Please correct the highlighted fields." if error.fields else str(error)
-        if manifest.authentication.secret_field in error.fields and len(error.fields) == 1:
-            message = f"{manifest.display_name} did not accept the key, so nothing was stored."
+        message = _refusal(manifest, error, ", so nothing was stored")
         return _connect_page(
             request, manifest, name=name, values=values, errors=error.fields, message=message, status=error.status
         )
@@ -289,9 +339,7 @@ def reconnect(request: Request, portal: PortalDep, name: str, form: Form) -> Res
     try:
         service.reconnect(portal.host, portal.jobs, name, secrets)
     except service.PortalError as error:
-        message = "Please correct the highlighted fields." if error.fields else str(error)
-        if manifest.authentication.secret_field in error.fields:
-            message = f"{manifest.display_name} did not accept the key; the connection still waits for a new one."
+        message = _refusal(manifest, error, "; the connection still waits for a new one")
         return _reconnect_page(request, portal, conn, errors=error.fields, message=message, status=error.status)
     except ConnectorHostError as error:
         return _reconnect_page(request, portal, conn, message=f"Nothing was changed: {error}", status=502)
@@ -326,6 +374,29 @@ def _day(value: str | None) -> date | None:
         return None
 
 
+SORTS = {"hour": "Hour (UTC)", "key": "API key", "model": "Model", "cost": "Cost"}
+DEFAULT_SORT = "-hour"
+# Colours come from the labels of this many days at least, so a key keeps its colour across the 7/30/90-day views.
+COLOR_DAYS = max(PERIODS)
+
+
+def _sort(value: str | None) -> str:
+    return value if value and value.removeprefix("-") in SORTS else DEFAULT_SORT
+
+
+def _search(term: str, keys: list[str], models: list[str]) -> tuple[str | None, str | None, list[tuple[str, str]]]:
+    """What a search for ``term`` selects: a key or a model it names (exactly, else the only one containing it),
+    or the candidates to pick from."""
+    wanted = term.strip().casefold()
+    candidates = [("key", k) for k in keys] + [("model", m) for m in models]
+    exact = [c for c in candidates if c[1].casefold() == wanted]
+    matches = exact or [c for c in candidates if wanted in c[1].casefold()]
+    if len(matches) == 1:
+        kind, value = matches[0]
+        return (value, None, []) if kind == "key" else (None, value, [])
+    return None, None, matches
+
+
 @router.get("/connections/{name}")
 def dashboard(request: Request, portal: PortalDep, name: str) -> HTMLResponse:
     host = portal.host
@@ -334,26 +405,49 @@ def dashboard(request: Request, portal: PortalDep, name: str) -> HTMLResponse:
     days = _int(query.get("days"), 30, 1, 400)
     key, model, day = query.get("key") or None, query.get("model") or None, _day(query.get("day"))
     page = _int(query.get("page"), 1, 1, 1_000_000)
+    sort = _sort(query.get("sort"))
+    search = (query.get("q") or "").strip()
     since, until, lines = host.report(name, days=days)
     currency = service.main_currency(lines)
+    key_options = sorted({line.api_key_label for line in lines})
+    model_options = sorted({m for line in lines for m in line.models})
+    matches: list[tuple[str, str]] = []
+    if search:
+        found_key, found_model, matches = _search(search, key_options, model_options)
+        key, model = found_key or key, found_model or model
     day_since, day_until = service.day_bounds(day) if day else (None, None)
     row_filter = service.RowFilter(since=day_since, until=day_until, key_label=key, model=model)
-    listing = service.rows_page(host, name, row_filter, page=page, per_page=PER_PAGE, within=(since, until))
+    listing = service.rows_page(
+        host, name, row_filter, page=page, per_page=PER_PAGE, within=(since, until), order=sort, clamp=True
+    )
     daily = service.daily_by_label(host, name, since=since, until=until, currency=currency)
-    labels = [line.api_key_label for line in lines if line.currency == currency]
-    colors = {label: color_for(i) for i, label in enumerate(labels)}
+    known = lines if days >= COLOR_DAYS else host.report(name, days=COLOR_DAYS)[2]
+    colors = colors_for([line.api_key_label for line in [*known, *lines]])
+    # Stacked in palette order, so segments that touch have neighbouring (3:1 apart) colours.
+    labels = sorted((line.api_key_label for line in lines if line.currency == currency), key=list(colors).index)
     state = {"days": days, "key": key, "model": model, "day": day.isoformat() if day else None}
+    state["sort"] = None if sort == DEFAULT_SORT else sort
 
     def url(**changes: Any) -> str:
         return dashboard_url(name, **({**state, "page": None} | changes))
 
+    def sort_url(column: str) -> str:
+        current = sort.removeprefix("-")
+        # A column's first click sorts it the way people usually want: newest hours and highest costs first.
+        first = f"-{column}" if column in ("hour", "cost") else column
+        if current == column:
+            first = column if sort.startswith("-") else f"-{column}"
+        return url(sort=None if first == DEFAULT_SORT else first) + "#rows"
+
+    def day_link(d: date) -> str:
+        return url(day=d.isoformat()) + "#rows"
+
     total = service.totals(lines)
+    series = [Series(label, colors[label], daily.get(label, {})) for label in labels]
+    chart_days = service.days_between(since, until)
+    money = partial(service.money, currency=currency)
     chart = stacked_bars(
-        service.days_between(since, until),
-        [Series(label, colors[label], daily.get(label, {})) for label in labels],
-        money=lambda v: service.money(v, currency),
-        symbol=service.CURRENCY_SYMBOLS.get(currency, ""),
-        link=lambda d: url(day=d.isoformat()),
+        chart_days, series, money=money, symbol=service.CURRENCY_SYMBOLS.get(currency, ""), link=day_link
     )
     main_total = total.get(currency, Decimal(0))
     keys = [
@@ -379,14 +473,20 @@ def dashboard(request: Request, portal: PortalDep, name: str) -> HTMLResponse:
         totals=total,
         main_total=main_total,
         keys=keys,
-        models=sorted({m for line in lines for m in line.models}),
+        models=model_options,
         row_count=sum(line.row_count for line in lines),
         chart=chart,
+        chart_table=values_table(chart_days, series, money=money, link=day_link),
         legend=[(label, colors[label]) for label in labels],
         listing=listing,
-        key_options=sorted({line.api_key_label for line in lines}),
-        model_options=sorted({m for line in lines for m in line.models}),
+        key_options=key_options,
+        model_options=model_options,
         filters=state,
+        sort=sort,
+        sorts=SORTS,
+        sort_url=sort_url,
+        search=search,
+        matches=matches,
         url=url,
         csv_url=f"/connections/{quote(name, safe='')}/rows.csv?" + urlencode({k: v for k, v in csv_query.items() if v}),
         refresh=view["status"].state == ConnectionState.SYNCING,
@@ -418,24 +518,29 @@ def login_form(request: Request, portal: PortalDep) -> Response:
 
 
 @router.post("/login")
-def login(request: Request, portal: PortalDep, form: Form) -> Response:
+async def login(request: Request, portal: PortalDep, form: Form) -> Response:
     target = safe_next(text(form, "next"))
     if not portal.auth_required:
         return redirect(target)
-    client = request.client.host if request.client else "?"
-    if portal.throttle.blocked(client):
+    client = client_address(request, portal.trusted_proxies)
+    raw = form.get("token")
+    token = raw if isinstance(raw, str) else None
+    # The right token is checked first and always signs in: throttling only ever slows down wrong ones.
+    if token_matches(token, portal.admin_token or ""):
+        portal.throttle.succeeded(client)
+        response = redirect(target)
+        # A new session id on sign-in, so an id planted before sign-in is worth nothing afterwards.
+        set_session_cookie(request, response, portal.signer.new(authenticated=True))
+        return response
+    if portal.throttle.blocked(client, token):
+        async with portal.throttle.queue(client):
+            await asyncio.sleep(portal.throttle.penalty(client, token))
+            portal.throttle.failed(client, token)
         error = "Too many wrong tokens from this address. Wait a few minutes, then try again."
         return render(request, "login.html", status=429, next=target, error=error)
-    token = form.get("token")
-    if not token_matches(token if isinstance(token, str) else None, portal.admin_token or ""):
-        portal.throttle.failed(client)
-        error = "That is not the admin token. It is the one the portal was started with."
-        return render(request, "login.html", status=401, next=target, error=error)
-    portal.throttle.succeeded(client)
-    response = redirect(target)
-    # A new session id on sign-in, so an id planted before sign-in is worth nothing afterwards.
-    set_session_cookie(request, response, portal.signer.new(authenticated=True))
-    return response
+    portal.throttle.failed(client, token)
+    error = "That is not the admin token. It is the one the portal was started with."
+    return render(request, "login.html", status=401, next=target, error=error)
 
 
 @router.post("/logout")

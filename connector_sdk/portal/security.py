@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -10,7 +11,9 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -133,29 +136,101 @@ def safe_next(target: str | None) -> str:
     return target
 
 
-class LoginThrottle:
-    """At most ``limit`` failed sign-ins per client address in ``window`` seconds."""
+def parse_proxies(entries: Iterable[str]) -> tuple[IPv4Network | IPv6Network, ...]:
+    """Trusted proxy addresses or networks (``10.0.0.5``, ``10.0.0.0/8``); blank entries are skipped."""
+    networks = []
+    for entry in entries:
+        if entry.strip():
+            try:
+                networks.append(ip_network(entry.strip(), strict=False))
+            except ValueError:
+                example = "e.g. 10.0.0.5 or 10.0.0.0/8"
+                raise ValueError(f"{entry.strip()!r} is not an IP address or network ({example})") from None
+    return tuple(networks)
 
-    def __init__(self, limit: int = 10, window: float = 300.0) -> None:
+
+def _trusted(address: str, proxies: tuple[IPv4Network | IPv6Network, ...]) -> bool:
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in proxies)
+
+
+def client_address(request: Request, proxies: tuple[IPv4Network | IPv6Network, ...]) -> str:
+    """The address a request comes from. ``X-Forwarded-For`` counts only when the peer is a trusted proxy, and then
+    its right-most entry that is not itself a trusted proxy: anything to the left of it the client wrote itself."""
+    peer = request.client.host if request.client else "?"
+    if not proxies or not _trusted(peer, proxies):
+        return peer
+    hops = [h.strip() for h in ",".join(request.headers.getlist("x-forwarded-for")).split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, proxies):
+            return hop
+    return peer
+
+
+class LoginThrottle:
+    """Slows wrong sign-ins down without ever locking the right token out.
+
+    Failures are counted per client address and per attempted token (a hash of it) in ``window`` seconds. Past
+    ``limit`` failures, each further wrong attempt from that address (or with that token) waits ``delay`` seconds,
+    doubling up to ``max_delay``, one at a time per address: guessing slows to a crawl. The right token is checked
+    first and always signs in, so a client that floods the form (or every client behind one proxy) cannot keep an
+    admin out.
+    """
+
+    def __init__(self, limit: int = 10, window: float = 300.0, delay: float = 1.0, max_delay: float = 30.0) -> None:
         self.limit = limit
         self.window = window
+        self.delay = delay
+        self.max_delay = max_delay
         self._failures: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
+        self._queues: dict[str, asyncio.Lock] = {}
 
-    def _recent(self, client: str, now: float) -> deque[float]:
-        failures = self._failures.setdefault(client, deque())
+    def _recent(self, key: str, now: float) -> deque[float]:
+        failures = self._failures.setdefault(key, deque())
         while failures and now - failures[0] > self.window:
             failures.popleft()
         return failures
 
-    def blocked(self, client: str) -> bool:
-        with self._lock:
-            return len(self._recent(client, time.monotonic())) >= self.limit
+    @staticmethod
+    def _keys(client: str, token: str | None) -> tuple[str, str]:
+        digest = hashlib.sha256((token or "").encode()).hexdigest()[:16]
+        return f"address:{client}", f"token:{digest}"
 
-    def failed(self, client: str) -> None:
+    def penalty(self, client: str, token: str | None) -> float:
+        """Seconds a wrong attempt from ``client`` with ``token`` waits before it is answered (0 under the limit)."""
+        now = time.monotonic()
         with self._lock:
-            self._recent(client, time.monotonic()).append(time.monotonic())
+            excess = max(len(self._recent(key, now)) for key in self._keys(client, token)) - self.limit
+        if excess < 0:
+            return 0.0
+        return min(self.max_delay, self.delay * 2 ** min(excess, 30))
+
+    def blocked(self, client: str, token: str | None = None) -> bool:
+        """Whether wrong attempts from ``client`` (or with ``token``) are being slowed down; they answer 429."""
+        now = time.monotonic()
+        with self._lock:
+            return any(len(self._recent(key, now)) >= self.limit for key in self._keys(client, token))
+
+    def failed(self, client: str, token: str | None = None) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key in self._keys(client, token):
+                self._recent(key, now).append(now)
+            # Bounded memory whatever a client sends: forget the oldest keys first.
+            while len(self._failures) > 10_000:
+                self._failures.pop(next(iter(self._failures)))
+
+    def queue(self, client: str) -> asyncio.Lock:
+        """One slowed-down attempt at a time per address, so parallel requests do not multiply the guessing rate."""
+        with self._lock:
+            if len(self._queues) > 10_000:
+                self._queues = {k: v for k, v in self._queues.items() if v.locked()}
+            return self._queues.setdefault(client, asyncio.Lock())
 
     def succeeded(self, client: str) -> None:
         with self._lock:
-            self._failures.pop(client, None)
+            self._failures.pop(f"address:{client}", None)

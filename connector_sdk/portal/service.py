@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from connector_sdk.errors import ConnectorHostError, CredentialError, SyncInProgress, UnknownConnection, Unreachable
 from connector_sdk.host import NAME_PATTERN, Host
 from connector_sdk.models import Connection, ConnectionState, ConnectionStatus, Manifest, ReportLine, UsageRow
-from connector_sdk.portal.forms import field_errors
+from connector_sdk.portal.forms import field_errors, form_fields
 from connector_sdk.portal.jobs import SyncJob, SyncJobs
 
 STATE_LABELS = {
@@ -24,16 +24,21 @@ STATE_LABELS = {
     ConnectionState.DISCONNECTED: "Disconnected",
 }
 USER_KEY = "User key"
+# Far longer than any vendor's key (fal's are under 100 characters): a longer one is refused before any vendor call.
+MAX_SECRET_LENGTH = 1024
 CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
 
 
 class PortalError(ConnectorHostError):
     """An error answered with HTTP ``status``; ``fields`` says which form fields are wrong and why."""
 
-    def __init__(self, message: str, *, status: int = 422, fields: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int = 422, fields: dict[str, str] | None = None, kind: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.fields = fields or {}
+        self.kind = kind
 
 
 # A vendor host that cannot be reached while a new key is checked: one answer for the form and the API.
@@ -84,6 +89,23 @@ def status(host: Host, jobs: SyncJobs, conn: Connection) -> ConnectionStatus:
 
 def _config_errors(host: Host, connector_id: str, values: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
     model = host.plugins.connector(connector_id).config_model
+    too_long = {
+        k: f"This is longer than any real key ({MAX_SECRET_LENGTH} characters at most); paste the key alone."
+        for k in model.secret_field_names()
+        if isinstance(values.get(k), str) and len(values[k]) > MAX_SECRET_LENGTH
+    }
+    if too_long:
+        return too_long, []
+    # JSON's NaN and Infinity arrive as floats (a form's as text); a range check would call them "not less than 600".
+    numbers = {f.name for f in form_fields(model.model_json_schema()) if f.kind == "number"}
+    not_numbers = {
+        k: "Not a number: NaN and Infinity are not numbers."
+        for k, v in values.items()
+        if (isinstance(v, float) and not math.isfinite(v))
+        or (k in numbers and isinstance(v, str) and v.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"))
+    }
+    if not_numbers:
+        return not_numbers, []
     try:
         model.model_validate(values)
     except ValidationError as error:
@@ -93,7 +115,7 @@ def _config_errors(host: Host, connector_id: str, values: dict[str, Any]) -> tup
 
 def _refused(host: Host, connector_id: str, error: CredentialError) -> PortalError:
     secret = host.plugins.connector(connector_id).manifest().authentication.secret_field
-    return PortalError(str(error), fields={secret: str(error)})
+    return PortalError(str(error), fields={secret: str(error)}, kind=error.kind)
 
 
 def create_connection(
@@ -104,14 +126,16 @@ def create_connection(
     fields: dict[str, str] = {}
     if not NAME_PATTERN.match(name or ""):
         fields["name"] = "Use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit."
-    else:
-        try:
-            host.store.get_connection(name)
-            fields["name"] = f"A connection named {name!r} already exists; choose another name."
-        except UnknownConnection:
-            pass
     config_fields, general = _config_errors(host, connector_id, values)
     fields.update(config_fields)
+    if "name" not in fields:
+        try:
+            host.store.get_connection(name)
+        except UnknownConnection:
+            pass
+        else:
+            taken = f"A connection named {name!r} already exists; choose another name."
+            raise PortalError(taken, status=409, fields={"name": taken, **fields})
     if fields or general:
         problems = "; ".join([f"{k}: {v}" for k, v in fields.items()] + general)
         raise PortalError(f"Please correct the highlighted fields ({problems}).", fields=fields)
@@ -229,22 +253,35 @@ def rows_page(
     page: int,
     per_page: int,
     within: tuple[datetime, datetime] | None = None,
+    order: str = "hour",
+    clamp: bool = False,
 ) -> RowsPage:
-    """One page of the rows ``row_filter`` selects (inside ``within`` when given), filtered and counted by the store."""
+    """One page of the rows ``row_filter`` selects (inside ``within`` when given), filtered, ordered (``order``
+    as the store's ``rows_page`` takes it) and counted by the store. With ``clamp`` a page past the last is the
+    last."""
     connection(host, name)
     since, until = row_filter.since, row_filter.until
     if within is not None:
         since = within[0] if since is None else max(since, within[0])
         until = within[1] if until is None else min(until, within[1])
-    rows, total = host.store.rows_page(
-        name,
-        since=since,
-        until=until,
-        api_key_label=row_filter.key_label,
-        model=row_filter.model,
-        offset=(page - 1) * per_page,
-        limit=per_page,
-    )
+
+    def fetch(number: int) -> tuple[list[UsageRow], int]:
+        return host.store.rows_page(
+            name,
+            since=since,
+            until=until,
+            api_key_label=row_filter.key_label,
+            model=row_filter.model,
+            offset=(number - 1) * per_page,
+            limit=per_page,
+            order=order,
+        )
+
+    rows, total = fetch(page)
+    last = max(1, math.ceil(total / per_page))
+    if clamp and page > last:
+        page = last
+        rows, total = fetch(page)
     return RowsPage(rows=rows, total=total, page=page, per_page=per_page)
 
 

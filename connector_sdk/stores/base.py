@@ -35,6 +35,22 @@ from connector_sdk.models import (
 STORE_ENV = "CONNECTOR_HOST_STORE"
 
 
+# The orders rows_page accepts, each a column (cost compared as a number); "-hour" etc. for descending.
+ROW_ORDERS = ("hour", "key", "model", "cost")
+
+
+def row_order(order: str, columns: dict[str, str]) -> str:
+    """The ORDER BY text for ``order`` (see :data:`ROW_ORDERS`) given each backend's column expressions."""
+    descending = order.startswith("-")
+    name = order.removeprefix("-")
+    if name not in ROW_ORDERS:
+        raise ValueError(f"unknown row order {order!r}; use one of {', '.join(ROW_ORDERS)}, '-' first for descending")
+    direction = " DESC" if descending else ""
+    if name == "hour":
+        return f"period_start{direction}, {columns['row_id']}{direction}"
+    return f"{columns[name]}{direction}, period_start{direction}, {columns['row_id']}{direction}"
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema version, written once for each backend so both stay at the same version number."""
@@ -175,10 +191,13 @@ class Store(ABC):
         model: str | None = None,
         offset: int = 0,
         limit: int = 100,
+        order: str = "hour",
     ) -> tuple[list[UsageRow], int]:
-        """One page of a connection's rows that match, in :meth:`iter_rows` order, and how many match in all.
+        """One page of a connection's rows that match, and how many match in all.
 
-        For paged screens over big accounts: the filtering, counting and skipping happen in the database.
+        For paged screens over big accounts: the filtering, ordering, counting and skipping happen in the database.
+        ``order`` is one of :data:`ROW_ORDERS` (``"hour"`` is :meth:`iter_rows` order), ``"-"`` first for
+        descending; ties go by hour, then row id, in the same direction.
         """
 
     @abstractmethod

@@ -43,7 +43,7 @@ from connector_sdk.models import (
     UsageRow,
     decimal_text,
 )
-from connector_sdk.stores.base import ALERT_COLUMNS, Store, alert_from_row, ready_items
+from connector_sdk.stores.base import ALERT_COLUMNS, Store, alert_from_row, ready_items, row_order
 from connector_sdk.stores.migrations import LATEST_VERSION, MIGRATIONS
 
 CONNECTION_COLUMNS = (
@@ -556,14 +556,16 @@ class PostgresStore(Store):
         model: str | None = None,
         offset: int = 0,
         limit: int = 100,
+        order: str = "hour",
     ) -> tuple[list[UsageRow], int]:
         where, params = self._where(name, since, until, api_key_label=api_key_label, model=model)
+        columns = {"row_id": 'row_id COLLATE "C"', "key": 'api_key_label COLLATE "C"', "model": 'model COLLATE "C"'}
+        order_by = row_order(order, columns | {"cost": "cost"})
         with self._tx() as cursor:
             self._require(cursor, name)
             # One statement, so the count and the page agree whatever commits meanwhile.
             batch = cursor.execute(
-                f"SELECT {ROW_COLUMNS}, COUNT(*) OVER () FROM usage_rows{where} "
-                'ORDER BY period_start, row_id COLLATE "C" LIMIT %s OFFSET %s',
+                f"SELECT {ROW_COLUMNS}, COUNT(*) OVER () FROM usage_rows{where} ORDER BY {order_by} LIMIT %s OFFSET %s",
                 [*params, max(0, limit), max(0, offset)],
             ).fetchall()
             if batch:

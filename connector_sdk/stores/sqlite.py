@@ -38,7 +38,7 @@ from connector_sdk.models import (
     decimal_text,
     iso,
 )
-from connector_sdk.stores.base import ALERT_COLUMNS, Store, alert_from_row, ready_items
+from connector_sdk.stores.base import ALERT_COLUMNS, Store, alert_from_row, ready_items, row_order
 from connector_sdk.stores.migrations import LATEST_VERSION, MIGRATIONS
 
 CONNECTION_COLUMNS = (
@@ -694,13 +694,16 @@ class SQLiteStore(Store):
         model: str | None = None,
         offset: int = 0,
         limit: int = 100,
+        order: str = "hour",
     ) -> tuple[list[UsageRow], int]:
         where, params = self._where(name, since, until, api_key_label=api_key_label, model=model)
+        columns = {"row_id": "row_id", "key": "api_key_label", "model": "model", "cost": "CAST(cost AS REAL)"}
+        order_by = row_order(order, columns)
         with self._snapshot() as db:
             self._require(db, name)
             (total,) = db.execute(f"SELECT COUNT(*) FROM usage_rows{where}", params).fetchone()
             batch = db.execute(
-                f"SELECT {ROW_COLUMNS} FROM usage_rows{where} ORDER BY period_start, row_id LIMIT ? OFFSET ?",
+                f"SELECT {ROW_COLUMNS} FROM usage_rows{where} ORDER BY {order_by} LIMIT ? OFFSET ?",
                 [*params, max(0, limit), max(0, offset)],
             ).fetchall()
         return list(_usage_rows(batch, _Formatted(_dt))), int(total)

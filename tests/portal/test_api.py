@@ -83,9 +83,13 @@ def test_an_invalid_configuration_is_refused_field_by_field_before_fal_is_asked(
     assert create(api, sim, admin_key, base_url="http://fal.example/v1").json()["error"]["fields"]["base_url"]
 
 
-def test_a_name_in_use_is_refused(api: httpx.Client, sim: FalSimulator, admin_key: str, synced: str) -> None:
+def test_a_name_in_use_is_refused_with_409_as_documented(
+    api: httpx.Client, portal: LivePortal, sim: FalSimulator, admin_key: str, synced: str
+) -> None:
     again = create(api, sim, admin_key)
-    assert again.status_code == 422 and "already exists" in again.json()["error"]["fields"]["name"]
+    assert again.status_code == 409 and "already exists" in again.json()["error"]["fields"]["name"]
+    documented = portal.app.openapi()["paths"]["/api/v1/connections"]["post"]["responses"]
+    assert "409" in documented and "name is taken" in documented["409"]["description"]
 
 
 def test_a_sync_answers_202_at_once_with_the_url_of_its_status(

@@ -173,7 +173,10 @@ def test_the_form_shows_each_mistake_next_to_its_field_and_refuses_a_non_admin_k
     page.get_by_label("Base URL").fill(sim.base_url)
     page.get_by_label("Backfill days").fill("2")
     page.get_by_role("button", name="Connect", exact=True).click()
-    expect(page.locator("[data-form-error]")).to_contain_text("did not accept the key, so nothing was stored")
+    # The heading says what fal said: the key is real, it lacks a scope.
+    expect(page.locator("[data-form-error]")).to_contain_text(
+        "fal.ai accepted the key, but it is not Admin-scoped, so nothing was stored"
+    )
     advice = page.locator("[data-field-error=api_key]")
     expect(advice).to_contain_text("not Admin-scoped")
     expect(advice).to_contain_text("set Scope to Admin")

@@ -128,6 +128,7 @@ def walk(api: httpx.Client, spec: dict[str, Any], method: str, path: str, secret
             kwargs["json"] = data.draw(st.one_of(from_schema(body_schema, spec), JUNK))
         response = api.request(method, url, **kwargs)
         assert response.status_code < 500, f"{method} {url}: {response.text[:300]}"
+        assert str(response.status_code) in op["responses"], f"{method} {path} answered an undescribed status"
         for secret in secrets:
             assert secret not in response.text, f"{method} {url} answered with a secret"
         if response.headers.get("content-type", "").startswith("application/json"):
