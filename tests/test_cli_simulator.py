@@ -135,6 +135,13 @@ def test_a_busy_port_and_out_of_range_flags_are_one_line_not_a_traceback(served:
     assert_one_line(cli("demo", "--port", "70000"), 2, "--port must be between 1 and 65535")
 
 
+def test_a_key_file_that_cannot_be_written_is_one_line(served: Served, cli: CliRunner, tmp_path: Path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    result = cli("simulator", "issue", "--port", str(served.port), "--key-file", str(blocker / "k.key"))
+    assert_one_line(result, 2, "pass --key-file FILE or --print-key")
+
+
 def test_control_commands_without_a_simulator_say_how_to_start_one(cli: CliRunner):
     port = free_port()
     assert_one_line(

@@ -324,7 +324,9 @@ def test_faults_are_injected_and_cleared_through_the_control_plane(toy, key):
     assert get(toy, "/projects", key).status_code == 200
     for bad in ({"status": 500}, {"path": "*", "action": "explode"}, {"path": "*", "times": 0}, {"path": "*", "x": 1}):
         assert control(toy, "POST", "/faults", json=bad).status_code == 400, bad
-    assert control(toy, "POST", "/faults", data=b"{not json").json() == {"error": "the body is not valid JSON"}
+    assert control(toy, "POST", "/faults", data=b"{not json", headers={"Content-Type": "application/json"}).json() == {
+        "error": "the body is not valid JSON"
+    }
 
 
 def test_truth_and_the_clock_are_reachable_and_the_control_plane_is_never_logged_or_faulted(toy):
@@ -342,3 +344,12 @@ def test_truth_and_the_clock_are_reachable_and_the_control_plane_is_never_logged
     assert control(toy, "GET", "/requests").json() == []
     assert toy.requests == []
     assert control(toy, "GET", "/nothing").status_code == 404
+
+
+def test_the_control_plane_refuses_what_a_web_page_could_send(toy):
+    rebound = control(toy, "GET", "", headers={"Host": "attacker.example:80"})
+    assert rebound.status_code == 403
+    form = control(toy, "POST", "/keys", data=b'{"account": "acme"}', headers={"Content-Type": "text/plain"})
+    assert form.status_code == 415
+    assert toy.keyring.of("acme") == []
+    assert control(toy, "GET", "", headers={"Host": "localhost:1"}).status_code == 200

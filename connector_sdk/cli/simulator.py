@@ -83,7 +83,10 @@ def _key_lines(key: str, key_file: Path, print_key: bool) -> list[str]:
     """How the person gets the key into FAL_KEY: from a 0600 file, or (asked for) an ``export`` line to eval."""
     if print_key:
         return [f"export FAL_KEY={key}"]
-    write_key_file(key_file, key)
+    try:
+        write_key_file(key_file, key)
+    except OSError as error:
+        fail(f"cannot write the key to {key_file}: {error.strerror or error}; pass --key-file FILE or --print-key", 2)
     return [f"export FAL_KEY=\"$(cat '{key_file}')\"   # the key is in that file, mode 0600"]
 
 

@@ -13,8 +13,9 @@ and registers its operations in ``self.routes``. The base gives it, without anot
 * faults (:class:`Fault`): any status with any headers (``Retry-After``) or raw body, hangs, truncated bodies,
   connection resets, per path, after ``n`` good requests, ``times`` times; and a ``latency`` on every answer;
 * keys (:class:`KeyRing`: issue, revoke, constant-time checks) and a simulated clock (``now``);
-* a **control plane** on the same port under ``/_sim`` (JSON, loopback only, never logged, never faulted), so a
-  person with ``curl`` or a test in another process can drive it:
+* a **control plane** on the same port under ``/_sim`` (JSON, never logged, never faulted), so a person with
+  ``curl`` or a test in another process can drive it. It answers only requests addressed to a loopback name and
+  takes bodies only as ``Content-Type: application/json``, so that a web page open in a browser cannot drive it:
 
   ==========================  ==================================================================================
   ``GET /_sim``               what is served: name, API base URL, accounts (:meth:`Simulator.describe`)
@@ -78,6 +79,7 @@ __all__ = [
 
 JSON = "application/json"
 CONTROL_PREFIX = "/_sim"
+_LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 FAULT_ACTIONS = ("respond", "hang", "reset", "truncate")
 
 T = TypeVar("T")
@@ -786,6 +788,15 @@ class Simulator:
 
     def _control_answer(self, request: Request, path: str) -> Response:
         method = request.method
+        # A web page the person has open must not drive the simulator: a rebound DNS name fails the Host check,
+        # and a cross-site POST cannot send a JSON content type without a CORS preflight this server never grants.
+        host = (request.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]").lower()
+        if host not in _LOOPBACK_NAMES:
+            raise ApiError(403, f"the control plane answers only to loopback names, not {host!r}")
+        if method in ("POST", "PUT") and request.body:
+            content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if content_type != JSON:
+                raise ApiError(415, "send the control plane JSON with Content-Type: application/json")
         if path == "/" and method == "GET":
             return json_response(self.describe())
         if path == "/keys" and method == "POST":
