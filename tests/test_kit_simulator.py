@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import socket
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,8 +47,10 @@ class ToyVendor(Simulator):
         self.routes.add("POST", "/projects", self._create, auth="admin")
         self.routes.add("GET", "/boom", self._boom)
 
-    def error_body(self, status: int, kind: str, message: str) -> bytes:
-        return f'{{"error":{{"message":"{message}","type":"{kind}","code":{status}}}}}'.encode()
+    def error_body(self, status: int, kind: str, message: str, details: Mapping[str, Any]) -> bytes:
+        return json.dumps(
+            {"error": {"message": message, "type": kind, "param": None, "code": None, **details}}
+        ).encode()
 
     def authenticate(self, request: Request, requirement: Any) -> SimKey:
         key = self.keyring.verify(credentials(request.authorization, "Bearer") or "")
@@ -83,7 +87,7 @@ class ToyVendor(Simulator):
         for project in self.projects:
             if project["id"] == request.params["project_id"]:
                 return project
-        raise ApiError(404, f"No project {request.params['project_id']}")
+        raise ApiError(404, f"No project {request.params['project_id']}", details={"param": "project_id"})
 
     def _create(self, request: Request) -> dict[str, Any]:
         return {"created": request.json()}
@@ -123,7 +127,7 @@ def test_a_route_with_a_path_parameter_answers_json(toy, key):
 
 def test_errors_come_in_the_vendors_envelope_with_its_kinds(toy, key):
     assert get(toy, "/projects/proj_99", key).json() == {
-        "error": {"message": "No project proj_99", "type": "not_found", "code": 404}
+        "error": {"message": "No project proj_99", "type": "not_found", "param": "project_id", "code": None}
     }
     unknown = get(toy, "/nowhere", key)
     assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "not_found"

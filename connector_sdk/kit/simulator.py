@@ -51,7 +51,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Self, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 __all__ = [
@@ -96,14 +96,24 @@ class ApiError(Exception):
     """Raise it in a handler to answer ``status`` in the vendor's envelope.
 
     ``kind`` is the envelope's error type; ``None`` takes the simulator's ``error_kinds`` entry for the status.
+    ``details`` are whatever else the vendor's envelope carries (OpenAI's ``param`` and ``code``, say).
     """
 
-    def __init__(self, status: int, message: str, *, kind: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        kind: str | None = None,
+        headers: dict[str, str] | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.kind = kind
         self.headers = headers or {}
+        self.details = dict(details or {})
 
 
 class Response(NamedTuple):
@@ -646,7 +656,7 @@ class Simulator:
         """The API's base URL (``root_url`` + ``api_prefix``) once started."""
         return self.root_url + self.api_prefix
 
-    def start(self) -> Any:
+    def start(self) -> Self:
         """Bind and serve in a daemon thread; returns ``self``. A busy port raises ``OSError``."""
         if self._server is not None:
             raise RuntimeError("the simulator is already started")
@@ -683,7 +693,7 @@ class Simulator:
         self._server = None
         self._thread = None
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -702,9 +712,9 @@ class Simulator:
             self._faults.clear()
 
     # -- what a vendor overrides -----------------------------------------------------------------------------
-    def error_body(self, status: int, kind: str, message: str) -> bytes:
-        """The vendor's error envelope; the default is ``{"error": {"type": kind, "message": message}}``."""
-        return json.dumps({"error": {"type": kind, "message": message}}).encode()
+    def error_body(self, status: int, kind: str, message: str, details: Mapping[str, Any]) -> bytes:
+        """The vendor's error envelope; the default is ``{"error": {"type": kind, "message": message, **details}}``."""
+        return json.dumps({"error": {"type": kind, "message": message, **details}}).encode()
 
     def authenticate(self, request: Request, requirement: Any) -> Any:
         """Check the request's credentials against the route's ``auth`` requirement and return the principal
@@ -753,7 +763,9 @@ class Simulator:
         fallback = self.default_error_kind if error.status < 500 else "server_error"
         kind = error.kind or self.error_kinds.get(error.status, fallback)
         return Response(
-            error.status, self.error_body(error.status, kind, error.message), {"Content-Type": JSON, **error.headers}
+            error.status,
+            self.error_body(error.status, kind, error.message, error.details),
+            {"Content-Type": JSON, **error.headers},
         )
 
     def _answer(self, request: Request) -> Response:

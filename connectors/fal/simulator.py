@@ -35,7 +35,7 @@ import json
 import math
 import random
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -715,7 +715,7 @@ class FalSimulator(Simulator):
         paging = {"page_size": self.page_size, "max_page_size": self.max_page_size, "reject_above": self.reject_above}
         return {**super().describe(), "accounts": accounts, "paging": paging}
 
-    def error_body(self, status: int, kind: str, message: str) -> bytes:
+    def error_body(self, status: int, kind: str, message: str, details: Mapping[str, Any]) -> bytes:
         error = {"type": kind, "message": message, "request_id": f"sim-{next(self._request_ids):08d}"}
         return json.dumps({"error": error}).encode()
 
