@@ -408,6 +408,68 @@ def test_limit_is_capped_at_the_maximum_page_size(admin, sim):
     assert body["has_more"] is True
 
 
+def page_items(body: dict[str, Any]) -> int:
+    return sum(len(bucket["results"]) for bucket in body["time_series"])
+
+
+def test_the_stand_in_pages_like_fal_at_its_least_generous(spec):
+    with FalSimulator(now=NOW, history_days=10, seed=7, stand_in=True) as stand_in:
+        admin = stand_in.add_account("acme-team")
+
+        assert page_items(usage(stand_in, admin).json()) == 50, "no limit: fal's default page"
+        assert page_items(usage(stand_in, admin, limit=200).json()) == 200
+        refused = usage(stand_in, admin, limit=201)
+        assert refused.status_code == 400
+        assert_valid(spec, refused, "/models/usage")
+        assert refused.json()["error"]["type"] == "validation_error"
+        assert "'limit'" in refused.json()["error"]["message"]
+        assert call(stand_in, admin, "/keys", limit=1000).status_code == 400, "every listing pages the same way"
+        assert flatten(walk(stand_in, admin, limit=200)) == stand_in.truth("acme-team", *WINDOW)
+
+
+def test_the_stand_in_caps_silently_up_to_a_configurable_maximum():
+    with FalSimulator(now=NOW, history_days=10, seed=7, stand_in=True, reject_above=1000) as stand_in:
+        admin = stand_in.add_account("acme-team")
+
+        assert page_items(usage(stand_in, admin, limit=1000).json()) == 200
+        assert usage(stand_in, admin, limit=1001).status_code == 400
+    with pytest.raises(ValueError):
+        FalSimulator(page_size=0)
+
+
+def test_keys_are_issued_and_revoked_through_the_control_plane(sim, admin):
+    issued = requests.post(sim.root_url + "/_sim/keys", json={"account": "acme-team"}, timeout=TIMEOUT)
+    assert issued.status_code == 201
+    key = issued.json()["key"]
+    assert issued.json()["key_id"] == key.split(":")[0]
+    assert call(sim, key, "/keys").status_code == 200
+
+    revoked = requests.delete(sim.root_url + "/_sim/keys/" + key.split(":")[0], timeout=TIMEOUT)
+    assert revoked.status_code == 200
+    assert call(sim, key, "/keys").status_code == 401
+    assert call(sim, admin, "/keys").status_code == 200, "other keys keep working"
+    unknown = requests.post(sim.root_url + "/_sim/keys", json={"account": "nobody"}, timeout=TIMEOUT)
+    assert unknown.status_code == 404
+    api = requests.post(sim.root_url + "/_sim/keys", json={"account": "acme-team", "scope": "API"}, timeout=TIMEOUT)
+    assert call(sim, api.json()["key"], "/keys").status_code == 403
+
+
+def test_the_control_plane_lists_accounts_and_keys_without_secrets_and_serves_the_truth(sim, admin):
+    described = requests.get(sim.root_url + "/_sim", timeout=TIMEOUT)
+    [account] = described.json()["accounts"]
+    assert account["account"] == "acme-team"
+    assert {key["alias"] for key in account["keys"]} >= {"Admin Key", "Production Key", "Staging Key"}
+    assert admin.split(":")[1] not in described.text
+    truth = requests.get(
+        sim.root_url + "/_sim/truth",
+        params={"account": "acme-team", "start": WINDOW[0].isoformat(), "end": WINDOW[1].isoformat()},
+        timeout=TIMEOUT,
+    ).json()
+    expected = sim.truth("acme-team", *WINDOW)
+    assert len(truth) == len(expected)
+    assert [Decimal(item["cost"]) for item in truth] == [item["cost"] for item in expected]
+
+
 def test_truth_is_exact_and_every_item_adds_up(sim, admin):
     items = sim.truth("acme-team", *WINDOW)
 

@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...], str, str]] = {
     "estimate": ("prices:estimate", (), "", ""),
     "run": ("services:run", (), "", ""),
     "demo": ("demo:demo", (), "", ""),
+    "simulator": ("simulator:simulator", (), "", ""),
     "serve": (
         "serve:serve",
         ("fastapi", "uvicorn", "jinja2", "multipart"),

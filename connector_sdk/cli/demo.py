@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
 from connector_sdk.cli.context import (
     EXIT_FOR_OUTCOME,
     Ctx,
+    fail,
     handled,
     out,
     pass_ctx,
@@ -17,26 +21,79 @@ from connector_sdk.cli.context import (
     run_line,
 )
 from connector_sdk.cli.reading import REPORT_DAYS, report
+from connector_sdk.cli.simulator import (
+    DEMO_KEYS,
+    DEMO_MODELS,
+    DEMO_SEED,
+    DEMO_TEAM,
+    SIMULATOR_PORT,
+    busy_port_message,
+    check_port,
+    control,
+    root_url,
+)
 from connector_sdk.host import Host
 from connector_sdk.models import RunOutcome
 
 
-@click.command()
-@click.option("--days", type=click.IntRange(1, 30), default=7, show_default=True, help="Days to backfill.")
-@pass_ctx
-def demo(ctx: Ctx, days: int) -> None:
-    """Run everything offline: a fal simulator on loopback, a connection, a backfill and the report."""
+@contextmanager
+def demo_simulator(port: int) -> Iterator[tuple[str, str, bool]]:
+    """The demo team's API on ``127.0.0.1:port`` as ``(base URL, Admin key, whether the demo serves it)``.
+
+    The demo serves it itself on the port `connector-host simulator` uses, so that the connection it stores keeps
+    working afterwards wherever that command runs. When the port is already taken by such a simulator, the demo
+    uses it (with a key issued for it); by anything else, it stops with one line.
+    """
     from connectors.fal.simulator import FalSimulator
 
+    sim = FalSimulator(seed=DEMO_SEED, port=port)
+    key = sim.add_account(DEMO_TEAM, n_keys=DEMO_KEYS, n_models=DEMO_MODELS)
+    try:
+        sim.start()
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            fail(f"cannot listen on 127.0.0.1:{port}: {error.strerror or error}", 2)
+        yield (*_running_simulator(port), False)
+        return
+    try:
+        yield sim.base_url, key, True
+    finally:
+        sim.stop()
+
+
+def _running_simulator(port: int) -> tuple[str, str]:
+    import requests
+
+    try:
+        described = requests.get(f"{root_url(port)}/_sim", timeout=5).json()
+    except (requests.RequestException, ValueError):
+        described = None
+    teams = [a.get("account") for a in described.get("accounts", [])] if isinstance(described, dict) else []
+    if not isinstance(described, dict) or described.get("name") != "fal-simulator" or DEMO_TEAM not in teams:
+        fail(busy_port_message(port), 2)
+    issued = control(port, "POST", "/keys", {"account": DEMO_TEAM})
+    return str(described["base_url"]), str(issued["key"])
+
+
+@click.command()
+@click.option("--days", type=click.IntRange(1, 30), default=7, show_default=True, help="Days to backfill.")
+@click.option(
+    "--port",
+    type=int,
+    default=SIMULATOR_PORT,
+    show_default=True,
+    help="Loopback port of the fal simulator; `connector-host simulator` serves the demo team there afterwards.",
+)
+@pass_ctx
+def demo(ctx: Ctx, days: int, port: int) -> None:
+    """Run everything offline: a fal simulator on loopback, a connection, a backfill and the report."""
+    check_port(port)
     home = ctx.home / "demo"
     shutil.rmtree(home, ignore_errors=True)
-    with handled(), FalSimulator(seed=2026) as sim:
-        key = sim.add_account("acme-ai", n_keys=3, n_models=6)
-        out.print(f"fal simulator listening on {sim.base_url} (team acme-ai)")
+    with handled(), demo_simulator(port) as (base_url, key, own):
+        out.print(f"fal simulator listening on {base_url} (team {DEMO_TEAM})")
         with Host.open(home, store_url="") as host:
-            connection = host.connect(
-                "fal", "fal-demo", {"api_key": key, "base_url": sim.base_url, "backfill_days": days}
-            )
+            connection = host.connect("fal", "fal-demo", {"api_key": key, "base_url": base_url, "backfill_days": days})
             out.print(f"connected [bold]{connection.name}[/] to fal account [bold]{connection.account}[/]", markup=True)
             with progress_bar(sys.stderr.isatty()) as update:
                 run_ = host.sync(connection.name, progress=update)
@@ -47,3 +104,11 @@ def demo(ctx: Ctx, days: int) -> None:
     # The report's default period, so `connector-host report` on the demo's home shows this total again.
     click.get_current_context().invoke(report, name="fal-demo", days=REPORT_DAYS, fmt="table")
     out.print(f"\nThe demo store is in {home}. Explore it with e.g. `connector-host --home {home} status`.")
+    again = "connector-host simulator" + ("" if port == SIMULATOR_PORT else f" --port {port}")
+    if own:
+        out.print(
+            f"The simulator stopped with the demo. To sync fal-demo again (`run`, `serve`, `sync`), start `{again}` "
+            "in another terminal first: it serves the same team and key on the same port."
+        )
+    else:
+        out.print(f"fal-demo syncs against the simulator already running on port {port}, as long as it runs.")

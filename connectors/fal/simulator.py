@@ -4,7 +4,8 @@ It answers the operations the fal connector uses, shaped like ``shared/fal/opena
 ``GET /models/usage``, ``GET /keys``, ``GET /account/billing``, ``GET /models/pricing`` and
 ``POST /models/pricing/estimate``, all under ``/v1``. Usage is synthetic but deterministic: one
 account's hour is a pure function of (seed, username, hour, revision), built on demand and cached, so
-long histories stay cheap. Faults (errors, hangs, resets, truncated bodies) can be injected per path.
+long histories stay cheap. The server, routing, faults, keys, paging and the ``/_sim`` control plane are the
+connector kit's (:mod:`connector_sdk.kit.simulator`); this module is what is fal about it.
 
 Choices made where fal's documentation is silent:
 
@@ -15,7 +16,10 @@ Choices made where fal's documentation is silent:
   hold. Without an ``auth_method``/``auth_method_structured`` expansion, items of different auth
   methods are merged too.
 * Paging counts items across buckets; the cursor is base64 of the item offset. ``summary`` comes with
-  the first page only and is never split; a summary-only request is a single page.
+  the first page only and is never split; a summary-only request is a single page. By default a page holds
+  ``page_size`` (100) items and a ``limit`` is capped at ``max_page_size`` (1,000); ``stand_in=True`` behaves
+  like fal at its least generous: 50 items without a ``limit``, at most 200, and a 400 ``validation_error``
+  about ``limit`` above ``reject_above`` (200 unless given).
 * Only the ``UTC`` (or ``Etc/UTC``) timezone is accepted; any other is a 400 ``validation_error``.
 * Keys made by :meth:`FalSimulator.issue_key` carry no usage. A revoked key leaves ``/keys`` but keeps
   its past usage, like a deleted key.
@@ -25,31 +29,34 @@ Choices made where fal's documentation is silent:
 
 from __future__ import annotations
 
-import argparse
-import base64
-import contextlib
 import hashlib
-import hmac
 import itertools
 import json
 import math
 import random
 import re
-import socket
-import struct
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, NamedTuple
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
 
-__all__ = ["MODEL_CATALOGUE", "FalSimulator", "Fault", "main"]
+from connector_sdk.kit.simulator import (
+    ApiError,
+    Fault,
+    PageSize,
+    Request,
+    SimKey,
+    Simulator,
+    credentials,
+    decode_offset,
+    encode_offset,
+    offset_page,
+    utc,
+)
+
+__all__ = ["MODEL_CATALOGUE", "FalSimulator", "Fault"]
 
 API_PREFIX = "/v1"
 CURRENCY = "USD"
@@ -57,6 +64,8 @@ INVALID_KEY_MESSAGE = "Invalid API key or malformed Authorization header"
 ADMIN_REQUIRED_MESSAGE = (
     "This endpoint requires an Admin API key; the key sent has API scope. Create an Admin-scoped key to use it."
 )
+STAND_IN_PAGE_SIZE = 50
+STAND_IN_MAX_PAGE_SIZE = 200
 
 _HOUR = 3600
 _DAY = 86400
@@ -64,7 +73,6 @@ _Q9 = Decimal("1e-9")
 _CENT = Decimal("0.01")
 _HUNDRED = Decimal(100)
 _ZERO = Decimal(0)
-_JSON = "application/json"
 _MAX_FILTER_VALUES = 50
 _EMPTY_HOUR_CHANCE = 0.08
 _MODEL_USE_CHANCE = 0.55
@@ -76,17 +84,6 @@ _TIMEFRAMES = ("minute", "hour", "day", "week", "month")
 _FIXED_SIZES = {"minute": 60, "hour": _HOUR, "day": _DAY}
 _USAGE_EXPANSIONS = frozenset({"time_series", "summary", "auth_method", "auth_method_structured"})
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
-_STATUS_TYPES = {
-    400: "validation_error",
-    401: "authorization_error",
-    403: "authorization_error",
-    404: "not_found",
-    405: "validation_error",
-    422: "validation_error",
-    429: "rate_limited",
-    501: "not_implemented",
-}
-_FAULT_ACTIONS = ("respond", "hang", "reset", "truncate")
 
 _BASE_MODELS: tuple[tuple[str, str, str], ...] = (
     ("fal-ai/flux/dev", "image", "0.025"),
@@ -132,49 +129,6 @@ _UNIT_SHAPES: dict[str, tuple[int, int, Decimal, Decimal]] = {
 _PRICES = {ep: (unit, price) for ep, unit, price in MODEL_CATALOGUE}
 
 
-@dataclass
-class Fault:
-    """A misbehaviour shown for requests to ``path`` (after ``/v1``; ``"*"`` matches every path).
-
-    Each request is offered to the faults in injection order: a matching fault whose ``after`` is still
-    positive counts it down and lets the request on to the next fault; the first matching fault with
-    ``after == 0`` takes the request and counts ``times`` down (it is dropped at zero). After waiting
-    ``delay`` seconds it acts:
-
-    * ``respond``: answer ``status`` with ``headers`` and ``body`` (``None``: fal's error envelope for the
-      status, or the real body when ``status`` is below 400);
-    * ``hang``: say nothing and close the connection (the client's read timeout fires if ``delay`` is
-      longer);
-    * ``reset``: send the real status and headers with the full ``Content-Length``, half the body, then
-      abort the connection (TCP reset);
-    * ``truncate``: answer the real status (200 for a valid request) with the real body cut in half.
-    """
-
-    path: str  # "/v1/models/usage" is accepted too
-    status: int = 500
-    times: int = 1
-    after: int = 0
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes | None = None
-    action: str = "respond"
-    delay: float = 0.0
-
-
-class _ApiError(Exception):
-    def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.kind = kind
-        self.message = message
-        self.headers = headers or {}
-
-
-class _Response(NamedTuple):
-    status: int
-    body: bytes
-    headers: dict[str, str]
-
-
 @dataclass(frozen=True, slots=True)
 class _Model:
     endpoint_id: str
@@ -207,18 +161,6 @@ class _Source:
         if self.login is not None:
             out["login_username"] = self.login
         return out
-
-
-@dataclass(slots=True)
-class _Key:
-    key_id: str
-    secret: str
-    scope: str
-    alias: str
-    username: str
-    created_at: str
-    creator: str
-    revoked: bool = False
 
 
 class _Item:
@@ -277,12 +219,6 @@ def _canon(value: Decimal) -> Decimal:
     return Decimal(_fmt(value))
 
 
-def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
 def _floor(ts: float, timeframe: str) -> int:
     size = _FIXED_SIZES.get(timeframe)
     if size is not None:
@@ -321,77 +257,21 @@ def _bucket_text(bucket: int) -> str:
     return datetime.fromtimestamp(bucket, UTC).isoformat()
 
 
-def _encode_cursor(offset: int) -> str:
-    return base64.b64encode(str(offset).encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.b64decode(cursor.encode("ascii"), validate=True).decode("ascii")
-    except (ValueError, UnicodeError):
-        text = ""
-    if not text.isdigit():
-        raise _ApiError(400, "validation_error", f"Invalid cursor {cursor!r}")
-    return int(text)
-
-
-def _one(query: dict[str, list[str]], name: str) -> str | None:
-    values = query.get(name)
-    if not values:
-        return None
-    if len(values) > 1:
-        raise _ApiError(400, "validation_error", f"Parameter {name!r} may be given only once")
-    return values[0]
-
-
-def _many(query: dict[str, list[str]], name: str) -> list[str] | None:
-    """A repeated and/or comma-separated parameter; ``None`` when absent."""
-    raw = query.get(name)
-    if raw is None:
-        return None
-    values = [part.strip() for value in raw for part in value.split(",")]
-    if any(not value for value in values):
-        raise _ApiError(400, "validation_error", f"Parameter {name!r} has an empty value")
-    return values
-
-
-def _filter_values(query: dict[str, list[str]], name: str) -> list[str] | None:
-    values = _many(query, name)
+def _filter_values(request: Request, name: str) -> list[str] | None:
+    values = request.many(name)
     if values is not None and not 1 <= len(values) <= _MAX_FILTER_VALUES:
-        raise _ApiError(400, "validation_error", f"Parameter {name!r} accepts 1-{_MAX_FILTER_VALUES} values")
+        raise ApiError(400, f"Parameter {name!r} accepts 1-{_MAX_FILTER_VALUES} values")
     return values
 
 
-def _expansions(query: dict[str, list[str]], allowed: frozenset[str], default: Sequence[str] = ()) -> set[str]:
-    values = _many(query, "expand")
+def _expansions(request: Request, allowed: frozenset[str], default: Sequence[str] = ()) -> set[str]:
+    values = request.many("expand")
     if values is None:
         return set(default)
     unknown = sorted(set(values) - allowed)
     if unknown:
-        raise _ApiError(
-            400,
-            "validation_error",
-            f"Unknown expand value(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}",
-        )
+        raise ApiError(400, f"Unknown expand value(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
     return set(values)
-
-
-def _limit(query: dict[str, list[str]], default: int, cap: int) -> int:
-    text = _one(query, "limit")
-    if text is None:
-        return min(default, cap)
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise _ApiError(400, "validation_error", f"Parameter 'limit' must be an integer >= 1, got {text!r}")
-    return min(value, cap)
-
-
-def _offset(query: dict[str, list[str]]) -> int:
-    cursor = _one(query, "cursor")
-    return 0 if cursor is None else _decode_cursor(cursor)
 
 
 def _parse_date(text: str) -> datetime:
@@ -407,12 +287,8 @@ def _instant(text: str, name: str) -> float:
         parse = _parse_date if _DATE_ONLY.fullmatch(value) else datetime.fromisoformat
         moment = parse(value)
     except ValueError:
-        raise _ApiError(
-            400,
-            "validation_error",
-            f"Parameter {name!r} must be an ISO 8601 date-time or YYYY-MM-DD, got {text!r}",
-        ) from None
-    return _utc(moment).timestamp()
+        raise ApiError(400, f"Parameter {name!r} must be an ISO 8601 date-time or YYYY-MM-DD, got {text!r}") from None
+    return utc(moment).timestamp()
 
 
 def _auto_timeframe(span: float) -> str:
@@ -494,7 +370,7 @@ class _Account:
         self.legacy = legacy_cost
         self.revisions: dict[int, int] = {}
         self.cache: dict[int, tuple[int, tuple[_Item, ...]]] = {}
-        self.keys: list[_Key] = []
+        self.keys: list[SimKey] = []
         self.issued = 0
         self.hash_key = hashlib.blake2b(f"{seed}\x00{username}".encode(), digest_size=16).digest()
         rng = random.Random(int.from_bytes(self.hash_key, "big"))
@@ -550,16 +426,15 @@ class _Account:
             source.ams_json = f',"auth_method_structured":{json.dumps(source.structured(), separators=(",", ":"))}'
         self.sources = sources
 
-    def _new_key(self, scope: str, alias: str, created_at: datetime) -> _Key:
-        creator = self.members[len(self.keys) % len(self.members)]
-        key = _Key(
-            f"{self.rng.getrandbits(64):016x}",
-            f"{self.rng.getrandbits(128):032x}",
-            scope,
-            alias,
-            self.username,
-            created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            creator,
+    def _new_key(self, scope: str, alias: str, created_at: datetime) -> SimKey:
+        key = SimKey(
+            key_id=f"{self.rng.getrandbits(64):016x}",
+            secret=f"{self.rng.getrandbits(128):032x}",
+            account=self.username,
+            scope=scope,
+            alias=alias,
+            created_at=created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            creator=self.members[len(self.keys) % len(self.members)],
         )
         self.keys.append(key)
         return key
@@ -665,146 +540,7 @@ class _Account:
         return out
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], sim: FalSimulator) -> None:
-        self.sim = sim
-        self.aborted: set[socket.socket] = set()
-        super().__init__(address, _Handler)
-
-    def shutdown_request(self, request: Any) -> None:
-        if request in self.aborted:
-            self.aborted.discard(request)
-            # SO_LINGER is 0 on this socket, so closing without shutdown() sends a TCP reset.
-            request.close()
-            return
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up (a killed sync, a timeout) is ordinary traffic here, not a server fault.
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "fal-simulator/1.0"
-    timeout = 60
-    # Without TCP_NODELAY every answer after the first on a kept-alive connection waits ~40 ms for a delayed ACK.
-    disable_nagle_algorithm = True
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.sim._track(self.connection, add=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.sim._track(self.connection, add=False)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:
-        self._dispatch("POST")
-
-    def do_PUT(self) -> None:
-        self._dispatch("PUT")
-
-    def do_PATCH(self) -> None:
-        self._dispatch("PATCH")
-
-    def do_DELETE(self) -> None:
-        self._dispatch("DELETE")
-
-    def _dispatch(self, method: str) -> None:
-        sim = self.server.sim
-        split = urlsplit(self.path)
-        query = parse_qs(split.query, keep_blank_values=True)
-        authorization = self.headers.get("Authorization")
-        entry: dict[str, Any] = {
-            "method": method,
-            "path": split.path,
-            "query": query,
-            "has_auth": authorization is not None,
-            "status": 0,
-        }
-        sim.requests.append(entry)
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length > 0 else b""
-        except ValueError:
-            self.close_connection = True
-            self._send(sim._error(400, "validation_error", "Bad Content-Length header"), entry)
-            return
-        path = split.path.rstrip("/") or "/"
-        relative = path[len(API_PREFIX) :] if path.startswith(API_PREFIX + "/") else path
-        fault = sim._claim_fault(relative)
-
-        def answer() -> _Response:
-            return sim._answer(method, path, query, authorization, body)
-
-        if sim.latency > 0:
-            sim._stopping.wait(sim.latency)
-
-        if fault is None:
-            self._send(answer(), entry)
-            return
-        if fault.delay > 0:
-            sim._stopping.wait(fault.delay)
-        if fault.action == "hang":
-            self.close_connection = True
-            return
-        if fault.action == "respond":
-            if fault.body is not None:
-                response = _Response(fault.status, fault.body, {"Content-Type": _JSON})
-            elif fault.status >= 400:
-                default_kind = "validation_error" if fault.status < 500 else "server_error"
-                response = sim._error(
-                    fault.status,
-                    _STATUS_TYPES.get(fault.status, default_kind),
-                    f"Simulated fault: HTTP {fault.status}",
-                )
-            else:
-                real = answer()
-                response = _Response(fault.status, real.body, real.headers)
-            self._send(response._replace(headers={**response.headers, **fault.headers}), entry)
-            return
-        real = answer()
-        if fault.action == "truncate":
-            cut = real._replace(body=real.body[: len(real.body) // 2], headers={**real.headers, **fault.headers})
-            self._send(cut, entry)
-            return
-        entry["status"] = real.status
-        self.send_response(real.status)
-        for name, value in {**real.headers, **fault.headers}.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(real.body)))
-        self.end_headers()
-        self.wfile.write(real.body[: len(real.body) // 2])
-        self.wfile.flush()
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.server.aborted.add(self.connection)
-        self.close_connection = True
-
-    def _send(self, response: _Response, entry: dict[str, Any]) -> None:
-        entry["status"] = response.status
-        self.send_response(response.status)
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        self.wfile.write(response.body)
-
-
-class FalSimulator:
+class FalSimulator(Simulator):
     """fal.ai's Platform APIs on loopback: accounts with deterministic synthetic usage, keys and faults.
 
     ``now`` (aware UTC; defaults to the wall clock at construction and then stands still until set) decides
@@ -814,118 +550,64 @@ class FalSimulator:
     ``{"method", "path", "query", "has_auth", "status"}`` (``path`` as sent, including ``/v1``; ``status``
     is 0 while unanswered or when a fault answered nothing).
 
+    Pages: ``page_size`` items when no ``limit`` is sent, a ``limit`` capped at ``max_page_size``, and a 400
+    ``validation_error`` for a ``limit`` above ``reject_above`` (``None``: never). ``stand_in=True`` sets the
+    ones not given to fal at its least generous: 50, 200 and 200.
+
     ``latency`` (seconds) delays every answer, as the network to a remote API would; ``cache_responses`` keeps
     each ``/models/usage`` body it rendered and serves it again to the same request while ``now`` and the
     account's revisions stand still, so that a benchmark measures its client rather than the simulator.
     """
+
+    name = "fal-simulator"
+    api_prefix = API_PREFIX
+    error_kinds = {
+        400: "validation_error",
+        401: "authorization_error",
+        403: "authorization_error",
+        404: "not_found",
+        405: "validation_error",
+        422: "validation_error",
+        429: "rate_limited",
+        501: "not_implemented",
+    }
+    default_error_kind = "validation_error"
 
     def __init__(
         self,
         *,
         now: datetime | None = None,
         history_days: int = 35,
-        page_size: int = 100,
-        max_page_size: int = 1000,
+        page_size: int | None = None,
+        max_page_size: int | None = None,
+        reject_above: int | None = None,
+        stand_in: bool = False,
         seed: int = 1,
         host: str = "127.0.0.1",
         port: int = 0,
         latency: float = 0.0,
         cache_responses: bool = False,
     ) -> None:
-        if page_size < 1 or max_page_size < 1:
-            raise ValueError("page sizes must be >= 1")
-        if latency < 0:
-            raise ValueError("latency must be >= 0")
-        self._now = _utc(now if now is not None else datetime.now(UTC))
+        super().__init__(host=host, port=port, latency=latency, now=now)
+        if stand_in:
+            page_size = STAND_IN_PAGE_SIZE if page_size is None else page_size
+            max_page_size = STAND_IN_MAX_PAGE_SIZE if max_page_size is None else max_page_size
+            reject_above = max_page_size if reject_above is None else reject_above
         self.history_days = history_days
-        self.page_size = page_size
-        self.max_page_size = max_page_size
+        self.page_size = 100 if page_size is None else page_size
+        self.max_page_size = 1000 if max_page_size is None else max_page_size
+        self.reject_above = reject_above
+        self._paging()  # refuses sizes below 1 now rather than at the first request
         self.seed = seed
-        self.host = host
-        self.port = port
-        self.latency = latency
         self.cache_responses = cache_responses
         self._usage_cache: dict[tuple[Any, ...], bytes] = {}
-        self.requests: list[dict[str, Any]] = []
         self._accounts: dict[str, _Account] = {}
-        self._keys: dict[str, _Key] = {}
-        self._faults: list[Fault] = []
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._connections: set[socket.socket] = set()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._request_ids = itertools.count(1)
-        self._routes: dict[str, dict[str, tuple[Callable[[_Key, dict[str, list[str]], bytes], bytes], bool]]] = {
-            "/models/usage": {"GET": (self._get_usage, True)},
-            "/keys": {"GET": (self._get_keys, True)},
-            "/account/billing": {"GET": (self._get_billing, True)},
-            "/models/pricing": {"GET": (self._get_pricing, False)},
-            "/models/pricing/estimate": {"POST": (self._post_estimate, False)},
-        }
-
-    @property
-    def now(self) -> datetime:
-        """The simulated present (aware UTC); set it to move time forward or back."""
-        return self._now
-
-    @now.setter
-    def now(self, value: datetime) -> None:
-        self._now = _utc(value)
-
-    @property
-    def base_url(self) -> str:
-        """``http://<host>:<port>/v1`` once started."""
-        if self._server is None:
-            raise RuntimeError("the simulator is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}{API_PREFIX}"
-
-    def start(self) -> FalSimulator:
-        """Bind and serve in a daemon thread; returns ``self``."""
-        if self._server is not None:
-            raise RuntimeError("the simulator is already started")
-        self._stopping.clear()
-        self._server = _Server((self.host, self.port), self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fal-simulator",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving promptly, waking hung fault handlers and closing open connections."""
-        server = self._server
-        if server is None:
-            return
-        self._stopping.set()
-        stopper = threading.Thread(target=server.shutdown, daemon=True)
-        stopper.start()
-        address = server.server_address[:2]
-        while stopper.is_alive():
-            # A connection wakes the accept loop at once instead of after its poll interval.
-            with contextlib.suppress(OSError), socket.create_connection(address, timeout=0.5):
-                pass
-            stopper.join(timeout=0.01)
-        server.server_close()
-        with self._lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> FalSimulator:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        self.routes.add("GET", "/models/usage", self._get_usage, auth="ADMIN")
+        self.routes.add("GET", "/keys", self._get_keys, auth="ADMIN")
+        self.routes.add("GET", "/account/billing", self._get_billing, auth="ADMIN")
+        self.routes.add("GET", "/models/pricing", self._get_pricing, auth="ANY")
+        self.routes.add("POST", "/models/pricing/estimate", self._post_estimate, auth="ANY")
 
     def add_account(
         self,
@@ -953,88 +635,101 @@ class FalSimulator:
         makes every key, member and token use that many models (instead of one to six), and ``activity``
         multiplies how often each of them is active in an hour (capped at every hour).
         """
-        with self._lock:
-            if username in self._accounts:
-                raise ValueError(f"account {username!r} already exists")
-            account = _Account(
-                username,
-                self.seed if seed is None else seed,
-                n_keys=n_keys,
-                n_models=n_models,
-                user_traffic=user_traffic,
-                discounts=discounts,
-                empty=empty,
-                legacy_cost=legacy_cost,
-                created=self._now,
-                history_days=self.history_days,
-                models_per_source=models_per_source,
-                activity=activity,
-            )
+        if username in self._accounts:
+            raise ValueError(f"account {username!r} already exists")
+        account = _Account(
+            username,
+            self.seed if seed is None else seed,
+            n_keys=n_keys,
+            n_models=n_models,
+            user_traffic=user_traffic,
+            discounts=discounts,
+            empty=empty,
+            legacy_cost=legacy_cost,
+            created=self.now,
+            history_days=self.history_days,
+            models_per_source=models_per_source,
+            activity=activity,
+        )
+        added: list[SimKey] = []
+        try:
             for key in account.keys:
-                if key.key_id in self._keys:
-                    raise ValueError("key id collision; choose another seed")
-            self._accounts[username] = account
-            for key in account.keys:
-                self._keys[key.key_id] = key
+                added.append(self.keyring.add(key))
+        except ValueError:
+            for key in added:
+                self.keyring.discard(key.key_id)
+            raise
+        self._accounts[username] = account
         return f"{account.admin_key.key_id}:{account.admin_key.secret}"
 
-    def issue_key(self, username: str, *, scope: str = "ADMIN", alias: str | None = None) -> str:
-        """Create another key (``scope`` ``"ADMIN"`` or ``"API"``); returns ``"key_id:key_secret"``."""
+    def issue_key(self, account: str, *, scope: str = "ADMIN", alias: str | None = None) -> str:
+        """Create another key for the team ``account`` (``scope`` ``"ADMIN"`` or ``"API"``); returns
+        ``"key_id:key_secret"``."""
         if scope not in ("ADMIN", "API"):
             raise ValueError("scope must be 'ADMIN' or 'API'")
-        account = self._account(username)
-        with self._lock:
-            account.issued += 1
-            if alias is None:
-                alias = f"Issued {scope.title()} Key {account.issued}"
-            key = account._new_key(scope, alias, self._now.replace(microsecond=0))
-            self._keys[key.key_id] = key
+        team = self._account(account)
+        team.issued += 1
+        if alias is None:
+            alias = f"Issued {scope.title()} Key {team.issued}"
+        key = self.keyring.add(team._new_key(scope, alias, self.now.replace(microsecond=0)))
         return f"{key.key_id}:{key.secret}"
 
     def revoke_key(self, key: str) -> None:
         """Revoke a key (``"key_id:key_secret"`` or a bare key id): it gets 401 and leaves ``/keys``."""
-        key_id = key.partition(":")[0].strip()
-        record = self._keys.get(key_id)
-        if record is None:
-            raise KeyError(f"unknown key {key_id!r}")
-        record.revoked = True
+        self.keyring.revoke(key.partition(":")[0].strip())
 
-    def truth(self, username: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    def truth(self, account: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """Every usage item served for hours ``start <= h < end``, in order, as ``timeframe=hour`` with all
         expansions serves them.
 
         Each dict holds the item's fields as served (numbers as exact ``Decimal``) plus ``"bucket"``, the
         aware UTC start of its hour.
         """
-        account = self._account(username)
-        now_ts = self._now.timestamp()
-        lo = max(_ceil(_utc(start).timestamp(), "hour"), self._first_hour(now_ts))
-        hi = _utc(end).timestamp()
+        team = self._account(account)
+        now_ts = self.now.timestamp()
+        lo = max(_ceil(utc(start).timestamp(), "hour"), self._first_hour(now_ts))
+        hi = utc(end).timestamp()
         out: list[dict[str, Any]] = []
         for hour in range(lo, _floor(now_ts, "hour") + 1, _HOUR):
             if hour >= hi:
                 break
             bucket = datetime.fromtimestamp(hour, UTC)
-            out.extend(
-                account.as_dict(item, bucket) for item in account.hour_items(hour) if hour + item.offset < now_ts
-            )
+            out.extend(team.as_dict(item, bucket) for item in team.hour_items(hour) if hour + item.offset < now_ts)
         return out
 
     def revise(self, username: str, hour: datetime) -> None:
         """Change the usage of the hour containing ``hour`` (new quantities; items may appear or vanish)."""
-        self._account(username).revise(_floor(_utc(hour).timestamp(), "hour"))
+        self._account(username).revise(_floor(utc(hour).timestamp(), "hour"))
 
-    def inject(self, fault: Fault) -> None:
-        """Add a fault; see :class:`Fault` for how requests meet faults."""
-        if fault.action not in _FAULT_ACTIONS:
-            raise ValueError(f"unknown fault action {fault.action!r}; use one of {', '.join(_FAULT_ACTIONS)}")
-        with self._lock:
-            self._faults.append(fault)
+    def describe(self) -> dict[str, Any]:
+        accounts = [
+            {
+                "account": name,
+                "keys": [
+                    {"key_id": key.key_id, "alias": key.alias, "scope": key.scope, "revoked": key.revoked}
+                    for key in self.keyring.of(name)
+                ],
+            }
+            for name in self._accounts
+        ]
+        paging = {"page_size": self.page_size, "max_page_size": self.max_page_size, "reject_above": self.reject_above}
+        return {**super().describe(), "accounts": accounts, "paging": paging}
 
-    def clear_faults(self) -> None:
-        """Remove every injected fault."""
-        with self._lock:
-            self._faults.clear()
+    def error_body(self, status: int, kind: str, message: str, details: Mapping[str, Any]) -> bytes:
+        error = {"type": kind, "message": message, "request_id": f"sim-{next(self._request_ids):08d}"}
+        return json.dumps({"error": error}).encode()
+
+    def authenticate(self, request: Request, requirement: Any) -> SimKey:
+        key_id, _, secret = (credentials(request.authorization, "Key") or "").partition(":")
+        record = self.keyring.verify(secret, key_id) if key_id else None
+        if record is None:
+            raise ApiError(401, INVALID_KEY_MESSAGE)
+        if requirement == "ADMIN" and record.scope != "ADMIN":
+            raise ApiError(403, ADMIN_REQUIRED_MESSAGE)
+        return record
+
+    def _paging(self) -> PageSize:
+        return PageSize(self.page_size, self.max_page_size, self.reject_above)
 
     def _account(self, username: str) -> _Account:
         try:
@@ -1045,88 +740,31 @@ class FalSimulator:
     def _first_hour(self, now_ts: float) -> int:
         return _ceil(now_ts - self.history_days * _DAY, "hour")
 
-    def _track(self, connection: socket.socket, *, add: bool) -> None:
-        with self._lock:
-            if add:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
-
-    def _claim_fault(self, path: str) -> Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.path not in ("*", path, API_PREFIX + path):
-                    continue
-                if fault.after > 0:
-                    fault.after -= 1
-                    continue
-                fault.times -= 1
-                if fault.times <= 0:
-                    self._faults.remove(fault)
-                return fault
-        return None
-
-    def _error(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> _Response:
-        error = {"type": kind, "message": message, "request_id": f"sim-{next(self._request_ids):08d}"}
-        body = json.dumps({"error": error}).encode()
-        return _Response(status, body, {"Content-Type": _JSON, **(headers or {})})
-
-    def _answer(
-        self, method: str, path: str, query: dict[str, list[str]], authorization: str | None, body: bytes
-    ) -> _Response:
-        try:
-            if not path.startswith(API_PREFIX + "/"):
-                raise _ApiError(404, "not_found", f"No such path: {path}")
-            operations = self._routes.get(path[len(API_PREFIX) :])
-            if operations is None:
-                raise _ApiError(404, "not_found", f"No such path: {path}")
-            operation = operations.get(method)
-            if operation is None:
-                allowed = ", ".join(sorted(operations))
-                raise _ApiError(405, "validation_error", f"Method {method} not allowed on {path}", {"Allow": allowed})
-            handler, admin_only = operation
-            key = self._authenticate(authorization, admin_only)
-            return _Response(200, handler(key, query, body), {"Content-Type": _JSON})
-        except _ApiError as error:
-            return self._error(error.status, error.kind, error.message, error.headers)
-        except Exception as error:  # the simulator must answer like a server, not drop the connection
-            return self._error(500, "server_error", f"Simulator error: {type(error).__name__}: {error}")
-
-    def _authenticate(self, authorization: str | None, admin_only: bool) -> _Key:
-        scheme, _, credentials = (authorization or "").strip().partition(" ")
-        key_id, _, secret = credentials.strip().partition(":")
-        record = self._keys.get(key_id) if scheme.lower() == "key" else None
-        if record is None or record.revoked or not hmac.compare_digest(record.secret.encode(), secret.encode()):
-            raise _ApiError(401, "authorization_error", INVALID_KEY_MESSAGE)
-        if admin_only and record.scope != "ADMIN":
-            raise _ApiError(403, "authorization_error", ADMIN_REQUIRED_MESSAGE)
-        return record
-
-    def _usage_query(self, query: dict[str, list[str]]) -> _UsageQuery:
-        now_ts = self._now.timestamp()
-        zone = _one(query, "timezone")
+    def _usage_query(self, request: Request) -> _UsageQuery:
+        now_ts = self.now.timestamp()
+        zone = request.one("timezone")
         if zone is not None and zone.upper() not in ("UTC", "ETC/UTC"):
-            raise _ApiError(400, "validation_error", f"Unsupported timezone {zone!r}: this simulator serves UTC only")
-        start_text, end_text = _one(query, "start"), _one(query, "end")
+            raise ApiError(400, f"Unsupported timezone {zone!r}: this simulator serves UTC only")
+        start_text, end_text = request.one("start"), request.one("end")
         start = now_ts - _DAY if start_text is None else _instant(start_text, "start")
         end = now_ts if end_text is None else _instant(end_text, "end")
         if start >= end:
-            raise _ApiError(400, "validation_error", "'start' must be before 'end'")
-        timeframe = _one(query, "timeframe")
+            raise ApiError(400, "'start' must be before 'end'")
+        timeframe = request.one("timeframe")
         if timeframe is None:
             timeframe = _auto_timeframe(end - start)
         elif timeframe not in _TIMEFRAMES:
-            raise _ApiError(400, "validation_error", f"'timeframe' must be one of {', '.join(_TIMEFRAMES)}")
-        bound = _one(query, "bound_to_timeframe") or "true"
+            raise ApiError(400, f"'timeframe' must be one of {', '.join(_TIMEFRAMES)}")
+        bound = request.one("bound_to_timeframe") or "true"
         if bound not in ("true", "false"):
-            raise _ApiError(400, "validation_error", "'bound_to_timeframe' must be 'true' or 'false'")
+            raise ApiError(400, "'bound_to_timeframe' must be 'true' or 'false'")
         if bound == "true":
             start, end = _floor(start, timeframe), _ceil(end, timeframe)
-        expand = _expansions(query, _USAGE_EXPANSIONS, ("time_series",))
+        expand = _expansions(request, _USAGE_EXPANSIONS, ("time_series",))
         if not expand & {"time_series", "summary"}:
-            raise _ApiError(400, "validation_error", "'expand' must include 'time_series' or 'summary'")
+            raise ApiError(400, "'expand' must include 'time_series' or 'summary'")
         endpoints, key_ids, logins = (
-            _filter_values(query, name) for name in ("endpoint_id", "api_key_id", "login_username")
+            _filter_values(request, name) for name in ("endpoint_id", "api_key_id", "login_username")
         )
         return _UsageQuery(
             start=start,
@@ -1139,8 +777,8 @@ class FalSimulator:
             summary="summary" in expand,
             auth_label="auth_method" in expand,
             auth_structured="auth_method_structured" in expand,
-            limit=_limit(query, self.page_size, self.max_page_size),
-            offset=_offset(query),
+            limit=self._paging().read(request.one("limit")),
+            offset=decode_offset(request.one("cursor")),
         )
 
     def _visible_hours(
@@ -1202,21 +840,22 @@ class FalSimulator:
             if pending:
                 yield current, _merge(pending, by_source)
 
-    def _get_usage(self, key: _Key, query: dict[str, list[str]], body: bytes) -> bytes:
+    def _get_usage(self, request: Request) -> bytes:
         if not self.cache_responses:
-            return self._render_usage(key, query)
-        account = self._accounts[key.username]
-        revisions = tuple(sorted(account.revisions.items()))
-        cache_key = (key.username, self._now, revisions, tuple(sorted((k, tuple(v)) for k, v in query.items())))
+            return self._render_usage(request)
+        username = request.principal.account
+        revisions = tuple(sorted(self._accounts[username].revisions.items()))
+        query = tuple(sorted((k, tuple(v)) for k, v in request.query.items()))
+        cache_key = (username, self.now, revisions, query)
         rendered = self._usage_cache.get(cache_key)
         if rendered is None:
-            rendered = self._usage_cache[cache_key] = self._render_usage(key, query)
+            rendered = self._usage_cache[cache_key] = self._render_usage(request)
         return rendered
 
-    def _render_usage(self, key: _Key, query: dict[str, list[str]]) -> bytes:
-        account = self._accounts[key.username]
-        uq = self._usage_query(query)
-        now_ts = self._now.timestamp()
+    def _render_usage(self, request: Request) -> bytes:
+        account = self._accounts[request.principal.account]
+        uq = self._usage_query(request)
+        now_ts = self.now.timestamp()
         fields: list[str] = []
         more = False
         if uq.series:
@@ -1233,19 +872,19 @@ class FalSimulator:
             rows = _merge(everything, uq.auth_label or uq.auth_structured)
             summary = ",".join(account.render(item, uq.auth_label, uq.auth_structured) for item in rows)
             fields.append(f'"summary":[{summary}]')
-        cursor = json.dumps(_encode_cursor(uq.offset + uq.limit) if more else None)
+        cursor = json.dumps(encode_offset(uq.offset + uq.limit) if more else None)
         fields.append(f'"next_cursor":{cursor},"has_more":{"true" if more else "false"}')
         return ("{" + ",".join(fields) + "}").encode()
 
-    def _get_keys(self, key: _Key, query: dict[str, list[str]], body: bytes) -> bytes:
-        account = self._accounts[key.username]
-        expand = _expansions(query, frozenset({"creator_info"}))
-        limit = _limit(query, self.page_size, self.max_page_size)
-        offset = _offset(query)
+    def _get_keys(self, request: Request) -> bytes:
+        account = self._accounts[request.principal.account]
+        expand = _expansions(request, frozenset({"creator_info"}))
+        offset = decode_offset(request.one("cursor"))
         listed = [record for record in account.keys if record.scope == "API" and not record.revoked]
         listed.sort(key=lambda record: record.created_at)
+        page, following = offset_page(listed, offset, self._paging().read(request.one("limit")))
         keys = []
-        for record in listed[offset : offset + limit]:
+        for record in page:
             entry = {
                 "key_id": record.key_id,
                 "alias": record.alias,
@@ -1256,26 +895,24 @@ class FalSimulator:
                 entry["creator_nickname"] = record.creator
                 entry["creator_email"] = f"{record.creator}@{account.username}.example.com"
             keys.append(entry)
-        more = offset + limit < len(listed)
-        return json.dumps(
-            {"keys": keys, "next_cursor": _encode_cursor(offset + limit) if more else None, "has_more": more}
-        ).encode()
+        cursor = None if following is None else encode_offset(following)
+        return json.dumps({"keys": keys, "next_cursor": cursor, "has_more": following is not None}).encode()
 
-    def _get_billing(self, key: _Key, query: dict[str, list[str]], body: bytes) -> bytes:
-        account = self._accounts[key.username]
-        expand = _expansions(query, frozenset({"credits"}))
+    def _get_billing(self, request: Request) -> bytes:
+        account = self._accounts[request.principal.account]
+        expand = _expansions(request, frozenset({"credits"}))
         out: dict[str, Any] = {"username": account.username}
         if "credits" in expand:
             out["credits"] = {"current_balance": float(account.credits), "currency": CURRENCY}
         return json.dumps(out).encode()
 
-    def _get_pricing(self, key: _Key, query: dict[str, list[str]], body: bytes) -> bytes:
-        wanted = _filter_values(query, "endpoint_id")
+    def _get_pricing(self, request: Request) -> bytes:
+        wanted = _filter_values(request, "endpoint_id")
         if wanted is None:
-            raise _ApiError(400, "validation_error", "Parameter 'endpoint_id' is required (1-50 endpoint ids)")
+            raise ApiError(400, "Parameter 'endpoint_id' is required (1-50 endpoint ids)")
         unknown = [endpoint for endpoint in wanted if endpoint not in _PRICES]
         if unknown:
-            raise _ApiError(404, "not_found", f"No pricing found for endpoint(s): {', '.join(unknown)}")
+            raise ApiError(404, f"No pricing found for endpoint(s): {', '.join(unknown)}")
         prices = [
             f'{{"endpoint_id":{json.dumps(endpoint)},"unit_price":{_fmt(_PRICES[endpoint][1])},'
             f'"unit":{json.dumps(_PRICES[endpoint][0])},"currency":"{CURRENCY}"}}'
@@ -1283,39 +920,36 @@ class FalSimulator:
         ]
         return ('{"prices":[' + ",".join(prices) + '],"next_cursor":null,"has_more":false}').encode()
 
-    def _post_estimate(self, key: _Key, query: dict[str, list[str]], body: bytes) -> bytes:
-        try:
-            request = json.loads(body, parse_float=Decimal)
-        except ValueError:
-            raise _ApiError(400, "validation_error", "Request body must be JSON") from None
-        if not isinstance(request, dict):
-            raise _ApiError(400, "validation_error", "Request body must be a JSON object")
-        kind = request.get("estimate_type")
+    def _post_estimate(self, request: Request) -> bytes:
+        body = request.json()
+        if not isinstance(body, dict):
+            raise ApiError(400, "Request body must be a JSON object")
+        kind = body.get("estimate_type")
         if kind not in ("unit_price", "historical_api_price"):
-            raise _ApiError(400, "validation_error", "'estimate_type' must be 'unit_price' or 'historical_api_price'")
-        endpoints = request.get("endpoints")
+            raise ApiError(400, "'estimate_type' must be 'unit_price' or 'historical_api_price'")
+        endpoints = body.get("endpoints")
         if not isinstance(endpoints, dict):
-            raise _ApiError(400, "validation_error", "'endpoints' must be an object of endpoint id -> quantities")
+            raise ApiError(400, "'endpoints' must be an object of endpoint id -> quantities")
         name = "unit_quantity" if kind == "unit_price" else "call_quantity"
         total = _ZERO
         for endpoint, spec in endpoints.items():
             value = spec.get(name) if isinstance(spec, dict) else None
             if isinstance(value, bool) or not isinstance(value, int | Decimal):
-                raise _ApiError(400, "validation_error", f"endpoints[{endpoint!r}].{name} must be a number")
+                raise ApiError(400, f"endpoints[{endpoint!r}].{name} must be a number")
             quantity = Decimal(value)
             if kind == "unit_price" and quantity < Decimal("0.000001"):
-                raise _ApiError(400, "validation_error", f"endpoints[{endpoint!r}].{name} must be >= 0.000001")
+                raise ApiError(400, f"endpoints[{endpoint!r}].{name} must be >= 0.000001")
             if kind == "historical_api_price" and (quantity < 1 or quantity != quantity.to_integral_value()):
-                raise _ApiError(400, "validation_error", f"endpoints[{endpoint!r}].{name} must be an integer >= 1")
+                raise ApiError(400, f"endpoints[{endpoint!r}].{name} must be an integer >= 1")
             if endpoint not in _PRICES:
-                raise _ApiError(404, "not_found", f"No pricing found for endpoint {endpoint}")
+                raise ApiError(404, f"No pricing found for endpoint {endpoint}")
             unit, price = _PRICES[endpoint]
             per_call = _UNIT_SHAPES[unit][3] if kind == "historical_api_price" else Decimal(1)
             total += quantity * per_call * price
         try:
             rounded = total.quantize(_CENT, rounding=ROUND_HALF_UP)
         except InvalidOperation:
-            raise _ApiError(400, "validation_error", "Quantities are too large") from None
+            raise ApiError(400, "Quantities are too large") from None
         return (f'{{"estimate_type":"{kind}","total_cost":{_fmt(rounded)},"currency":"{CURRENCY}"}}').encode()
 
 
@@ -1337,38 +971,3 @@ def _take_page(
         if room == 0:
             return page, left > 0 or next(buckets, None) is not None
     return page, False
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Serve until Ctrl-C with ``now`` following the wall clock, printing the base URL and Admin keys."""
-    parser = argparse.ArgumentParser(
-        prog="python -m connectors.fal.simulator", description="Serve a simulator of fal.ai's Platform APIs."
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--account", action="append", help="team username (repeatable; default my-team)")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--history-days", type=int, default=35)
-    parser.add_argument("--keys", type=int, default=3, help="API keys per account")
-    parser.add_argument("--models", type=int, default=5, help="endpoints per account")
-    args = parser.parse_args(argv)
-    sim = FalSimulator(host=args.host, port=args.port, seed=args.seed, history_days=args.history_days)
-    sim.start()
-    try:
-        print(f"fal simulator serving at {sim.base_url}", flush=True)
-        for username in args.account or ["my-team"]:
-            key = sim.add_account(username, n_keys=args.keys, n_models=args.models)
-            print(f"account {username}: admin key {key}", flush=True)
-        print("press Ctrl-C to stop", flush=True)
-        while True:
-            time.sleep(1)
-            sim.now = datetime.now(UTC)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
