@@ -553,7 +553,7 @@ def _or_parents(site: Path) -> dict[str, set[str]]:
 def _run_validator(executable: Path, site: Path, data: Path, criteria: frozenset[str]) -> dict[str, str]:
     """Run the validator (FOCUS 1.2 rules, the given applicability criteria, JUnit report) offline; each rule's
     outcome by rule id: ``passed``, or ``failure: ...``, ``error: ...``, ``skipped: ...``."""
-    report = data.with_suffix(".xml")
+    report = data.with_name(data.name + ".xml")
     done = subprocess.run(
         [str(executable), "--data-file", str(data), "--validate-version", "1.2", "--block-download",
          "--applicability-criteria", ",".join(sorted(criteria)),
@@ -645,3 +645,9 @@ def test_openai_daily_cost_rows_pass_the_focus_validator(tmp_path: Path) -> None
     assert all(r["ListUnitPrice"] == "" and r["ListCost"] == r["BilledCost"] for r in records)
     openai = focus_profile("openai").criteria
     _assert_no_failed_rule(_run_validator(executable, site, tmp_path / "openai.csv", openai), site, at_least_passed=160)
+
+    # The Parquet export, decimals as decimal128(38, 18) and timestamps as timestamp[us, UTC], passes the same rules.
+    pytest.importorskip("pyarrow")
+    assert write_focus_parquet(openai_cost_rows(), tmp_path / "openai.parquet") == len(records)
+    outcomes = _run_validator(executable, site, tmp_path / "openai.parquet", openai)
+    _assert_no_failed_rule(outcomes, site, at_least_passed=160)
