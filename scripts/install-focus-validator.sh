@@ -29,15 +29,13 @@ find_python() {
     command -v python3.12
     return 0
   fi
-  if command -v pyenv >/dev/null 2>&1; then
-    root=$(pyenv root)
-    for candidate in $(ls -d "$root"/versions/3.12.* 2>/dev/null | sort -rV); do
-      if [ -x "$candidate/bin/python3.12" ]; then
-        echo "$candidate/bin/python3.12"
-        return 0
-      fi
-    done
-  fi
+  root=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")
+  for candidate in $(ls -d "$root"/versions/3.12.* 2>/dev/null | sort -rV); do
+    if [ -x "$candidate/bin/python3.12" ]; then
+      echo "$candidate/bin/python3.12"
+      return 0
+    fi
+  done
   echo "focus-validator $VERSION needs Python 3.12 and none was found; set FOCUS_PYTHON to one" >&2
   return 1
 }
