@@ -38,6 +38,7 @@ from connector_sdk.focus import (
 )
 from connector_sdk.host import Host
 from connector_sdk.models import UsageRow
+from connector_sdk.sinks import FileSinkConfig, FocusFileSink
 from tests.store_fixtures import usage_row
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -410,6 +411,16 @@ def test_csv_of_no_rows_is_a_header() -> None:
     stream = io.StringIO()
     assert write_focus_csv([], stream) == 0
     assert stream.getvalue() == ",".join(FOCUS_COLUMNS) + "\n"
+
+
+def test_the_focus_sink_leaves_usage_rows_out_too(tmp_path: Path) -> None:
+    rows = openai_cost_rows()
+    sink = FocusFileSink(FileSinkConfig(directory=tmp_path), connection="openai-test")
+    stream = io.StringIO()
+    sink.write(stream, rows, header=True)
+    written = list(csv.DictReader(io.StringIO(stream.getvalue())))
+    assert len(written) == sum(1 for row in rows if getattr(row, "kind", "cost") == "cost")
+    assert all(line["BilledCost"] for line in written)
 
 
 # --- Parquet ---------------------------------------------------------------------------------------------------
