@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal, Inexact, localcontext
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -102,8 +103,11 @@ FOCUS_PROFILES: dict[str, FocusProfile] = {
 def focus_profile(connector: str) -> FocusProfile:
     """The vendor's profile; a connector without one is named by its id and filed under ``Other``."""
     known = FOCUS_PROFILES.get(connector)
-    if known is not None:
-        return known
+    return known if known is not None else _fallback_profile(connector)
+
+
+@lru_cache(maxsize=256)  # one per unknown connector, not one per row
+def _fallback_profile(connector: str) -> FocusProfile:
     return FocusProfile(
         provider=connector,
         service_name=connector,
