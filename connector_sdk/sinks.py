@@ -24,7 +24,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from connector_sdk import __version__, hookimpl
-from connector_sdk.focus import FOCUS_COLUMNS, focus_record
+from connector_sdk.focus import FOCUS_COLUMNS, focus_record, is_billing_row
 from connector_sdk.http import validate_base_url
 from connector_sdk.models import ROW_FIELDS, UsageRow
 
@@ -136,13 +136,15 @@ class CsvFileSink(_FileSink):
 class FocusFileSink(_FileSink):
     kind = "focus"
     suffix = "csv"
-    description = "FOCUS 1.0 CSV files (README: FOCUS export), one per day or month of usage"
+    description = "FOCUS 1.2 CSV files (README: FOCUS export), one per day or month of usage"
 
     def write(self, handle: Any, rows: list[UsageRow], *, header: bool) -> None:
         writer = csv.DictWriter(handle, fieldnames=FOCUS_COLUMNS, lineterminator="\n")
         if header:
             writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in focus_record(row).items()} for row in rows)
+        writer.writerows(
+            {k: "" if v is None else v for k, v in focus_record(row).items()} for row in rows if is_billing_row(row)
+        )
 
 
 class WebhookSinkConfig(SinkConfig):

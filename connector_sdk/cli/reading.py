@@ -75,7 +75,7 @@ def write_rows(rows: Iterator[UsageRow], stream: IO[str], fmt: str) -> None:
     type=click.Choice(["jsonl", "csv", "focus"]),
     default="jsonl",
     show_default=True,
-    help="focus: FOCUS 1.0 columns (README: FOCUS export), as CSV, or as Parquet when -o ends in .parquet.",
+    help="focus: FOCUS 1.2 columns (README: FOCUS export), as CSV, or as Parquet when -o ends in .parquet.",
 )
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file, not stdout.")
 @pass_ctx
