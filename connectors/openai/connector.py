@@ -161,7 +161,7 @@ class OpenAIConnector(Connector):
             directory.keys[key.id] = key
         return directory
 
-    def keys(self) -> list[OpenAIKey]:
+    def inventory(self) -> list[OpenAIKey]:
         """The organization's key inventory: project keys with their owners, and Admin keys."""
         return list(self.directory().keys.values())
 
