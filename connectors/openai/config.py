@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from connector_sdk.http import validate_base_url
 from connector_sdk.models import ConnectorConfig
@@ -11,6 +11,9 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
 class OpenAIConfig(ConnectorConfig):
+    # A key pasted into the wrong field, or with a stray space, must not be echoed by the validation error.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
     api_key: SecretStr = Field(
         title="Admin key",
         description="An OpenAI Admin key (sk-admin-...), created by an Organization Owner under Admin keys.",
