@@ -26,6 +26,7 @@ Choices made where OpenAI's documentation is silent:
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import itertools
@@ -33,7 +34,8 @@ import json
 import random
 import secrets
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -44,7 +46,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from connector_sdk.http import ApiClient
 
-__all__ = ["USAGE_FIELDS", "Fault", "OpenAISimulator"]
+__all__ = ["USAGE_FIELDS", "Fault", "OpenAISimulator", "main"]
 
 API_PREFIX = "/v1"
 HOUR = 3600
@@ -775,3 +777,34 @@ def _group_by(query: dict[str, list[str]], allowed: frozenset[str]) -> set[str]:
     if unknown := groups - allowed:
         raise _ApiError(400, f"Invalid value for 'group_by': {sorted(unknown)[0]}.", param="group_by")
     return groups
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until Ctrl-C with ``now`` following the wall clock, printing the base URL and Admin keys."""
+    parser = argparse.ArgumentParser(
+        prog="python -m connectors.openai.simulator", description="Serve a simulator of OpenAI's organization APIs."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--organization", action="append", help="organization name (repeatable; default My Org)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--history-days", type=int, default=35)
+    args = parser.parse_args(argv)
+    sim = OpenAISimulator(host=args.host, port=args.port, seed=args.seed, history_days=args.history_days).start()
+    try:
+        print(f"OpenAI simulator serving at {sim.base_url}", flush=True)
+        for name in args.organization or ["My Org"]:
+            print(f"organization {name}: admin key {sim.add_organization(name)}", flush=True)
+        print("press Ctrl-C to stop", flush=True)
+        while True:
+            time.sleep(1)
+            sim.now = datetime.now(UTC).replace(microsecond=0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

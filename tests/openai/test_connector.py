@@ -95,6 +95,26 @@ def test_a_backfill_reads_exactly_what_the_organization_billed_and_used(
             assert row.cost is None and row.period_end - row.period_start == timedelta(hours=1)
 
 
+def test_a_second_sync_of_the_same_window_changes_nothing(make_connector: Make, admin_key: str) -> None:
+    connector = make_connector(admin_key)
+    first, second = rows_of(sync(connector)), rows_of(sync(connector))
+    assert first == second
+
+
+def test_time_moving_on_adds_the_new_hours_and_grows_todays_cost(
+    sim: OpenAISimulator, make_connector: Make, admin_key: str
+) -> None:
+    connector = make_connector(admin_key)
+    today = floor_day(NOW)
+    before = {r.row_id: r for r in rows_of(sync(connector)) if r.period_start >= today}
+    sim.now = NOW + timedelta(hours=3)
+    later = SyncWindow(start=WINDOW.start, end=floor_hour(sim.now) + timedelta(hours=1))
+    after = {r.row_id: r for r in rows_of(sync(connector, later)) if r.period_start >= today}
+    todays_cost = [(before[rid].cost, r.cost) for rid, r in after.items() if r.kind == "cost" and rid in before]
+    assert any(new > old for old, new in todays_cost)  # type: ignore[operator]
+    assert max(r.period_start for r in after.values()) == floor_hour(sim.now)
+
+
 def test_keys_are_named_across_projects_and_pages_and_the_unnamed_ones_are_explained(
     make_connector: Make, admin_key: str
 ) -> None:
