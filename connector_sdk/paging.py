@@ -52,7 +52,12 @@ def has_more_cursor(cursor_field: str, *, what: str) -> Callable[[Any], Any]:
         more = page.get("has_more")
         if not isinstance(more, bool):
             raise ResponseError(f"{what}: field 'has_more' must be true or false, got {more!r}")
-        return page.get(cursor_field) if more else None
+        if not more:
+            return None
+        cursor = page.get(cursor_field)
+        if cursor is None:
+            raise ResponseError(f"{what}: 'has_more' is true but field {cursor_field!r} is missing or null")
+        return cursor
 
     return cursor_of
 

@@ -30,9 +30,10 @@ def test_a_has_more_listing_is_followed_by_its_cursor_field_until_has_more_is_fa
     assert seen == [[1], [2], [3]] and asked == [None, "a", "b"]
 
 
-def test_a_listing_without_has_more_is_an_error_not_a_guess() -> None:
+@pytest.mark.parametrize("page", [{"data": []}, {"has_more": "yes"}, {"has_more": True, "next_page": None}])
+def test_a_listing_without_has_more_or_its_cursor_is_an_error_not_a_guess(page: dict[str, Any]) -> None:
     with pytest.raises(ResponseError, match="has_more"):
-        list(follow_cursor(lambda _: {"data": []}, what="x", cursor_of=has_more_cursor("next_page", what="x")))
+        list(follow_cursor(lambda _: page, what="x", cursor_of=has_more_cursor("next_page", what="x")))
 
 
 def test_a_window_is_cut_at_every_utc_midnight() -> None:
