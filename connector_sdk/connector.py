@@ -57,6 +57,14 @@ class Connector(ABC):
         Nothing is held beyond the page being built: the host commits each page before asking for the next.
         """
 
+    def sync_window(self, window: SyncWindow) -> SyncWindow:
+        """The window to sync when the host asks for ``window``: the same one, unless the vendor needs more.
+
+        A vendor that bills by the day, or restates a trailing period, widens the start to a period boundary far
+        enough back; the host then syncs (and replaces) the widened window. It never narrows the window.
+        """
+        return window
+
     def prices(self, models: Sequence[str], *, now: datetime) -> list[Price]:
         """Current list prices of ``models``; a model the vendor does not know is left out."""
         raise ConfigError(f"the {self.id} connector cannot look up prices")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import requests
@@ -119,6 +119,13 @@ def first_contact() -> Iterator[None]:
         _first_contact.reset(token)
 
 
+class JsonAnswer(NamedTuple):
+    """A decoded answer with the response's headers, for a connector that reads one (an account name, say)."""
+
+    body: Any
+    headers: Mapping[str, str]
+
+
 AuthErrorFactory = Callable[[int, str], CredentialError]
 RequestLimiter = Callable[[str], AbstractContextManager[Any]]
 
@@ -206,13 +213,17 @@ class ApiClient:
         ``read`` is a faster reader of the body for a connector that knows its shape: what it returns is returned,
         unless it returns ``None``, which leaves the body to the standard JSON decoding (and its error messages).
         """
-        return self._request("GET", path, params=params, read=read)
+        return self._request("GET", path, params=params, read=read).body
+
+    def get_answer(self, path: str, params: Mapping[str, Any] | None = None) -> JsonAnswer:
+        """GET ``path`` like :meth:`get_json`, and keep the response's headers beside the body."""
+        return self._request("GET", path, params=params)
 
     def post_json(self, path: str, body: Any) -> Any:
         """POST to an endpoint the connector declared read-only (a price estimate, say); anything else is refused."""
         if path not in self.read_only_posts:
             raise ConfigError(f"refusing to POST to {path}: the connector is read-only and did not allow it")
-        return self._request("POST", path, body=body)
+        return self._request("POST", path, body=body).body
 
     @staticmethod
     def encode(body: Any) -> bytes:
@@ -228,7 +239,7 @@ class ApiClient:
         params: Mapping[str, Any] | None = None,
         body: Any = None,
         read: Callable[[bytes], Any] | None = None,
-    ) -> Any:
+    ) -> JsonAnswer:
         if method not in ("GET", "POST"):
             raise ConfigError(f"refusing to send {method}: the connector is read-only")
         url = f"{self.base_url}/{path.lstrip('/')}"
@@ -268,8 +279,8 @@ class ApiClient:
                 status = response.status_code
                 if 200 <= status < 300:
                     if read is not None and (fast := read(content)) is not None:
-                        return fast
-                    return self._decode(path, response, content)
+                        return JsonAnswer(fast, response.headers)
+                    return JsonAnswer(self._decode(path, response, content), response.headers)
                 message = self._error_message(response, content)
                 if status == 429 or status >= 500:
                     last_problem = f"HTTP {status}: {message}"

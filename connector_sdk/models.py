@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -138,9 +138,19 @@ class SyncContext(BaseModel):
     synced_at: datetime
 
 
+RowKind = Literal["cost", "usage"]
+
+
 class UsageRow(BaseModel):
-    """One normalized resource-utilization row: usage of one model by one API key (or user) in one hour,
-    at one unit price and discount. Money and quantities are exact ``Decimal``s."""
+    """One normalized row: what one API key (or user) spent on, or used of, one model in one billing period.
+
+    ``kind`` says what the row counts. A ``"cost"`` row is billed money (``cost`` set): every total, budget and
+    export sums these. A ``"usage"`` row is a quantity only (``cost``, ``list_cost`` and ``discount`` null), such as
+    hourly tokens that tell who is spending before the bill arrives: it never adds money. The period is whatever
+    the vendor bills in (an hour, a day): whole UTC hours, ending after it starts. Fields a vendor does not have are
+    null (a price the vendor does not give is never invented); ``workspace_*`` is the vendor's project or workspace
+    and ``line_item`` its billing line, verbatim. Money and quantities are exact ``Decimal``s.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -153,16 +163,34 @@ class UsageRow(BaseModel):
     api_key_id: str | None
     api_key_label: str
     login_username: str | None
-    model: str
-    unit: str
-    quantity: Decimal
-    unit_price: Decimal
+    model: str | None
+    unit: str | None
+    quantity: Decimal | None
+    unit_price: Decimal | None
     percent_discount: Decimal | None
-    list_cost: Decimal
-    discount: Decimal
-    cost: Decimal
-    currency: str
+    list_cost: Decimal | None
+    discount: Decimal | None
+    cost: Decimal | None
+    currency: str | None
     synced_at: datetime
+    # Added after the first release: defaults keep older rows, readers and stores valid.
+    kind: RowKind = "cost"
+    workspace_id: str | None = None
+    workspace_name: str | None = None
+    line_item: str | None = None
+
+    @model_validator(mode="after")
+    def _period_and_money(self) -> UsageRow:
+        for moment in (self.period_start, self.period_end):
+            if moment.tzinfo is None or moment != floor_hour(moment):
+                raise ValueError(f"a row's period is whole UTC hours, got {moment.isoformat()}")
+        if self.period_end <= self.period_start:
+            raise ValueError("a row's period must end after it starts")
+        if self.kind == "usage" and (self.cost, self.list_cost, self.discount) != (None, None, None):
+            raise ValueError("a usage row counts quantities only: cost, list_cost and discount must be null")
+        if self.kind == "cost" and self.cost is None:
+            raise ValueError("a cost row needs its cost")
+        return self
 
     @classmethod
     def natural_key_id(
@@ -172,15 +200,30 @@ class UsageRow(BaseModel):
         period_start: datetime,
         api_key_id: str | None,
         login_username: str | None,
-        model: str,
-        unit: str,
-        unit_price: Decimal,
+        model: str | None,
+        unit: str | None,
+        unit_price: Decimal | None,
         percent_discount: Decimal | None,
+        kind: RowKind = "cost",
+        workspace_id: str | None = None,
+        line_item: str | None = None,
     ) -> str:
-        """A stable id of the natural key: equal keys give equal ids, whatever the decimals' spelling."""
+        """A stable id of the natural key: equal keys give equal ids, whatever the decimals' spelling.
+
+        A cost row without workspace or line item keeps the id it had before those fields existed, so rows
+        stored by earlier versions are replaced, not duplicated, when their period is synced again.
+        """
         who = f"key:{api_key_id}" if api_key_id is not None else f"user:{login_username or ''}"
         pct = "" if percent_discount is None else decimal_text(percent_discount)
-        parts = (connection, iso(period_start), who, model, unit, decimal_text(unit_price), pct)
+        price = "" if unit_price is None else decimal_text(unit_price)
+        parts: tuple[str, ...] = (connection, iso(period_start), who, model or "", unit or "", price, pct)
+        if kind != "cost" or workspace_id is not None or line_item is not None:
+            # \x00 marks a null, which no vendor's text contains: a null and an empty line item stay apart.
+            parts += (
+                kind,
+                "\x00" if workspace_id is None else workspace_id,
+                "\x00" if line_item is None else line_item,
+            )
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
     @classmethod
@@ -191,6 +234,9 @@ class UsageRow(BaseModel):
         what it wrote): pydantic's ``model_construct`` does the same generically, and at a million rows the
         difference is seconds. The dict becomes the row's own; do not reuse it.
         """
+        if len(values) != len(_ALL_ROW_FIELDS):  # a reader written before the newer fields existed
+            for name, default in _ROW_DEFAULTS.items():
+                values.setdefault(name, default)
         row = object.__new__(cls)
         object.__setattr__(row, "__dict__", values)
         object.__setattr__(row, "__pydantic_fields_set__", _ROW_FIELD_SET)
@@ -209,8 +255,16 @@ class UsageRow(BaseModel):
         return out
 
 
-ROW_FIELDS: tuple[str, ...] = tuple(UsageRow.model_fields)
-_ROW_FIELD_SET = frozenset(ROW_FIELDS)
+NEW_ROW_FIELDS: tuple[str, ...] = ("kind", "workspace_id", "workspace_name", "line_item")
+"""Fields rows gained for a second vendor; the stores do not hold them yet."""
+# ROW_FIELDS is what the stores' columns, the CSV exports and the sinks carry, in order. Until a store migration
+# adds NEW_ROW_FIELDS' columns it leaves them out (appending them then is one line: every field, in order).
+ROW_FIELDS: tuple[str, ...] = tuple(name for name in UsageRow.model_fields if name not in NEW_ROW_FIELDS)
+_ALL_ROW_FIELDS: tuple[str, ...] = tuple(UsageRow.model_fields)
+_ROW_FIELD_SET = frozenset(_ALL_ROW_FIELDS)
+_ROW_DEFAULTS: dict[str, Any] = {
+    name: field.default for name, field in UsageRow.model_fields.items() if not field.is_required()
+}
 # The row's fields that hold exact decimals, and those that hold instants: each store converts them its own way.
 MONEY_FIELDS: tuple[str, ...] = tuple(
     name for name, field in UsageRow.model_fields.items() if Decimal in (field.annotation, *get_args(field.annotation))
@@ -228,20 +282,23 @@ def merge_duplicates(rows: list[UsageRow]) -> list[UsageRow]:
         by_id[row.row_id] = (
             row
             if seen is None
-            else seen.model_copy(
-                update={
-                    "quantity": seen.quantity + row.quantity,
-                    "list_cost": seen.list_cost + row.list_cost,
-                    "discount": seen.discount + row.discount,
-                    "cost": seen.cost + row.cost,
-                }
-            )
+            else seen.model_copy(update={name: _add(seen.__dict__[name], row.__dict__[name]) for name in _SUMMED})
         )
     return list(by_id.values()) if len(by_id) != len(rows) else rows
 
 
+_SUMMED = ("quantity", "list_cost", "discount", "cost")
+
+
+def _add(first: Decimal | None, second: Decimal | None) -> Decimal | None:
+    """A sum where null means "not given": two nulls stay null."""
+    if first is None:
+        return second
+    return first if second is None else first + second
+
+
 class Page(BaseModel):
-    """A unit of progress in a sync: the rows of every hour in ``[covers_from, complete_through)``.
+    """A unit of progress in a sync: every row whose period starts in ``[covers_from, complete_through)``.
 
     The host replaces the connection's rows in that range with ``rows`` in one transaction, so a vendor that revises
     or drops an hour's usage is mirrored exactly and a page written twice is written once.

@@ -1,13 +1,15 @@
-"""Paging mechanisms that any vendor connector can reuse: cursor walking and hour-bucket pages."""
+"""Paging mechanisms that any vendor connector can reuse: cursor walking, hour-bucket pages, day spans."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from datetime import MAXYEAR, MINYEAR, datetime
+from datetime import MAXYEAR, MINYEAR, UTC, datetime, timedelta
 from typing import Any
 
 from connector_sdk.errors import ResponseError
 from connector_sdk.models import Page, SyncWindow, UsageRow, floor_hour, merge_duplicates
+
+DAY = timedelta(days=1)
 
 
 def follow_cursor(
@@ -38,6 +40,50 @@ def follow_cursor(
         if cursor in seen:
             raise ResponseError(f"{what}: the server repeated cursor {cursor!r}; stopping instead of looping")
         seen.add(cursor)
+
+
+def has_more_cursor(cursor_field: str, *, what: str) -> Callable[[Any], Any]:
+    """A ``cursor_of`` for :func:`follow_cursor` over listings that say ``has_more``: the next cursor is the page's
+    ``cursor_field`` (``next_page``, ``last_id``...) while ``has_more`` is true, and paging stops when it is false."""
+
+    def cursor_of(page: Any) -> Any:
+        if not isinstance(page, dict):
+            raise ResponseError(f"{what}: expected a JSON object, got {type(page).__name__}")
+        more = page.get("has_more")
+        if not isinstance(more, bool):
+            raise ResponseError(f"{what}: field 'has_more' must be true or false, got {more!r}")
+        if not more:
+            return None
+        cursor = page.get(cursor_field)
+        if cursor is None:
+            raise ResponseError(f"{what}: 'has_more' is true but field {cursor_field!r} is missing or null")
+        return cursor
+
+    return cursor_of
+
+
+def floor_day(moment: datetime) -> datetime:
+    """The start (00:00 UTC) of the UTC day that contains ``moment``."""
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def day_spans(window: SyncWindow) -> Iterator[SyncWindow]:
+    """``window`` cut at every UTC midnight inside it: the spans of a connector whose vendor bills by the day."""
+    start = window.start
+    while start < window.end:
+        end = min(floor_day(start) + DAY, window.end)
+        yield SyncWindow(start=start, end=end)
+        start = end
+
+
+def unix_time(value: Any, *, what: str) -> datetime:
+    """An aware UTC instant from whole Unix seconds (a JSON integer), as vendors' bucket times are sent."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ResponseError(f"{what}: expected whole Unix seconds, got {value!r}")
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ResponseError(f"{what}: Unix time {value} is out of range") from None
 
 
 class HourlyPages:

@@ -518,7 +518,7 @@ def test_installed_plugins_load_from_entry_points_and_a_broken_one_does_not_take
 
 
 def test_entry_point_plugins_can_be_disabled_by_name(fake_dist: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(DISABLED_ENV, "bad,typo,fal,sinks")
+    monkeypatch.setenv(DISABLED_ENV, "bad,typo,fal,openai,sinks")
     loaded = get_plugin_manager()
     assert loaded.errors == []
     assert list(loaded.connectors) == ["fake"]
@@ -555,6 +555,13 @@ def test_the_plugins_command_lists_fal_with_its_version_and_no_errors(cli: CliRu
             "connectors": ["fal"],
         },
         {
+            "name": "openai",
+            "version": __version__,
+            "source": "connector-host (entry point)",
+            "hooks": [REGISTER],
+            "connectors": ["openai"],
+        },
+        {
             "name": "sinks",
             "version": __version__,
             "source": "connector-host (entry point)",
@@ -565,7 +572,7 @@ def test_the_plugins_command_lists_fal_with_its_version_and_no_errors(cli: CliRu
 
 
 def test_the_plugins_command_lists_nothing_when_fal_is_disabled(cli: CliRunner) -> None:
-    result = cli("plugins", "--format", "json", env={DISABLED_ENV: "fal,sinks"})
+    result = cli("plugins", "--format", "json", env={DISABLED_ENV: "fal,openai,sinks"})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"plugins": [], "errors": []}
 
