@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import decimal
 import json
+import threading
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -40,21 +41,37 @@ from connector_sdk.models import (
     UsageRow,
     decimal_text,
 )
-from connector_sdk.stores.base import Store
+from connector_sdk.stores.base import Migration, Store
+from connector_sdk.stores.migrations import LATEST_VERSION, MIGRATIONS
 
-CONNECTION_COLUMNS = (
-    "name, connector, config, state, reason, account, created_at, watermark, last_sync_at, last_success_at, "
-    "next_sync_at"
-)
-RUN_COLUMNS = (
-    "run_id, connection, started_at, finished_at, outcome, window_start, window_end, rows_written, pages, message"
+CONNECTION_FIELDS = (
+    "name", "connector", "config", "state", "reason", "account",
+    "created_at", "watermark", "last_sync_at", "last_success_at", "next_sync_at",
+)  # fmt: skip
+CONNECTION_COLUMNS = ", ".join(CONNECTION_FIELDS)
+RUN_FIELDS = (
+    "run_id", "connection", "started_at", "finished_at", "outcome", "window_start", "window_end", "rows_written",
+    "pages", "message",
+)  # fmt: skip
+RUN_COLUMNS = ", ".join(RUN_FIELDS)
+# The timestamp columns of the records read back by name, which travel through the backend's _dt.
+STORED_TIMES = frozenset(
+    {"created_at", "watermark", "last_sync_at", "last_success_at", "next_sync_at"}
+    | {"started_at", "finished_at", "window_start", "window_end", "fired_at"}
 )
 ROW_COLUMNS = ", ".join(ROW_FIELDS)
-BUDGET_COLUMNS = "id, connection, api_key_label, model, monthly_amount, currency, thresholds, anomaly, created_at"
-ALERT_COLUMNS = "id, connection, budget_id, kind, dedupe_key, fired_at, message, evidence"
+BUDGET_FIELDS = (
+    "id", "connection", "api_key_label", "model", "monthly_amount", "currency", "thresholds", "anomaly", "created_at",
+)  # fmt: skip
+BUDGET_COLUMNS = ", ".join(BUDGET_FIELDS)
+ALERT_FIELDS = ("id", "connection", "budget_id", "kind", "dedupe_key", "fired_at", "message", "evidence")
+ALERT_COLUMNS = ", ".join(ALERT_FIELDS)
 REPORT_KEYS = ("api_key_label", "currency", "model")
 # The tables that hold a connection's own records; a backend may keep more (its derived totals).
 CONNECTION_TABLES = ("usage_rows", "sync_runs", "status_history", "sinks", "outbox", "budgets", "alerts")
+Keys = Sequence[str]  # columns to group by
+Only = dict[str, str | None]  # columns to match (None: any value)
+Spend = dict[tuple[Any, ...], tuple[int, Decimal]]  # row count and exact cost per group
 # Adds sums of exact decimals without rounding, whatever their number of digits.
 EXACT = decimal.Context(prec=decimal.MAX_PREC, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
 
@@ -123,35 +140,18 @@ class SQLStore(Store):
     def _snapshot(self) -> AbstractContextManager[Handle]:
         """One read transaction whose statements all see the store as of the first of them."""
 
-    @staticmethod
-    @abstractmethod
-    def _ts(value: datetime | None) -> Any:
-        """A timestamp as the store keeps it: UTC, to the whole second."""
-
-    @staticmethod
-    @abstractmethod
-    def _dt(value: Any) -> datetime | None:
-        """A stored timestamp as an aware UTC datetime."""
-
-    @staticmethod
-    @abstractmethod
-    def _json(value: Any) -> Any:
-        """A JSON document as its column takes it."""
-
-    @staticmethod
-    @abstractmethod
-    def _unjson(value: Any) -> Any:
-        """A JSON column's value as Python."""
-
-    @staticmethod
-    @abstractmethod
-    def _money(value: Decimal) -> Any:
-        """An amount as a money column takes it."""
-
-    @staticmethod
-    @abstractmethod
-    def _decimal(value: Any) -> Decimal:
-        """A money column's value (or a sum of one) as a Decimal in its plain shortest spelling."""
+    # How values travel: each backend sets these to plain functions (staticmethods).
+    #: A timestamp as the store keeps it: UTC, to the whole second.
+    _ts: Callable[[datetime | None], Any]
+    #: A stored timestamp as an aware UTC datetime.
+    _dt: Callable[[Any], datetime | None]
+    #: A JSON document as its column takes it, and a JSON column's value as Python.
+    _json: Callable[[Any], Any]
+    _unjson: Callable[[Any], Any]
+    #: An amount as a money column takes it, and a money column's value (or a sum of one) as a Decimal in its
+    #: plain shortest spelling.
+    _money: Callable[[Decimal], Any]
+    _decimal: Callable[[Any], Decimal]
 
     @abstractmethod
     def _rows(self, batch: Iterable[Sequence[Any]]) -> Iterator[UsageRow]:
@@ -173,24 +173,41 @@ class SQLStore(Store):
     def _finishing_run(self, db: Handle, run_id: str) -> None:
         """Work at the end of a run, in the transaction that closes it."""
 
-    def _spend(
-        self,
-        db: Handle,
-        name: str | None,
-        since: datetime,
-        until: datetime,
-        keys: Sequence[str],
-        only: dict[str, str | None],
-    ) -> dict[tuple[Any, ...], tuple[int, Decimal]]:
+    def _spend(self, db: Handle, name: str | None, since: datetime, until: datetime, keys: Keys, only: Only) -> Spend:
         """Row count and exact cost per value of ``keys`` (usage_rows columns, or ``day``: the UTC day) of the rows in
         the window whose columns equal ``only`` (a None value: any)."""
         where, params = self._where(name, since, until, **only)
-        columns = ", ".join(self.DAY if key == "day" else key for key in keys)
-        groups = ", ".join(str(i + 1) for i in range(len(keys)))
+        columns, groups = self._grouping(keys)
         found = db.execute(f"SELECT {columns}, COUNT(*), SUM(cost) FROM usage_rows{where} GROUP BY {groups}", params)
         return {tuple(row[:-2]): (int(row[-2]), self._decimal(row[-1])) for row in found.fetchall()}
 
     # -- shared plumbing -----------------------------------------------------------------------------------
+    # One connection per thread in _local, and every one of them in _all (under _lock), for close().
+    _local: threading.local
+    _all: list[Any]
+    _lock: threading.Lock
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    def _migrations_after(self, current: int) -> list[Migration]:
+        """The schema versions a store at ``current`` lacks, in order; an error if it is newer than this code."""
+        if current > LATEST_VERSION:
+            raise StoreError(
+                f"the store at {self.url} has schema version {current}, newer than this connector-host "
+                f"understands ({LATEST_VERSION}); upgrade connector-host"
+            )
+        return [migration for migration in MIGRATIONS if migration.version > current]
+
+    def _grouping(self, keys: Keys) -> tuple[str, str]:
+        """The SELECT columns of ``keys`` (``day``: the UTC day of the row) and the GROUP BY that goes with them."""
+        columns = ", ".join(self.DAY if key == "day" else key for key in keys)
+        return columns, ", ".join(str(i + 1) for i in range(len(keys)))
+
     def _require(self, db: Handle, name: str, *, lock: bool = False) -> None:
         query = "SELECT 1 FROM connections WHERE name = ?" + (self.FOR_UPDATE if lock else "")
         if db.execute(query, (name,)).fetchone() is None:
@@ -219,21 +236,14 @@ class SQLStore(Store):
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     # -- connections ---------------------------------------------------------------------------------------
-    def _connection(self, row: Sequence[Any]) -> Connection:
+    def _fields(self, names: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
+        """A row as fields by column name, its timestamps read back (the model validates the rest)."""
         dt = self._dt
-        return Connection(
-            name=row[0],
-            connector=row[1],
-            config=self._unjson(row[2]),
-            state=ConnectionState(row[3]),
-            reason=row[4],
-            account=row[5],
-            created_at=dt(row[6]),
-            watermark=dt(row[7]),
-            last_sync_at=dt(row[8]),
-            last_success_at=dt(row[9]),
-            next_sync_at=dt(row[10]),
-        )
+        return {name: dt(value) if name in STORED_TIMES else value for name, value in zip(names, row, strict=True)}
+
+    def _connection(self, row: Sequence[Any]) -> Connection:
+        fields = self._fields(CONNECTION_FIELDS, row)
+        return Connection(**{**fields, "config": self._unjson(fields["config"])})
 
     def add_connection(
         self, *, name: str, connector: str, config: dict[str, Any], credential: bytes, account: str, now: datetime
@@ -386,19 +396,7 @@ class SQLStore(Store):
 
     # -- runs ----------------------------------------------------------------------------------------------
     def _run(self, row: Sequence[Any]) -> SyncRun:
-        dt = self._dt
-        return SyncRun(
-            run_id=row[0],
-            connection=row[1],
-            started_at=dt(row[2]),
-            finished_at=dt(row[3]),
-            outcome=RunOutcome(row[4]),
-            window_start=dt(row[5]),
-            window_end=dt(row[6]),
-            rows_written=row[7],
-            pages=row[8],
-            message=row[9],
-        )
+        return SyncRun(**self._fields(RUN_FIELDS, row))
 
     def start_run(self, name: str, run_id: str, window: SyncWindow, *, now: datetime) -> SyncRun:
         with self._write() as db:
@@ -558,16 +556,10 @@ class SQLStore(Store):
 
     # -- budgets, alerts, prices ---------------------------------------------------------------------------
     def _budget(self, row: Sequence[Any]) -> Budget:
+        fields = self._fields(BUDGET_FIELDS, row)
+        amount, thresholds = self._decimal(fields["monthly_amount"]), self._unjson(fields["thresholds"])
         return Budget(
-            id=row[0],
-            connection=row[1],
-            api_key_label=row[2],
-            model=row[3],
-            monthly_amount=self._decimal(row[4]),
-            currency=row[5],
-            thresholds=self._unjson(row[6]),
-            anomaly=bool(row[7]),
-            created_at=self._dt(row[8]),
+            **{**fields, "monthly_amount": amount, "thresholds": thresholds, "anomaly": bool(fields["anomaly"])}
         )
 
     def add_budget(
@@ -635,25 +627,18 @@ class SQLStore(Store):
             )
         return None if row is None else alert.model_copy(update={"id": row[0]})
 
+    def _alert(self, row: Sequence[Any]) -> Alert:
+        fields = self._fields(ALERT_FIELDS, row)
+        # JSON text on both backends: the evidence is kept as it was written, key order included.
+        return Alert(**{**fields, "evidence": json.loads(fields["evidence"])})
+
     def list_alerts(self, name: str | None = None, *, limit: int = 100) -> list[Alert]:
         where, params = ("WHERE connection = ?", [name]) if name is not None else ("", [])
         with self._read() as db:
             rows = db.execute(
                 f"SELECT {ALERT_COLUMNS} FROM alerts {where} ORDER BY id DESC LIMIT ?", [*params, limit]
             ).fetchall()
-        return [
-            Alert(
-                id=row[0],
-                connection=row[1],
-                budget_id=row[2],
-                kind=row[3],
-                dedupe_key=row[4],
-                fired_at=self._dt(row[5]),
-                message=row[6],
-                evidence=json.loads(row[7]),
-            )
-            for row in rows
-        ]
+        return [self._alert(row) for row in rows]
 
     def daily_spend(
         self,
@@ -679,7 +664,7 @@ class SQLStore(Store):
         return spend
 
     def _daily(
-        self, name: str, since: datetime, until: datetime, keys: Sequence[str], only: dict[str, str | None]
+        self, name: str, since: datetime, until: datetime, keys: Keys, only: Only
     ) -> dict[tuple[Any, ...], Decimal]:
         """Exact cost per value of ``keys`` of one connection's rows that match ``only``, in the order of ``keys``."""
         with self._snapshot() as db:

@@ -28,7 +28,6 @@ from psycopg.types.json import Jsonb
 from connector_sdk.errors import ConfigError, StoreError
 from connector_sdk.models import MONEY_FIELDS, ROW_FIELDS, TIME_FIELDS, Page, UsageRow, decimal_text
 from connector_sdk.stores.core import ROW_COLUMNS, SQLStore, usage_rows
-from connector_sdk.stores.migrations import LATEST_VERSION, MIGRATIONS
 
 ROW_TYPES = tuple("numeric" if f in MONEY_FIELDS else "timestamptz" if f in TIME_FIELDS else "text" for f in ROW_FIELDS)
 # Normalized in the database as SQLiteStore normalizes in Python: decimals in their shortest spelling (``1.50`` is
@@ -203,19 +202,12 @@ class PostgresStore(SQLStore):
                     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
                     "description TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
                 )
-                current = self._version(cursor)
-                if current > LATEST_VERSION:
-                    raise StoreError(
-                        f"the store at {self.url} has schema version {current}, newer than this connector-host "
-                        f"understands ({LATEST_VERSION}); upgrade connector-host"
+                for migration in self._migrations_after(self._version(cursor)):
+                    cursor.execute(migration.postgres)
+                    cursor.execute(
+                        "INSERT INTO schema_version (version, description) VALUES (?, ?)",
+                        (migration.version, migration.description),
                     )
-                for migration in MIGRATIONS:
-                    if migration.version > current:
-                        cursor.execute(migration.postgres)
-                        cursor.execute(
-                            "INSERT INTO schema_version (version, description) VALUES (?, ?)",
-                            (migration.version, migration.description),
-                        )
         except psycopg.Error as error:
             raise StoreError(f"cannot prepare the store at {self.url}: {error}") from None
         finally:
@@ -225,13 +217,6 @@ class PostgresStore(SQLStore):
     def _version(cursor: psycopg.Cursor[Any]) -> int:
         row = cursor.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
         return int(row[0]) if row else 0
-
-    def close(self) -> None:
-        with self._lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
-        self._local = threading.local()
 
     def schema_version(self) -> int:
         with self._tx() as cursor:

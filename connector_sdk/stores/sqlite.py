@@ -1,4 +1,10 @@
-"""The embedded store: one SQLite file in WAL mode, through the standard library's ``sqlite3``."""
+"""The embedded store: SQLite's dialect of the SQL core (:class:`~connector_sdk.stores.core.SQLStore`).
+
+This module holds what only SQLite needs: one file in WAL mode through the standard library's ``sqlite3``, one
+connection per thread, decimals kept as text and summed exactly (integer nano-units, and ``dsum`` for costs past nine
+decimals), and the daily totals (``usage_daily``) that pages mark dirty and the end of a run recounts, so that a
+report over months reads thousands of totals instead of a million rows.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +24,7 @@ from typing import Any
 
 from connector_sdk.errors import StoreError
 from connector_sdk.models import ROW_FIELDS, Page, UsageRow, decimal_text, iso
-from connector_sdk.stores.core import ROW_COLUMNS, Handle, SQLStore, usage_rows
-from connector_sdk.stores.migrations import LATEST_VERSION, MIGRATIONS
+from connector_sdk.stores.core import ROW_COLUMNS, Handle, Keys, Only, Spend, SQLStore, usage_rows
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -74,7 +79,6 @@ row_values = itemgetter(*ROW_FIELDS)  # of a row's __dict__: a third of the time
 # Money, summed exactly in C: whole units and nano-units apart (neither sum can overflow 64 bits), and the rare
 # cost with more than nine decimals as a decimal.
 UNITS_AND_NANOS = "COALESCE(SUM(cost_nanos / 1000000000), 0), COALESCE(SUM(cost_nanos % 1000000000), 0)"
-COST_SUM = f"{UNITS_AND_NANOS}, dsum(cost) FILTER (WHERE cost_nanos IS NULL)"
 DAY = timedelta(days=1)
 
 
@@ -284,25 +288,11 @@ class SQLiteStore(SQLStore):
 
     def _migrate(self) -> None:
         with self._write() as db:
-            current = db.execute("PRAGMA user_version").fetchone()[0]
-            if current > LATEST_VERSION:
-                raise StoreError(
-                    f"the store at {self.path} has schema version {current}, newer than this connector-host "
-                    f"understands ({LATEST_VERSION}); upgrade connector-host"
-                )
-            for migration in MIGRATIONS:
-                if migration.version > current:
-                    for statement in migration.sqlite.split(";"):
-                        if statement.strip():
-                            db.execute(statement)
-                    db.execute(f"PRAGMA user_version = {migration.version}")
-
-    def close(self) -> None:
-        with self._lock:
-            for db in self._all:
-                db.close()
-            self._all.clear()
-        self._local = threading.local()
+            for migration in self._migrations_after(db.execute("PRAGMA user_version").fetchone()[0]):
+                for statement in migration.sqlite.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {migration.version}")
 
     def schema_version(self) -> int:
         return int(self._db().execute("PRAGMA user_version").fetchone()[0])
@@ -352,15 +342,7 @@ class SQLiteStore(SQLStore):
             db.execute("DELETE FROM usage_daily_dirty WHERE connection = ?", (name,))
 
     # -- spend, from the daily totals ----------------------------------------------------------------------
-    def _spend(
-        self,
-        db: Handle,
-        name: str | None,
-        since: datetime,
-        until: datetime,
-        keys: Sequence[str],
-        only: dict[str, str | None],
-    ) -> dict[tuple[Any, ...], tuple[int, Decimal]]:
+    def _spend(self, db: Handle, name: str | None, since: datetime, until: datetime, keys: Keys, only: Only) -> Spend:
         # SQLite's SUM() would add the costs as binary floats: integer nano-units are summed instead, and the rare
         # cost with more than nine decimals as a decimal, with dsum, in one query over the rows for every group.
         matching = {column: value for column, value in only.items() if value is not None}
@@ -368,8 +350,7 @@ class SQLiteStore(SQLStore):
         rests: dict[tuple[Any, ...], str] = {}
         if any(inexact for _count, _units, _nanos, inexact in sums.values()):
             where, params = self._where(name, since, until, **matching)
-            columns = ", ".join(self.DAY if key == "day" else key for key in keys)
-            groups = ", ".join(str(i + 1) for i in range(len(keys)))
+            columns, groups = self._grouping(keys)
             found = db.execute(
                 f"SELECT {columns}, dsum(cost) FROM usage_rows{where} AND cost_nanos IS NULL GROUP BY {groups}", params
             )
@@ -380,13 +361,7 @@ class SQLiteStore(SQLStore):
         }
 
     def _sums(
-        self,
-        db: Handle,
-        name: str | None,
-        since: datetime,
-        until: datetime,
-        keys: Sequence[str],
-        only: dict[str, str],
+        self, db: Handle, name: str | None, since: datetime, until: datetime, keys: Keys, only: dict[str, str]
     ) -> dict[tuple[Any, ...], list[int]]:
         """Row count, whole units, nano-units and inexact rows (costs past nine decimals) of the rows in the window
         whose columns equal ``only``, per value of ``keys``. Both name columns that usage_daily and usage_rows share
@@ -397,8 +372,7 @@ class SQLiteStore(SQLStore):
         matching_values = list(only.values())
         which, named = scope + matching, scoped + matching_values
         daily_keys = ", ".join(keys)
-        row_keys = ", ".join(self.DAY if key == "day" else key for key in keys)
-        groups = ", ".join(str(i + 1) for i in range(len(keys)))
+        row_keys, groups = self._grouping(keys)
         parts: list[tuple[str, list[Any]]] = []
         from_rows = (
             f"SELECT {row_keys}, COUNT(*), {UNITS_AND_NANOS}, COUNT(*) - COUNT(cost_nanos) "
