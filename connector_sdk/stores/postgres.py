@@ -70,8 +70,8 @@ def _format_style(sql: str) -> str:
 
 
 class _Cursor(psycopg.Cursor[Any]):
-    """A cursor that takes the SQL core's ``?`` placeholders. A query without parameters is sent as written, as
-    psycopg sends it."""
+    """A cursor that takes the SQL core's ``?`` placeholders (so no query here may use PostgreSQL's JSON ``?``
+    operators). A query without parameters is sent as written, as psycopg sends it."""
 
     def execute(
         self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool | None = None
