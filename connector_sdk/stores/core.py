@@ -629,7 +629,6 @@ class SQLStore(Store):
 
     def _alert(self, row: Sequence[Any]) -> Alert:
         fields = self._fields(ALERT_FIELDS, row)
-        # JSON text on both backends: the evidence is kept as it was written, key order included.
         return Alert(**{**fields, "evidence": json.loads(fields["evidence"])})
 
     def list_alerts(self, name: str | None = None, *, limit: int = 100) -> list[Alert]:
