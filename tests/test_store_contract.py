@@ -335,6 +335,26 @@ def test_rows_round_trip_exactly(store: Store) -> None:
     assert all(isinstance(r.cost, Decimal) and r.period_start.utcoffset() == timedelta(0) for r in back)
 
 
+def test_values_that_look_like_sql_placeholders_are_stored_as_written(store: Store) -> None:
+    # Both stores run one SQL core written with ? placeholders, which a backend may translate to its driver's style:
+    # a value is never part of that text, whatever it holds.
+    name = "50% off?"
+    add(store, name, config={"note": "%s, %(x)s and ? are text"}, account="acme?%")
+    store.start_run(name, "run-?", WINDOW, now=hour(0))
+    rows = [usage_row(name, at=0, label="100% ?", model="fal-ai/%s?")]
+    store.commit_page(name, "run-?", page(rows, 0, 1), watermark=hour(1))
+    store.add_sink(
+        name, "hook %s", kind="webhook", config={"url": "https://x.example/?a=%20"}, secret=None, now=hour(0)
+    )
+    store.enqueue(name, "hook %s", '{"text": "?%s"}', now=hour(0))
+    connection = store.get_connection(name)
+    assert (connection.config, connection.account) == ({"note": "%s, %(x)s and ? are text"}, "acme?%")
+    assert stored(store, name) == rows
+    assert [line.api_key_label for line in store.report(name, since=hour(0), until=hour(1))] == ["100% ?"]
+    assert [sink.config for sink in store.list_sinks(name)] == [{"url": "https://x.example/?a=%20"}]
+    assert [item.payload for item in store.pending(name, "hook %s", now=hour(0))] == ['{"text": "?%s"}']
+
+
 def test_a_page_replaces_the_rows_of_its_hours(store: Store) -> None:
     add(store)
     store.start_run("acme", "run-1", WINDOW, now=hour(0))

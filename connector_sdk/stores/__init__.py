@@ -1,4 +1,5 @@
-"""The stores: one contract (:mod:`.base`), its SQLite and PostgreSQL backends, and the schema versions they share.
+"""The stores: one contract (:mod:`.base`), the SQL core that implements it (:mod:`.core`), its SQLite and
+PostgreSQL dialects (:mod:`.sqlite`, :mod:`.postgres`), and the schema versions they share (:mod:`.migrations`).
 
 :func:`open_store` is where a backend is chosen; nothing else names one.
 """

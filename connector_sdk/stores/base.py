@@ -1,13 +1,14 @@
 """The store contract: connections, their encrypted credentials, sync state, runs, status history and rows.
 
-Two implementations share it: :class:`~connector_sdk.stores.sqlite.SQLiteStore` (the embedded default) and
-:class:`~connector_sdk.stores.postgres.PostgresStore` (for many workers). The host talks only to this interface, and
-one contract test suite runs against both. Timestamps are aware UTC datetimes; money is ``Decimal``.
+This module holds the interface alone (:class:`Store`), with the shape of a schema version (:class:`Migration`). Two
+implementations share it, both built on the SQL core in :mod:`.core`: :class:`~connector_sdk.stores.sqlite.SQLiteStore`
+(the embedded default) and :class:`~connector_sdk.stores.postgres.PostgresStore` (for many workers). The host talks
+only to this interface, and one contract test suite runs against both. Timestamps are aware UTC datetimes; money is
+``Decimal``.
 """
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -301,44 +302,3 @@ class Store(ABC):
     @abstractmethod
     def backlog(self, name: str) -> dict[str, int]:
         """Undelivered items per sink of the connection (every sink listed, zero included)."""
-
-
-def ready_items(
-    name: str, sink: str, rows: Sequence[tuple[Any, ...]], *, now: datetime, to_datetime: Any
-) -> list[OutboxItem]:
-    """Outbox rows ``(id, payload, created_at, attempts, next_attempt_at, last_error)`` in order, up to the first
-    that waits for its retry time: nothing overtakes it, so a sink sees its payloads in the order they were made."""
-    items = []
-    for item_id, payload, created, attempts, retry_at, error in rows:
-        if to_datetime(retry_at) > now:
-            break
-        items.append(
-            OutboxItem(
-                id=item_id,
-                connection=name,
-                sink=sink,
-                payload=payload,
-                created_at=to_datetime(created),
-                attempts=attempts,
-                next_attempt_at=to_datetime(retry_at),
-                last_error=error,
-            )
-        )
-    return items
-
-
-ALERT_COLUMNS = "id, connection, budget_id, kind, dedupe_key, fired_at, message, evidence"
-
-
-def alert_from_row(row: Sequence[Any], *, to_datetime: Any) -> Alert:
-    """An :data:`ALERT_COLUMNS` row as an :class:`Alert`; both backends store the evidence as JSON text."""
-    return Alert(
-        id=row[0],
-        connection=row[1],
-        budget_id=row[2],
-        kind=row[3],
-        dedupe_key=row[4],
-        fired_at=to_datetime(row[5]),
-        message=row[6],
-        evidence=json.loads(row[7]),
-    )
