@@ -256,11 +256,13 @@ def contender_incremental(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _timed_sync(args: dict[str, Any], *, connect: dict[str, Any] | None = None) -> dict[str, Any]:
+    from connector_sdk.sync import sync_now
+
     with _host(Path(args["home"]), datetime.fromisoformat(args["now"])) as host:
         if connect is not None:
             host.connect("fal", "bench", connect)
         started = time.perf_counter()
-        run = host.sync("bench")
+        run = sync_now(host, "bench")
         seconds = time.perf_counter() - started
     return {"seconds": seconds, "rows": run.rows_written, "pages": run.pages, "outcome": run.outcome.value}
 

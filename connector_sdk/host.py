@@ -36,7 +36,6 @@ from connector_sdk.models import (
     Price,
     ReportLine,
     SinkRecord,
-    SyncRun,
     floor_hour,
     utcnow,
 )
@@ -434,14 +433,6 @@ class Host:
         counted = [c.name for c in self.store.list_connections() if c.name not in left_out]
         lines = [line for each in counted for line in self.store.report(each, since=since, until=until)]
         return since, until, merge_report_lines(lines)
-
-    def sync(self, name: str, **kwargs: Any) -> SyncRun:
-        """Sync one connection now (see :func:`connector_sdk.sync.run_sync`)."""
-        from connector_sdk.sync import run_sync
-
-        run = run_sync(self, name, **kwargs)
-        assert run is not None, "only a due-only sync can be skipped"
-        return run
 
 
 __all__ = ["CredentialError", "Host", "default_home"]

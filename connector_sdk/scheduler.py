@@ -9,10 +9,10 @@ from datetime import datetime
 
 import structlog
 
+from connector_sdk.delivery import deliver_backlog
 from connector_sdk.errors import ConnectorHostError, SyncInProgress
 from connector_sdk.host import Host
 from connector_sdk.models import Connection, ConnectionState, SyncRun
-from connector_sdk.sinks import deliver_backlog
 from connector_sdk.sync import run_sync
 
 log = structlog.get_logger()

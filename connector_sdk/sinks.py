@@ -4,6 +4,8 @@ Every page a sync commits is queued for each of the connection's sinks in the sa
 crash between the commit and the delivery loses nothing: the next delivery pass sends it. Delivery is in order per
 sink; a failing sink holds its queue and retries with backoff, and never holds up the sync or the other sinks.
 Receivers see a row again when its hour is re-polled or a delivery is retried: they deduplicate by ``row_id``.
+
+This module is the sink contract and the built-in sinks; :mod:`connector_sdk.delivery` drains the outbox into them.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import requests
 import structlog
@@ -27,9 +29,6 @@ from connector_sdk import __version__, hookimpl
 from connector_sdk.focus import FOCUS_COLUMNS, focus_record, is_billing_row
 from connector_sdk.http import validate_base_url
 from connector_sdk.models import ROW_FIELDS, UsageRow
-
-if TYPE_CHECKING:
-    from connector_sdk.host import Host
 
 log = structlog.get_logger()
 
@@ -216,27 +215,6 @@ def rows_payload(name: str, rows: Iterable[UsageRow]) -> str:
     return json.dumps({"type": ROWS, "connection": name, "rows": [row.export() for row in rows]}, separators=(",", ":"))
 
 
-def deliver_pending(host: Host, name: str, *, now: datetime | None = None) -> dict[str, int]:
-    """Deliver what each of the connection's sinks has waiting; returns how many payloads each took.
-
-    A sink that fails keeps its queue (in order) until its retry time; the other sinks are not held up.
-    """
-    now = now or host.now()
-    sent: dict[str, int] = {}
-    for record in host.store.list_sinks(name):
-        try:
-            sink = host.open_sink(name, record)
-        except Exception as error:
-            log.error("sink_unavailable", connection=name, sink=record.name, error=str(error))
-            sent[record.name] = 0
-            continue
-        try:
-            sent[record.name] = _drain(host, name, record.name, sink, now)
-        finally:
-            sink.close()
-    return sent
-
-
 def failure_reason(error: Exception) -> str:
     """Why a delivery failed, in the words ``sink list`` and ``sink deliver`` show."""
     if isinstance(error, DeliveryError):
@@ -246,27 +224,3 @@ def failure_reason(error: Exception) -> str:
     if isinstance(error, requests.ConnectionError):
         return "could not connect to the receiver"
     return f"{type(error).__name__}: {error}"
-
-
-def _drain(host: Host, name: str, sink_name: str, sink: Sink, now: datetime) -> int:
-    count = 0
-    while items := host.store.pending(name, sink_name, now=now):
-        for item in items:
-            try:
-                sink.deliver(json.loads(item.payload) | {"delivery_id": item.id})
-            except Exception as error:
-                reason = host.scrub(failure_reason(error))
-                host.store.delivery_failed(item.id, reason, retry_at=now + retry_delay(item.attempts))
-                log.warning("sink_delivery_failed", connection=name, sink=sink_name, reason=reason)
-                return count
-            host.store.delivered([item.id])
-            count += 1
-    return count
-
-
-def deliver_backlog(host: Host, *, skip: frozenset[str] = frozenset()) -> None:
-    """Retry the deliveries that failed earlier (a webhook that was down) for every connection not in ``skip``
-    (those syncing now deliver after each page anyway). A runner calls this every minute or so."""
-    for connection in host.store.list_connections():
-        if connection.name not in skip and any(host.store.backlog(connection.name).values()):
-            deliver_pending(host, connection.name)

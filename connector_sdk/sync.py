@@ -10,12 +10,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from connector_sdk import logs
 from connector_sdk.budgets import evaluate
+from connector_sdk.delivery import deliver_pending
 from connector_sdk.errors import (
     ConfigError,
     ConnectorHostError,
@@ -34,7 +35,7 @@ from connector_sdk.models import (
     SyncWindow,
     floor_hour,
 )
-from connector_sdk.sinks import ROWS, deliver_pending, rows_payload
+from connector_sdk.sinks import ROWS, rows_payload
 
 if TYPE_CHECKING:
     from connector_sdk.host import Host
@@ -308,3 +309,10 @@ def _finish(
     log.info("sync_finished", outcome=outcome.value, rows=rows, pages=finished.pages, reason=message)
     host.fire("connector_sdk_sync_finished", connection=store.get_connection(name), run=finished)
     return finished
+
+
+def sync_now(host: Host, name: str, **options: Any) -> SyncRun:
+    """Sync one connection now and return the finished run (:func:`run_sync` without ``only_if_due``)."""
+    run = run_sync(host, name, **options)
+    assert run is not None, "only a due-only sync can be skipped"
+    return run

@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from connector_sdk import ratelimit
+from connector_sdk.delivery import deliver_backlog
 from connector_sdk.environment import number
 from connector_sdk.errors import ConfigError, ConnectorHostError, StoreError, SyncInProgress, UnknownConnection
 from connector_sdk.host import Host
 from connector_sdk.models import RunOutcome
 from connector_sdk.scheduler import RUNNABLE
-from connector_sdk.sinks import deliver_backlog
 from connector_sdk.sync import LEASE_TTL_SECONDS, run_sync
 
 if TYPE_CHECKING:

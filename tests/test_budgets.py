@@ -14,6 +14,7 @@ from connector_sdk.budgets import anomaly_alerts, budget_alerts
 from connector_sdk.errors import ConfigError
 from connector_sdk.host import Host
 from connector_sdk.models import Budget
+from connector_sdk.sync import sync_now
 from connectors.fal.simulator import FalSimulator
 from tests.conftest import CliRunner
 from tests.test_sinks import SECRET, Receiver, receiver  # noqa: F401 - the fixture
@@ -92,10 +93,10 @@ def test_a_budget_fires_each_threshold_once_to_the_hook_and_the_webhook(
         model=None,
         now=host.now(),
     )
-    host.sync(name)
+    sync_now(host, name)
     month = host.now().strftime("%Y-%m")
     assert sorted(k for _, k in listener.alerts) == [f"budget:1:{month}:100", f"budget:1:{month}:50"]
-    host.sync(name)
+    sync_now(host, name)
     assert len(listener.alerts) == 2, "not again every hour"
     stored = host.store.list_alerts(name)
     assert [a.evidence["threshold_percent"] for a in stored] == [100, 50]
@@ -106,7 +107,7 @@ def test_a_budget_fires_each_threshold_once_to_the_hook_and_the_webhook(
 
 def test_a_budget_on_one_key_label_counts_only_that_label(host: Host, connect: Callable) -> None:
     name = connect()
-    host.sync(name)
+    sync_now(host, name)
     user_key = sum(line.cost for line in host.report(name, days=40)[2] if line.api_key_label == "User key")
     host.store.add_budget(
         name,

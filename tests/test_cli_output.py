@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from connector_sdk.host import Host
+from connector_sdk.sync import sync_now
 from connectors.fal.simulator import FalSimulator
 from tests.conftest import FAST_RETRIES, TEAM, CliRunner
 from tests.test_sinks import SECRET, Receiver, receiver  # noqa: F401 - the fixture
@@ -143,10 +144,10 @@ def test_the_all_connections_report_counts_a_shared_account_once_and_says_which_
 def test_host_report_merges_per_connection_lines_and_still_adds_up_different_accounts(
     host: Host, connect: Callable[..., str], sim: FalSimulator
 ) -> None:
-    host.sync(connect("a"))
-    host.sync(connect("b"))
+    sync_now(host, connect("a"))
+    sync_now(host, connect("b"))
     other_key = sim.add_account("other-team", n_keys=2, n_models=3)
-    host.sync(connect("c", api_key=other_key))
+    sync_now(host, connect("c", api_key=other_key))
 
     def total(name: str | None) -> Decimal:
         return sum((line.cost for line in host.report(name, days=5)[2]), Decimal(0))

@@ -16,6 +16,7 @@ import pytest
 
 from connector_sdk.host import Host
 from connector_sdk.models import ConnectionState, RunOutcome
+from connector_sdk.sync import sync_now
 from connectors.fal.simulator import FalSimulator
 from tests.conftest import FAST_RETRIES, TEAM, CliRunner
 from tests.helpers import stored_rows, truth_rows
@@ -89,7 +90,7 @@ def test_ctrl_c_inside_a_sync_in_process_records_it_cancelled(host: Host, connec
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        host.sync(name, progress=interrupt)
+        sync_now(host, name, progress=interrupt)
     (run,) = host.store.list_runs(name, limit=10)
     connection = host.store.get_connection(name)
     assert run.outcome == RunOutcome.CANCELLED and run.message and "Ctrl-C" in run.message

@@ -39,6 +39,7 @@ from connector_sdk.focus import (
 from connector_sdk.host import Host
 from connector_sdk.models import UsageRow
 from connector_sdk.sinks import FileSinkConfig, FocusFileSink
+from connector_sdk.sync import sync_now
 from tests.store_fixtures import usage_row
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -624,7 +625,7 @@ def test_fal_simulator_backfill_passes_the_focus_validator(
     executable = _validator()
     site = _validator_install(executable)
     name = connect(backfill_days=35)  # more than a month: two billing periods, every key and "User key"
-    host.sync(name)
+    sync_now(host, name)
     fal_rows = list(host.store.iter_rows(name))
     assert len(fal_rows) == host.store.count_rows(name) > 0
 

@@ -13,6 +13,7 @@ from connector_sdk.cli import cli
 from connector_sdk.host import Host
 from connector_sdk.models import RunOutcome
 from connector_sdk.plugins import get_plugin_manager
+from connector_sdk.sync import sync_now
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 
@@ -26,7 +27,7 @@ def test_the_plugin_example_loads_connects_and_syncs(tmp_path: Path, monkeypatch
     assert plugins.errors == [] and "hello" in plugins.connectors
     with Host.open(tmp_path, store_url="", plugins=plugins) as host:
         host.connect("hello", "h1", {"api_key": "secret", "backfill_days": 1})
-        run = host.sync("h1")
+        run = sync_now(host, "h1")
         assert run.outcome == RunOutcome.SUCCEEDED
         assert host.store.count_rows("h1") == 25
 

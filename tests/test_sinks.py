@@ -19,11 +19,13 @@ import pytest
 import connector_sdk.sinks
 import connectors.fal
 from connector_sdk import hookimpl
+from connector_sdk.delivery import deliver_pending
 from connector_sdk.errors import ConfigError
 from connector_sdk.host import Host
 from connector_sdk.models import RunOutcome
 from connector_sdk.plugins import get_plugin_manager
-from connector_sdk.sinks import SIGNATURE_HEADER, Sink, SinkConfig, deliver_pending
+from connector_sdk.sinks import SIGNATURE_HEADER, Sink, SinkConfig
+from connector_sdk.sync import sync_now
 from connectors.fal.simulator import FalSimulator
 from tests.conftest import CliRunner
 
@@ -83,7 +85,7 @@ def test_file_sinks_get_every_committed_page_rolled_by_day(host: Host, connect: 
     host.add_sink(name, "lake", "jsonl", {"directory": str(tmp_path / "jsonl")})
     host.add_sink(name, "sheet", "csv", {"directory": str(tmp_path / "csv"), "roll": "month"})
     host.add_sink(name, "finops", "focus", {"directory": str(tmp_path / "focus"), "roll": "month"})
-    run = host.sync(name)
+    run = sync_now(host, name)
     assert run.outcome == RunOutcome.SUCCEEDED
     files = sorted((tmp_path / "jsonl" / name).glob("*.jsonl"))
     assert len(files) >= 3, "one file per day of usage"
@@ -105,7 +107,7 @@ def test_a_webhook_gets_signed_batches_and_an_outage_loses_nothing(
     name = connect()
     host.add_sink(name, "hook", "webhook", {"url": receiver.url, "secret": SECRET})
     receiver.failures_left = 3
-    run = host.sync(name)
+    run = sync_now(host, name)
     assert run.outcome == RunOutcome.SUCCEEDED, "a failing sink never fails the sync"
     assert host.store.backlog(name)["hook"] > 0, "undelivered pages wait in the outbox"
     (item, *_) = host.store.pending(name, "hook", now=host.now() + timedelta(hours=2))
@@ -132,7 +134,7 @@ def test_a_crash_between_commit_and_delivery_is_delivered_later(
     name = connect()
     host.add_sink(name, "hook", "webhook", {"url": receiver.url, "secret": SECRET})
     monkeypatch.setattr("connector_sdk.sync.deliver_pending", lambda *a, **k: {})  # the process "dies" each time
-    host.sync(name)
+    sync_now(host, name)
     assert receiver.batches == [] and host.store.backlog(name)["hook"] == host.store.list_runs(name)[0].pages
     monkeypatch.undo()
     deliver_pending(host, name)
@@ -143,7 +145,7 @@ def test_a_broken_sink_does_not_hold_up_the_others(host: Host, connect: Callable
     name = connect()
     host.add_sink(name, "down", "webhook", {"url": "http://127.0.0.1:9/nothing", "secret": SECRET})
     host.add_sink(name, "files", "jsonl", {"directory": str(tmp_path)})
-    assert host.sync(name).outcome == RunOutcome.SUCCEEDED
+    assert sync_now(host, name).outcome == RunOutcome.SUCCEEDED
     backlog = host.store.backlog(name)
     assert backlog["files"] == 0 and backlog["down"] > 0
     assert host.statuses(name)[0].sinks == backlog
@@ -262,7 +264,7 @@ def test_a_plugin_adds_a_sink_kind_through_the_hook(
     with Host.open(home, store_url=store_url, plugins=plugins) as host:
         host.connect("fal", "p", {"api_key": admin_key, "base_url": sim.base_url, "backfill_days": 1})
         host.add_sink("p", "mine", "collector", {})
-        host.sync("p")
+        sync_now(host, "p")
         assert {r["row_id"] for b in Collector.received for r in b["rows"]} == stored_ids(host, "p")
 
 
@@ -276,14 +278,14 @@ def test_two_plugins_claiming_one_sink_kind_are_reported_naming_both() -> None:
 def test_the_backlog_pass_retries_every_connection_but_those_syncing(
     host: Host, connect: Callable, receiver: Receiver
 ) -> None:
-    from connector_sdk.sinks import deliver_backlog
+    from connector_sdk.delivery import deliver_backlog
 
     for name in ("a", "b"):
         connect(name)
         host.add_sink(name, "hook", "webhook", {"url": receiver.url, "secret": SECRET})
     receiver.failures_left = 1_000
-    host.sync("a")
-    host.sync("b")
+    sync_now(host, "a")
+    sync_now(host, "b")
     receiver.failures_left = 0
     for item in (
         *host.store.pending("a", "hook", now=host.now() + timedelta(days=1)),

@@ -12,6 +12,7 @@ from connector_sdk import hookimpl
 from connector_sdk.errors import ConfigError, CredentialError
 from connector_sdk.host import Host
 from connector_sdk.models import ConnectionState, RunOutcome, floor_hour
+from connector_sdk.sync import sync_now
 from connectors.fal.simulator import FalSimulator, Fault
 from tests.conftest import TEAM
 from tests.helpers import stored_rows, truth_rows, window_bounds
@@ -56,7 +57,7 @@ def recorder(host: Host) -> Recorder:
 
 def test_first_sync_backfills_exactly_what_fal_reports(host: Host, sim: FalSimulator, connect: Callable) -> None:
     name = connect()
-    run = host.sync(name)
+    run = sync_now(host, name)
     assert run.outcome == RunOutcome.SUCCEEDED, run.message
     assert run.window_end - run.window_start == timedelta(days=3, hours=1)
     assert stored_rows(host.store.iter_rows(name)) == truth(sim, host)
@@ -66,7 +67,7 @@ def test_first_sync_backfills_exactly_what_fal_reports(host: Host, sim: FalSimul
 
 
 def test_usage_is_requested_the_documented_way(host: Host, sim: FalSimulator, connect: Callable) -> None:
-    host.sync(connect())
+    sync_now(host, connect())
     usage = [r for r in sim.requests if r["path"].startswith("/v1/models/usage")]
     first = usage[0]["query"]
     assert first["timeframe"] == ["hour"]
@@ -78,9 +79,9 @@ def test_usage_is_requested_the_documented_way(host: Host, sim: FalSimulator, co
 
 def test_syncing_again_never_duplicates(host: Host, sim: FalSimulator, connect: Callable) -> None:
     name = connect()
-    host.sync(name)
+    sync_now(host, name)
     before = stored_rows(host.store.iter_rows(name))
-    second = host.sync(name)
+    second = sync_now(host, name)
     assert second.outcome == RunOutcome.SUCCEEDED
     assert second.window_end - second.window_start == timedelta(hours=49)  # 48 h lookback + current hour
     assert stored_rows(host.store.iter_rows(name)) == before == truth(sim, host)
@@ -88,11 +89,11 @@ def test_syncing_again_never_duplicates(host: Host, sim: FalSimulator, connect: 
 
 def test_revisions_inside_the_lookback_are_mirrored(host: Host, sim: FalSimulator, connect: Callable) -> None:
     name = connect()
-    host.sync(name)
+    sync_now(host, name)
     for hours_ago in (2, 5, 30):
         sim.revise(TEAM, sim.now - timedelta(hours=hours_ago))
     assert stored_rows(host.store.iter_rows(name)) != truth(sim, host)
-    host.sync(name)
+    sync_now(host, name)
     assert stored_rows(host.store.iter_rows(name)) == truth(sim, host)
 
 
@@ -101,7 +102,7 @@ def test_a_key_revoked_mid_backfill_asks_for_reconnect_and_keeps_what_was_synced
 ) -> None:
     name = connect()
     sim.inject(Fault(path="/models/usage", status=401, after=3, times=100))
-    run = host.sync(name)
+    run = sync_now(host, name)
 
     assert run.outcome == RunOutcome.RECONNECT_REQUIRED
     assert "rejected the API key" in run.message and "Admin" in run.message
@@ -115,13 +116,13 @@ def test_a_key_revoked_mid_backfill_asks_for_reconnect_and_keeps_what_was_synced
     assert all(expected[key] == value for key, value in kept.items())
 
     with pytest.raises(CredentialError, match="needs a new key"):
-        host.sync(name)
+        sync_now(host, name)
     assert recorder.of("status").count((ConnectionState.CONNECTED, ConnectionState.RECONNECT_REQUIRED)) == 1
 
     sim.clear_faults()
     host.reconnect(name, {"api_key": sim.issue_key(TEAM, alias="Replacement")})
     assert host.store.get_connection(name).state == ConnectionState.CONNECTED
-    after = host.sync(name)
+    after = sync_now(host, name)
     assert after.outcome == RunOutcome.SUCCEEDED
     assert after.window_start <= connection.watermark, "the gap since the watermark is filled"
     assert stored_rows(host.store.iter_rows(name)) == truth(sim, host)
@@ -130,7 +131,7 @@ def test_a_key_revoked_mid_backfill_asks_for_reconnect_and_keeps_what_was_synced
 def test_rate_limits_are_waited_out(host: Host, sim: FalSimulator, connect: Callable) -> None:
     name = connect()
     sim.inject(Fault(path="/models/usage", status=429, headers={"Retry-After": "0"}, after=1, times=2))
-    run = host.sync(name)
+    run = sync_now(host, name)
     assert run.outcome == RunOutcome.SUCCEEDED
     assert stored_rows(host.store.iter_rows(name)) == truth(sim, host)
     assert [r["status"] for r in sim.requests].count(429) == 2
@@ -141,14 +142,14 @@ def test_a_server_that_keeps_failing_is_given_up_on_and_the_next_sync_recovers(
 ) -> None:
     name = connect()
     sim.inject(Fault(path="/models/usage", status=503, after=2, times=3))
-    run = host.sync(name)
+    run = sync_now(host, name)
     assert run.outcome == RunOutcome.GAVE_UP
     assert "did not answer" in run.message and "503" in run.message
     assert host.store.get_connection(name).state == ConnectionState.ERROR
     partial = host.store.count_rows(name)
     assert partial > 0
 
-    assert host.sync(name).outcome == RunOutcome.SUCCEEDED
+    assert sync_now(host, name).outcome == RunOutcome.SUCCEEDED
     assert host.store.get_connection(name).state == ConnectionState.CONNECTED
     assert stored_rows(host.store.iter_rows(name)) == truth(sim, host)
 
@@ -175,13 +176,13 @@ def test_a_malformed_response_fails_the_sync_clearly_and_writes_nothing_half(
 ) -> None:
     name = connect()
     sim.inject(fault)
-    run = host.sync(name)
+    run = sync_now(host, name)
     assert run.outcome == RunOutcome.FAILED
     assert says in run.message
     assert host.store.get_connection(name).state == ConnectionState.ERROR
     expected = truth(sim, host)
     assert all(expected[k] == v for k, v in stored_rows(host.store.iter_rows(name)).items())
-    assert host.sync(name).outcome == RunOutcome.SUCCEEDED
+    assert sync_now(host, name).outcome == RunOutcome.SUCCEEDED
     assert stored_rows(host.store.iter_rows(name)) == truth(sim, host)
 
 
@@ -189,7 +190,7 @@ def test_events_fire_per_page_per_sync_and_per_status_change(
     host: Host, sim: FalSimulator, connect: Callable, recorder: Recorder
 ) -> None:
     name = connect()
-    run = host.sync(name)
+    run = sync_now(host, name)
     assert recorder.of("status") == [(None, ConnectionState.CONNECTED)]
     assert sum(recorder.of("rows")) == run.rows_written
     assert len(recorder.of("rows")) == run.pages
@@ -203,7 +204,7 @@ def test_a_failing_listener_never_fails_a_sync(host: Host, connect: Callable) ->
             raise RuntimeError("listener bug")
 
     host.plugins.manager.register(Broken(), name="broken-listener")
-    assert host.sync(connect()).outcome == RunOutcome.SUCCEEDED
+    assert sync_now(host, connect()).outcome == RunOutcome.SUCCEEDED
 
 
 def test_a_second_sync_of_the_same_connection_is_refused_while_one_runs(host: Host, connect: Callable) -> None:
@@ -212,21 +213,21 @@ def test_a_second_sync_of_the_same_connection_is_refused_while_one_runs(host: Ho
     name = connect()
     assert host.store.acquire_lease(name, "other-worker", now=host.now(), ttl_seconds=60)
     with pytest.raises(SyncInProgress, match="already being synced"):
-        host.sync(name)
+        sync_now(host, name)
     assert host.statuses(name)[0].state == ConnectionState.SYNCING
 
 
 def test_an_empty_account_syncs_to_no_rows(host: Host, sim: FalSimulator) -> None:
     key = sim.add_account("empty-team", empty=True)
     host.connect("fal", "empty", {"api_key": key, "base_url": sim.base_url, "backfill_days": 2})
-    run = host.sync("empty")
+    run = sync_now(host, "empty")
     assert (run.outcome, run.rows_written, host.store.count_rows("empty")) == (RunOutcome.SUCCEEDED, 0, 0)
 
 
 def test_legacy_responses_with_only_cost_are_read(host: Host, sim: FalSimulator) -> None:
     key = sim.add_account("old-team", legacy_cost=True)
     host.connect("fal", "old", {"api_key": key, "base_url": sim.base_url, "backfill_days": 1})
-    assert host.sync("old").outcome == RunOutcome.SUCCEEDED
+    assert sync_now(host, "old").outcome == RunOutcome.SUCCEEDED
     start, end = window_bounds(host.now(), 1)
     assert stored_rows(host.store.iter_rows("old")) == truth_rows(sim.truth("old-team", start, end))
 
@@ -274,14 +275,14 @@ def test_bad_and_non_admin_keys_are_refused_with_advice(host: Host, sim: FalSimu
 
 def test_disconnect_deletes_the_credential_and_keeps_rows_unless_purged(host: Host, connect: Callable) -> None:
     name = connect()
-    host.sync(name)
+    sync_now(host, name)
     rows = host.store.count_rows(name)
     host.disconnect(name)
     assert host.store.get_credential(name) is None
     assert host.store.count_rows(name) == rows
     assert host.store.get_connection(name).state == ConnectionState.DISCONNECTED
     with pytest.raises(ConfigError, match="disconnected"):
-        host.sync(name)
+        sync_now(host, name)
     host.disconnect(name, purge=True)
     assert host.store.count_rows() == 0
     assert host.store.list_connections() == []

@@ -30,6 +30,7 @@ from connector_sdk.cli.context import (
 from connector_sdk.errors import ConfigError, ConnectorHostError
 from connector_sdk.host import Host
 from connector_sdk.models import Connection, ConnectionState, ConnectionStatus, iso
+from connector_sdk.sync import sync_now
 
 
 # -- connections -----------------------------------------------------------------------------------------------
@@ -189,7 +190,7 @@ def sync(ctx: Ctx, name: str | None, all_: bool, fmt: str) -> None:
                 if stop.is_set():
                     break
                 try:
-                    run = host.sync(each, progress=update, cancel=stop)
+                    run = sync_now(host, each, progress=update, cancel=stop)
                 except KeyboardInterrupt:  # a second Ctrl-C: the sync recorded itself cancelled on the way out
                     sys.exit(128 + signal.SIGINT)
                 except ConnectorHostError as error:

@@ -34,6 +34,7 @@ from connector_sdk.cli.simulator import (
 )
 from connector_sdk.host import Host
 from connector_sdk.models import RunOutcome
+from connector_sdk.sync import sync_now
 
 
 @contextmanager
@@ -96,7 +97,7 @@ def demo(ctx: Ctx, days: int, port: int) -> None:
             connection = host.connect("fal", "fal-demo", {"api_key": key, "base_url": base_url, "backfill_days": days})
             out.print(f"connected [bold]{connection.name}[/] to fal account [bold]{connection.account}[/]", markup=True)
             with progress_bar(sys.stderr.isatty()) as update:
-                run_ = host.sync(connection.name, progress=update)
+                run_ = sync_now(host, connection.name, progress=update)
             out.print(run_line(run_), markup=False)
             if run_.outcome != RunOutcome.SUCCEEDED:
                 sys.exit(EXIT_FOR_OUTCOME[run_.outcome])

@@ -130,7 +130,7 @@ def sink_deliver(ctx: Ctx, name: str) -> None:
     \b
     Exit status: 0 nothing waits, 4 deliveries still wait (each sink's line says why and when it tries again).
     """
-    from connector_sdk.sinks import deliver_pending
+    from connector_sdk.delivery import deliver_pending
 
     with handled(), ctx.host() as host:
         sent = deliver_pending(host, name)

@@ -15,7 +15,7 @@ import structlog
 from connector_sdk.errors import ConnectorHostError, SyncInProgress
 from connector_sdk.host import Host
 from connector_sdk.models import SyncRun
-from connector_sdk.sync import Progress
+from connector_sdk.sync import Progress, sync_now
 
 log = structlog.get_logger()
 
@@ -93,7 +93,7 @@ class SyncJobs:
             job.run, job.fraction, job.rows = p.run, p.fraction, p.rows
 
         try:
-            run = self.host.sync(job.connection, cancel=self.cancel, progress=progress)
+            run = sync_now(self.host, job.connection, cancel=self.cancel, progress=progress)
             job.run, job.rows, job.message = run, run.rows_written, run.message
             job.fraction = 1.0
             job.state = JobState.FINISHED

@@ -13,6 +13,7 @@ from pathlib import Path
 from connector_sdk.host import Host
 from connector_sdk.models import floor_hour, utcnow
 from connector_sdk.portal.app import create_app
+from connector_sdk.sync import sync_now
 from connectors.fal.simulator import FalSimulator
 from tests.conftest import fal_plugins
 from tests.portal.conftest import CHROMIUM_FLAGS, served
@@ -26,7 +27,7 @@ def main(out: Path) -> int:
         key = sim.add_account("acme-ai", n_keys=3, n_models=6)
         with Host.open(Path(home), store_url="", plugins=fal_plugins(), clock=lambda: sim.now) as host:
             host.connect("fal", "fal-prod", {"api_key": key, "base_url": sim.base_url, "backfill_days": 30})
-            host.sync("fal-prod")
+            sync_now(host, "fal-prod")
             with served(create_app(host)) as url, sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_FLAGS)
                 page = browser.new_page(viewport={"width": 1280, "height": 1400})

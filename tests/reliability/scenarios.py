@@ -26,6 +26,7 @@ import connectors.fal
 from connector_sdk.host import Host
 from connector_sdk.models import RunOutcome, floor_hour, utcnow
 from connector_sdk.plugins import get_plugin_manager
+from connector_sdk.sync import sync_now
 from connectors.fal.simulator import FalSimulator, Fault
 from tests.helpers import row_key, truth_rows
 
@@ -194,13 +195,13 @@ def run_scenario(name: str, *, seed: int = 1) -> Trial:
                 "fal", "c", {"api_key": key, "base_url": sim.base_url, "backfill_days": 6, "timeout_seconds": 0.5}
             )
             if name in AFTER_BACKFILL:
-                host.sync("c")
+                sync_now(host, "c")
             arrange(sim, key)
-            faulty = host.sync("c")
+            faulty = sync_now(host, "c")
             sim.clear_faults()
             if name in RECONNECTS:
                 host.reconnect("c", {"api_key": sim.issue_key(TEAM)})
-            recovery = host.sync("c")
+            recovery = sync_now(host, "c")
             lost, duplicated, rows = _stored_vs_truth(host, sim, TEAM, "c")
     return Trial(
         outcome=faulty.outcome.value,

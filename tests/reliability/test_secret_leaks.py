@@ -29,6 +29,7 @@ from connector_sdk.crypto import CredentialCipher
 from connector_sdk.errors import ConnectorHostError
 from connector_sdk.host import Host
 from connector_sdk.models import RunOutcome
+from connector_sdk.sync import sync_now
 from connectors.fal.connector import FalConnector
 from connectors.fal.simulator import FalSimulator, Fault
 from tests.conftest import fal_plugins
@@ -226,7 +227,7 @@ def test_no_key_leaves_the_host_through_errors_statuses_runs_reprs_the_database_
         ):
             sim.clear_faults()
             sim.inject(fault)
-            runs.append(host.sync(name))
+            runs.append(sync_now(host, name))
         sim.clear_faults()
         host.plugins.manager.unregister(name="careless-listener")
 
@@ -236,20 +237,20 @@ def test_no_key_leaves_the_host_through_errors_statuses_runs_reprs_the_database_
 
         with pytest.MonkeyPatch.context() as broken:
             broken.setattr(FalConnector, "key_aliases", crash)
-            runs.append(host.sync(name))
+            runs.append(sync_now(host, name))
         # A stored credential the host can no longer decrypt (the key file replaced).
         with pytest.MonkeyPatch.context() as replaced:
             replaced.setattr(host, "cipher", CredentialCipher(Fernet.generate_key()))
-            runs.append(host.sync(name))
+            runs.append(sync_now(host, name))
 
         # The key revoked mid-sync (401), then a reconnect with a random key, then with a good one.
         sim.inject(Fault("/models/usage", status=401, body=echo(admin, f"Key {admin}"), times=100))
-        runs.append(host.sync(name))
+        runs.append(sync_now(host, name))
         sim.clear_faults()
-        attempt(lambda: host.sync(name))
+        attempt(lambda: sync_now(host, name))
         attempt(lambda: host.reconnect(name, {"api_key": random_key}))
         host.reconnect(name, {"api_key": replacement})
-        runs.append(host.sync(name))
+        runs.append(sync_now(host, name))
 
         outcomes = [run.outcome for run in runs]
         assert outcomes[0] == RunOutcome.SUCCEEDED and outcomes[-1] == RunOutcome.SUCCEEDED, outcomes
