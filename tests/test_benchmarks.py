@@ -34,6 +34,9 @@ def test_the_quick_benchmark_runs_every_measure_on_the_same_usage(tmp_path: Path
     # The floor, the storage floor, connector-host and dlt each loaded every item of the same backfill.
     assert measures["ours"]["detail"]["rows"] == items == measures["dlt"]["detail"]["items"]
     assert measures["loader"]["detail"]["rows"] == items
+    # dlt ran in its benchmarked shape, with every money column hinted (no variant columns beside them).
+    assert measures["dlt"]["detail"]["shape"] == "flat"
+    assert measures["dlt"]["detail"]["variant_columns"] == []
     assert measures["ours"]["detail"]["outcome"] == measures["incremental"]["detail"]["outcome"] == "succeeded"
     assert 0 < measures["ours_short"]["detail"]["rows"] < items
     assert measures["report"]["detail"]["rows"] == items and measures["report"]["detail"]["lines"] > 0
@@ -41,3 +44,22 @@ def test_the_quick_benchmark_runs_every_measure_on_the_same_usage(tmp_path: Path
     assert all(figure["peak_rss_mb"] > 0 for figure in measures.values())
     assert "| **connector-host** backfill into SQLite" in done.stdout
     assert "| storage floor: the floor + `sqlite3`" in done.stdout
+    assert "| dlt -> duckdb, parquet, items flattened into one table" in done.stdout
+
+
+@pytest.mark.timeout(300)
+def test_dlt_nested_loads_every_item_of_the_backfill_into_its_child_table(tmp_path: Path) -> None:
+    figures_file = tmp_path / "figures.json"
+    command = ["-m", "benchmarks.performance", "--quick", "--only", "floor,dlt", "--dlt-shape", "nested"]
+    done = subprocess.run(
+        [sys.executable, *command, "--work", str(tmp_path / "work"), "--json", str(figures_file)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    measures = json.loads(figures_file.read_text())["measures"]
+    assert measures["dlt"]["detail"]["shape"] == "nested"
+    assert measures["dlt"]["detail"]["variant_columns"] == []
+    assert measures["dlt"]["detail"]["items"] == measures["floor"]["detail"]["items"] > 0
