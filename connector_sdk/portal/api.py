@@ -188,7 +188,18 @@ def list_runs(portal: PortalDep, name: str, limit: Annotated[int, Query(ge=1, le
     return [RunOut(**run.model_dump(exclude={"connection"})) for run in portal.host.store.list_runs(name, limit=limit)]
 
 
-@router.post("/connections/{name}/reconnect", tags=["connections"], summary="Give a connection a new key")
+@router.post(
+    "/connections/{name}/reconnect",
+    tags=["connections"],
+    summary="Give a connection a new key",
+    responses={
+        service.UNREACHABLE_STATUS: {
+            "model": ErrorBody,
+            "description": "The vendor's host could not be reached to check the new key (`could not reach HOST ...; "
+            "nothing was changed`); answered after a connect timeout of at most 3 s, without retries.",
+        }
+    },
+)
 def reconnect(
     portal: PortalDep,
     name: str,

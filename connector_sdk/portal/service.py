@@ -178,6 +178,10 @@ def reconnect(host: Host, jobs: SyncJobs, name: str, secrets: dict[str, Any]) ->
         host.reconnect(name, secrets)
     except CredentialError as error:
         raise _refused(host, conn.connector, error) from None
+    except Unreachable as error:  # as for a new connection: at once, documented, and nothing changed
+        raise PortalError(
+            str(error).replace("nothing was stored", "nothing was changed"), status=UNREACHABLE_STATUS
+        ) from None
     return _first_sync(jobs, name)
 
 

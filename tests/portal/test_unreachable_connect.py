@@ -1,5 +1,5 @@
-"""The portal's connect form and ``POST /api/v1/connections`` give one documented answer, 502, when the vendor's
-host cannot be reached to check the key; nothing is stored."""
+"""The portal's connect and reconnect (form and API) give one documented answer, 502, when the vendor's host cannot
+be reached to check the key; nothing is stored or changed."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import socket
 import httpx
 import pytest
 
+from connectors.fal.simulator import FalSimulator
 from tests.portal.conftest import LivePortal
 
 
@@ -43,4 +44,23 @@ def test_the_form_answers_the_same_502(api: httpx.Client, nowhere: str, admin_ke
 
 def test_the_openapi_description_documents_the_502(api: httpx.Client) -> None:
     operation = api.get("/api/openapi.json").json()["paths"]["/api/v1/connections"]["post"]
+    assert "could not reach" in operation["responses"]["502"]["description"]
+
+
+def test_a_reconnect_to_a_host_that_went_away_answers_502_and_changes_nothing(
+    api: httpx.Client, portal: LivePortal
+) -> None:
+    with FalSimulator(seed=7) as gone:
+        key = gone.add_account("gone", n_keys=1, n_models=1)
+        body = {"connector": "fal", "name": "went", "config": {"api_key": key, "base_url": gone.base_url}}
+        assert api.post("/api/v1/connections", json=body).status_code == 201
+        host = gone.base_url.removeprefix("http://").removesuffix("/v1")
+    portal.wait_for_syncs()  # the first sync, which finds the host gone and gives up
+    before = api.get("/api/v1/connections/went").json()
+    answer = api.post("/api/v1/connections/went/reconnect", json={"api_key": key})
+    assert answer.status_code == 502, answer.text
+    assert answer.json()["error"]["message"] == f"could not reach {host} (connection refused); nothing was changed"
+    after = api.get("/api/v1/connections/went").json()
+    assert (after["state"], after["account"]) == (before["state"], before["account"])
+    operation = api.get("/api/openapi.json").json()["paths"]["/api/v1/connections/{name}/reconnect"]["post"]
     assert "could not reach" in operation["responses"]["502"]["description"]
