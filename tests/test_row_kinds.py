@@ -114,7 +114,7 @@ def test_trusted_rows_from_an_older_reader_get_the_new_fields_defaults() -> None
 
 
 def test_the_stored_and_exported_columns_are_every_field_with_the_new_ones_last() -> None:
-    assert ROW_FIELDS == tuple(UsageRow.model_fields)
+    assert tuple(UsageRow.model_fields) == ROW_FIELDS
     assert ROW_FIELDS[-len(NEW_ROW_FIELDS) :] == NEW_ROW_FIELDS
     assert list(row().export())[-4:] == ["kind", "workspace_id", "workspace_name", "line_item"]
 
