@@ -3,6 +3,8 @@ per vendor and per key, "User key" included, from billed cost only."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import subprocess
@@ -83,6 +85,10 @@ def test_usage_rows_are_exported_and_add_nothing_to_the_report(demo_cli: CliRunn
     own = report(demo_cli, "openai-demo")
     assert Decimal(own["totals"]["USD"]) == sum(Decimal(row["cost"]) for row in billed)
     assert sum(line["row_count"] for line in own["lines"]) == len(billed)
+    # FOCUS is billing data: the cost rows, one record each, and no usage row.
+    focus = demo_cli("rows", "openai-demo", "--format", "focus")
+    assert focus.returncode == 0, focus.stderr
+    assert len(list(csv.reader(io.StringIO(focus.stdout)))) == 1 + len(billed)
 
 
 def test_the_openai_demo_connection_says_it_synced_only_during_the_demo(
