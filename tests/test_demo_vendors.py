@@ -12,9 +12,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from connector_sdk.host import Host
+from connector_sdk.portal.app import create_app
 from tests.conftest import CliRunner
+from tests.portal.conftest import served
 from tests.test_cli_simulator import free_port
 
 VENDORS = {"fal-demo": ("fal", "fal.ai"), "openai-demo": ("openai", "OpenAI")}
@@ -101,3 +105,17 @@ def test_the_openai_demo_connection_says_it_synced_only_during_the_demo(
     state, reason = states["openai-demo"]
     assert state == "disconnected" and "only while the demo ran" in reason
     assert demo_cli("run", "--once").returncode == 0  # a disconnected connection is not synced, so nothing fails
+
+
+def test_the_portal_shows_both_kinds_of_openai_rows(demo: tuple[str, Path]) -> None:
+    # A usage row has no cost and no price: its cells show a dash, on every order of the rows table.
+    with Host.open(demo[1]) as host, served(create_app(host)) as url:
+        for order in ("", "?sort=-cost", "?sort=cost", "?sort=model"):
+            page = httpx.get(f"{url}/connections/openai-demo{order}", timeout=30)
+            assert page.status_code == 200, (order, page.text[-500:])
+            assert "—" in page.text
+        exported = httpx.get(f"{url}/connections/openai-demo/rows.csv?days=30", timeout=30)
+        assert exported.status_code == 200
+        header, *rows = list(csv.reader(io.StringIO(exported.text)))
+        assert header[-4:] == ["kind", "workspace_id", "workspace_name", "line_item"]
+        assert {row[header.index("kind")] for row in rows} == {"cost", "usage"}
