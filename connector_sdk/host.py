@@ -107,23 +107,24 @@ def _freshness(connection: Connection) -> tuple[bool, datetime, str]:
 
 
 def merge_report_lines(lines: list[ReportLine]) -> list[ReportLine]:
-    """Report lines of several connections as one report: per label and currency, costs and row counts added and
-    models joined; highest cost first, as the store orders one connection's."""
-    merged: dict[tuple[str, str], ReportLine] = {}
+    """Report lines of several connections as one report: per connector, label and currency, costs and row counts
+    added and models joined; highest cost first, as the store orders one connection's."""
+    merged: dict[tuple[str, str, str], ReportLine] = {}
     for line in lines:
-        key = (line.api_key_label, line.currency)
+        key = (line.connector, line.api_key_label, line.currency)
         before = merged.get(key)
         if before is None:
             merged[key] = line.model_copy()
             continue
         merged[key] = ReportLine(
+            connector=line.connector,
             api_key_label=line.api_key_label,
             currency=line.currency,
             models=sorted({*before.models, *line.models}),
             cost=before.cost + line.cost,
             row_count=before.row_count + line.row_count,
         )
-    return sorted(merged.values(), key=lambda line: (-line.cost, line.api_key_label, line.currency))
+    return sorted(merged.values(), key=lambda line: (-line.cost, line.api_key_label, line.currency, line.connector))
 
 
 class Host:
@@ -420,8 +421,8 @@ class Host:
         return shared
 
     def report(self, name: str | None, *, days: int = 30) -> tuple[datetime, datetime, list[ReportLine]]:
-        """Spend per API key label over the last ``days``: of one connection, or of all of them with each vendor
-        account counted once (see :meth:`shared_accounts`)."""
+        """Billed spend per connector and API key label over the last ``days`` (usage rows add nothing): of one
+        connection, or of all of them with each vendor account counted once (see :meth:`shared_accounts`)."""
         if name is not None:
             self.store.get_connection(name)
         until = floor_hour(self.now()) + timedelta(hours=1)

@@ -256,10 +256,10 @@ class UsageRow(BaseModel):
 
 
 NEW_ROW_FIELDS: tuple[str, ...] = ("kind", "workspace_id", "workspace_name", "line_item")
-"""Fields rows gained for a second vendor; the stores do not hold them yet."""
-# ROW_FIELDS is what the stores' columns, the CSV exports and the sinks carry, in order. Until a store migration
-# adds NEW_ROW_FIELDS' columns it leaves them out (appending them then is one line: every field, in order).
-ROW_FIELDS: tuple[str, ...] = tuple(name for name in UsageRow.model_fields if name not in NEW_ROW_FIELDS)
+"""Fields rows gained for a second vendor (store schema v6): the last columns, after the first release's."""
+# ROW_FIELDS is what the stores' columns, the CSV exports and the sinks carry, in order: every field, the newer
+# ones last, so a reader of the first release's columns finds them where they were.
+ROW_FIELDS: tuple[str, ...] = tuple(UsageRow.model_fields)
 _ALL_ROW_FIELDS: tuple[str, ...] = tuple(UsageRow.model_fields)
 _ROW_FIELD_SET = frozenset(_ALL_ROW_FIELDS)
 _ROW_DEFAULTS: dict[str, Any] = {
@@ -440,13 +440,28 @@ class Price(BaseModel):
 
 
 class ReportLine(BaseModel):
-    """One line of the spend report: an API key label with its active models and total cost."""
+    """One line of the spend report: an API key label of one connector, with its active models and billed cost.
+
+    Only cost rows count: ``models`` are the models of the label's billed rows (a row without a model adds none)
+    and ``row_count`` their number.
+    """
 
     api_key_label: str
     models: list[str]
     cost: Decimal
     currency: str
     row_count: int
+    connector: str = Field("", description="The connector (vendor) whose rows these are.")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _skip_null_models(cls, value: Any) -> Any:
+        # A billed row may have no model (a vendor line item that names none): it adds cost, not a model.
+        if isinstance(value, set | frozenset):
+            return sorted(model for model in value if model is not None)
+        if isinstance(value, list | tuple):
+            return [model for model in value if model is not None]
+        return value
 
 
 class ManifestAuthentication(BaseModel):

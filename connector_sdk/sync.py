@@ -38,6 +38,7 @@ from connector_sdk.models import (
 from connector_sdk.sinks import ROWS, rows_payload
 
 if TYPE_CHECKING:
+    from connector_sdk.connector import Connector
     from connector_sdk.host import Host
 
 log = structlog.get_logger()
@@ -58,6 +59,31 @@ def compute_window(watermark: datetime | None, now: datetime, *, backfill_days: 
     else:
         start = min(floor_hour(watermark), current - timedelta(hours=lookback_hours))
     return SyncWindow(start=start, end=end)
+
+
+def widened_window(connector: Connector, window: SyncWindow) -> SyncWindow:
+    """The window the connector asks to sync instead of ``window`` (:meth:`Connector.sync_window`): a vendor that
+    bills by the day or restates recent days reaches further back. It may widen the window, never narrow it."""
+    wanted = connector.sync_window(window)
+    if wanted.start > window.start or wanted.end < window.end:
+        raise ConnectorHostError(
+            f"connector {connector.id!r} narrowed its sync window [{window.start.isoformat()}, "
+            f"{window.end.isoformat()}) to [{wanted.start.isoformat()}, {wanted.end.isoformat()}); it may only widen it"
+        )
+    return wanted
+
+
+def page_watermark(page: Page, now: datetime) -> datetime:
+    """How far the connection's usage is complete once ``page`` is committed.
+
+    The page's end, but never past the current hour (its usage is still growing), and never past the start of a
+    row whose period is not over by then: a vendor that bills a day as one row has a complete day only once the day
+    has ended, so the next sync reaches back to that day's start, whatever its lookback.
+    """
+    mark = min(page.complete_through, floor_hour(now))
+    while unfinished := [row.period_start for row in page.rows if row.period_start < mark < row.period_end]:
+        mark = min(unfinished)
+    return mark
 
 
 @dataclass(frozen=True)
@@ -139,15 +165,18 @@ def run_sync(
     with structlog.contextvars.bound_contextvars(connection=name, run_id=run_id, connector=connection.connector):
         try:
             config = host.config_for(name)
-            window = compute_window(
-                connection.watermark,
-                host.now(),
-                backfill_days=config.backfill_days,
-                lookback_hours=config.lookback_hours,
+            connector = cls(config, cancel=cancel)
+            window = widened_window(
+                connector,
+                compute_window(
+                    connection.watermark,
+                    host.now(),
+                    backfill_days=config.backfill_days,
+                    lookback_hours=config.lookback_hours,
+                ),
             )
             run = store.start_run(name, run_id, window, now=host.now())
             log.info("sync_started", window_start=window.start.isoformat(), window_end=window.end.isoformat())
-            connector = cls(config, cancel=cancel)
             context = SyncContext(
                 connector=connection.connector, connection=name, account=connection.account or "", synced_at=host.now()
             )
@@ -155,7 +184,7 @@ def run_sync(
             sinks = _row_sinks(host, name)
             for page in connector.sync(window, context):
                 _check_page(page, expected, window)
-                watermark = min(page.complete_through, floor_hour(host.now()))
+                watermark = page_watermark(page, host.now())
                 outbox = [(sink, rows_payload(name, page.rows)) for sink in sinks] if page.rows else []
                 store.commit_page(
                     name, run_id, page, watermark=max(watermark, window.start), outbox=outbox, now=host.now()

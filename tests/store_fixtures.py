@@ -87,6 +87,108 @@ def usage_row(
     )
 
 
+def quantity_row(
+    connection: str = "acme",
+    at: int = 0,
+    *,
+    key: str | None = "key-1",
+    label: str = "production",
+    model: str = "gpt-4o-2024-08-06",
+    unit: str = "input_tokens",
+    quantity: str = "1000",
+    workspace_id: str | None = "proj_default",
+) -> UsageRow:
+    """A ``kind="usage"`` row in hour ``at``: a quantity without money, as OpenAI's hourly usage gives it."""
+    start = hour(at)
+    return UsageRow(
+        row_id=UsageRow.natural_key_id(
+            connection=connection,
+            period_start=start,
+            api_key_id=key,
+            login_username=None,
+            model=model,
+            unit=unit,
+            unit_price=None,
+            percent_discount=None,
+            kind="usage",
+            workspace_id=workspace_id,
+        ),
+        connector="openai",
+        connection=connection,
+        account="acme-org",
+        period_start=start,
+        period_end=start + timedelta(hours=1),
+        api_key_id=key,
+        api_key_label=label,
+        login_username=None,
+        model=model,
+        unit=unit,
+        quantity=Decimal(quantity),
+        unit_price=None,
+        percent_discount=None,
+        list_cost=None,
+        discount=None,
+        cost=None,
+        currency=None,
+        synced_at=hour(at + 1),
+        kind="usage",
+        workspace_id=workspace_id,
+        workspace_name=None if workspace_id is None else f"Project {workspace_id}",
+    )
+
+
+def daily_cost_row(
+    connection: str = "acme",
+    day: int = 0,
+    *,
+    key: str | None = "key-1",
+    label: str = "production",
+    line_item: str | None = "gpt-4o-2024-08-06, input",
+    cost: str = "1.25",
+    currency: str = "USD",
+    workspace_id: str | None = "proj_default",
+) -> UsageRow:
+    """A billed cost row for the whole UTC day ``day`` after :data:`T0`, without prices (OpenAI gives none); its
+    model is the line item up to its first comma."""
+    start = T0 + timedelta(days=day)
+    model = None if line_item is None else line_item.split(",", 1)[0].strip()
+    return UsageRow(
+        row_id=UsageRow.natural_key_id(
+            connection=connection,
+            period_start=start,
+            api_key_id=key,
+            login_username=None,
+            model=model,
+            unit=None,
+            unit_price=None,
+            percent_discount=None,
+            workspace_id=workspace_id,
+            line_item=line_item,
+        ),
+        connector="openai",
+        connection=connection,
+        account="acme-org",
+        period_start=start,
+        period_end=start + timedelta(days=1),
+        api_key_id=key,
+        api_key_label=label,
+        login_username=None,
+        model=model,
+        unit=None,
+        quantity=None,
+        unit_price=None,
+        percent_discount=None,
+        list_cost=None,
+        discount=None,
+        cost=Decimal(cost),
+        currency=currency,
+        synced_at=start + timedelta(days=1),
+        workspace_id=workspace_id,
+        workspace_name=None if workspace_id is None else f"Project {workspace_id}",
+        line_item=line_item,
+    )
+
+
 def page(rows: list[UsageRow], start: int, end: int) -> Page:
     """A page covering hours ``[start, end)``."""
     return Page(rows=rows, covers_from=hour(start), complete_through=hour(end))

@@ -18,7 +18,7 @@ from connector_sdk.models import ConnectionState, RunOutcome, SyncWindow, UsageR
 from connector_sdk.scheduler import is_due
 from connector_sdk.stores import Store, open_store
 from connector_sdk.stores.migrations import LATEST_VERSION
-from tests.store_fixtures import hour, page, set_schema_version, usage_row
+from tests.store_fixtures import daily_cost_row, hour, page, quantity_row, set_schema_version, usage_row
 from tests.store_fixtures import store_fixture as store_fixture
 from tests.store_fixtures import store_url_fixture as store_url_fixture
 
@@ -579,12 +579,18 @@ def test_the_report_covers_only_its_window_and_connection(store: Store) -> None:
     assert store.report("acme", since=hour(10), until=hour(11)) == []
 
 
+def billed(store: Store, name: str | None, since: datetime, until: datetime) -> list[UsageRow]:
+    """The rows that hold money: cost rows. Usage rows are stored and listed, never summed."""
+    return [row for row in store.iter_rows(name, since=since, until=until) if row.kind == "cost"]
+
+
 def brute_force_report(store: Store, name: str | None, since: datetime, until: datetime) -> list[tuple]:
-    totals: dict[tuple[str, str], tuple[set[str], int, Decimal]] = {}
-    for row in store.iter_rows(name, since=since, until=until):
-        models, count, cost = totals.get((row.api_key_label, row.currency), (set(), 0, Decimal(0)))
-        totals[(row.api_key_label, row.currency)] = (models | {row.model}, count + 1, cost + row.cost)
-    return sorted((label, cur, sorted(m), cost, n) for (label, cur), (m, n, cost) in totals.items())
+    totals: dict[tuple[str, str, str], tuple[set[str], int, Decimal]] = {}
+    for row in billed(store, name, since, until):
+        group = (row.connector, row.api_key_label, row.currency)
+        models, count, cost = totals.get(group, (set(), 0, Decimal(0)))
+        totals[group] = (models | ({row.model} - {None}), count + 1, cost + row.cost)
+    return sorted((conn, label, cur, sorted(m), cost, n) for (conn, label, cur), (m, n, cost) in totals.items())
 
 
 def brute_force_daily(
@@ -598,7 +604,7 @@ def brute_force_daily(
     model: str | None = None,
 ) -> dict[str, Decimal]:
     days: dict[str, Decimal] = {}
-    for row in store.iter_rows(name, since=since, until=until):
+    for row in billed(store, name, since, until):
         if row.currency == currency and label in (None, row.api_key_label) and model in (None, row.model):
             day = row.period_start.strftime("%Y-%m-%d")
             days[day] = days.get(day, Decimal(0)) + row.cost
@@ -608,7 +614,7 @@ def brute_force_daily(
 def brute_force_daily_by_label(
     store: Store, name: str, since: datetime, until: datetime, currency: str
 ) -> dict[str, dict[str, Decimal]]:
-    labels = {row.api_key_label for row in store.iter_rows(name, since=since, until=until) if row.currency == currency}
+    labels = {row.api_key_label for row in billed(store, name, since, until) if row.currency == currency}
     return {label: brute_force_daily(store, name, since, until, currency, label=label) for label in labels}
 
 
@@ -616,8 +622,9 @@ def test_the_report_over_any_window_equals_the_sum_of_its_rows_after_pages_are_r
     store: Store,
 ) -> None:
     # Three days of hours, pages that replace and revise earlier ones, costs with more than nine decimals and costs
-    # of billions: whichever way a store totals them (SQLite keeps daily totals), the report and the daily spend per
-    # label are the rows' sums.
+    # of billions, usage rows (no money) and whole-day cost rows without a model or prices among them: whichever way
+    # a store totals them (SQLite keeps daily totals), the report and the daily spend per label are the cost rows'
+    # sums.
     add(store)
     add(store, "other")
     store.start_run("acme", "run-1", WINDOW, now=hour(0))
@@ -648,6 +655,17 @@ def test_the_report_over_any_window_equals_the_sum_of_its_rows_after_pages_are_r
                 for _ in range(rng.randrange(0, 6))
             )
         }
+        for at in range(start, end):
+            if rng.random() < 0.3:
+                label = rng.choice(["prod", "User key", "tokens only"])
+                extra = quantity_row(name, at=at, label=label, model=rng.choice(["fal-ai/a", "fal-ai/c"]))
+                rows[extra.row_id] = extra
+            if at % 24 == 0 and rng.random() < 0.7:
+                line_item = rng.choice(["fal-ai/a, input", None, "fal-ai/b"])
+                extra = daily_cost_row(
+                    name, at // 24, label=rng.choice(["prod", "User key"]), line_item=line_item, cost=rng.choice(costs)
+                )
+                rows[extra.row_id] = extra
         commit(store, list(rows.values()), start, end, name=name, run=run)
     windows = [(0, 72), (0, 24), (5, 53), (23, 25), (30, 31), (47, 72), (1, 71)]
     windows += [(a, a + rng.randrange(1, 60)) for a in (rng.randrange(0, 60) for _ in range(8))]
@@ -656,7 +674,7 @@ def test_the_report_over_any_window_equals_the_sum_of_its_rows_after_pages_are_r
         for name in ("acme", "other", None):
             for a, b in windows:
                 lines = store.report(name, since=hour(a), until=hour(b))
-                got = sorted((x.api_key_label, x.currency, x.models, x.cost, x.row_count) for x in lines)
+                got = sorted((x.connector, x.api_key_label, x.currency, x.models, x.cost, x.row_count) for x in lines)
                 assert got == brute_force_report(store, name, hour(a), hour(b)), (name, a, b)
                 if name is not None:  # the dashboard's chart and the budgets' daily spend, totalled the same way
                     for currency in ("USD", "EUR"):
@@ -718,6 +736,89 @@ def test_a_report_taken_while_syncs_rewrite_the_same_usage_always_adds_up_to_it(
     finally:
         stop.set()
         rewriter.join()
+
+
+# -- rows of any vendor: billed cost and usage ----------------------------------------------------------------
+def test_a_daily_cost_row_and_a_usage_row_round_trip_with_their_periods_and_nulls(store: Store) -> None:
+    add(store)
+    store.start_run("acme", "run-1", WINDOW, now=hour(0))
+    daily = daily_cost_row(day=0, cost="12.000000000000345")
+    unnamed = daily_cost_row(day=0, key=None, label="User key", line_item=None, workspace_id=None, cost="0.5")
+    tokens = quantity_row(at=5, quantity="123456789")
+    commit(store, [daily, unnamed, tokens], 0, 24)
+    back = stored(store)
+    assert back == by_position([daily, unnamed, tokens])
+    assert [r.export() for r in back] == [r.export() for r in by_position([daily, unnamed, tokens])]
+    day_row = next(r for r in back if r.row_id == daily.row_id)
+    assert (day_row.period_start, day_row.period_end) == (hour(0), hour(24))
+    assert (day_row.unit, day_row.quantity, day_row.unit_price, day_row.list_cost, day_row.discount) == (None,) * 5
+    assert (day_row.kind, day_row.workspace_id, day_row.workspace_name, day_row.line_item) == (
+        "cost",
+        "proj_default",
+        "Project proj_default",
+        "gpt-4o-2024-08-06, input",
+    )
+    usage = next(r for r in back if r.row_id == tokens.row_id)
+    assert (usage.kind, usage.cost, usage.currency, usage.quantity) == ("usage", None, None, Decimal("123456789"))
+    assert next(r for r in back if r.row_id == unnamed.row_id).model is None
+    rows, total = store.rows_page("acme", order="-cost")
+    assert total == 3 and rows[-1] == tokens  # a row without cost sorts below every cost, on both backends
+    assert store.rows_page("acme", order="cost")[0][0] == tokens
+
+
+def test_usage_rows_never_add_money_to_the_report_or_the_daily_spend(store: Store) -> None:
+    add(store)
+    store.start_run("acme", "run-1", SyncWindow(start=hour(0), end=hour(48)), now=hour(0))
+    costs = [
+        daily_cost_row(day=0, label="prod", cost="10"),
+        daily_cost_row(day=1, label="prod", line_item="gpt-4o-mini, output", cost="2.5"),
+        daily_cost_row(day=1, key=None, label="User key", line_item=None, cost="0.75"),
+    ]
+    usage = [quantity_row(at=h, label="prod", unit=u) for h in (0, 5, 30) for u in ("input_tokens", "images")]
+    usage += [quantity_row(at=7, key="key-9", label="only tokens", model="gpt-4o-mini")]
+    commit(store, costs + usage, 0, 48)
+
+    def figures() -> tuple[Any, ...]:
+        report = [
+            (x.connector, x.api_key_label, x.currency, x.models, x.cost, x.row_count)
+            for x in store.report("acme", since=hour(0), until=hour(48))
+        ]
+        everyone = [(x.api_key_label, x.cost) for x in store.report(None, since=hour(0), until=hour(48))]
+        daily = store.daily_spend("acme", since=hour(0), until=hour(48), currency="USD")
+        by_model = store.daily_spend("acme", since=hour(0), until=hour(48), currency="USD", model="gpt-4o-2024-08-06")
+        by_label = store.daily_spend_by_label("acme", since=hour(0), until=hour(48), currency="USD")
+        return report, everyone, daily, by_model, by_label
+
+    day = [hour(h).strftime("%Y-%m-%d") for h in (0, 24)]
+    expected = (
+        [
+            ("openai", "prod", "USD", ["gpt-4o-2024-08-06", "gpt-4o-mini"], Decimal("12.5"), 2),
+            ("openai", "User key", "USD", [], Decimal("0.75"), 1),
+        ],
+        [("prod", Decimal("12.5")), ("User key", Decimal("0.75"))],
+        {day[0]: Decimal("10"), day[1]: Decimal("3.25")},
+        {day[0]: Decimal("10")},
+        {"prod": {day[0]: Decimal("10"), day[1]: Decimal("2.5")}, "User key": {day[1]: Decimal("0.75")}},
+    )
+    assert figures() == expected  # the days are dirty: read from their rows
+    store.finish_run("run-1", RunOutcome.SUCCEEDED, None, now=hour(48))
+    assert figures() == expected  # the days are counted: read from the daily totals
+    assert store.count_rows("acme") == len(costs) + len(usage)  # stored and listed all the same
+    assert {r.api_key_label for r in stored(store)} >= {"only tokens"}
+
+
+def test_report_lines_are_per_connector_when_vendors_share_a_label(store: Store) -> None:
+    add(store)
+    add(store, "oai", connector="openai")
+    store.start_run("acme", "run-1", WINDOW, now=hour(0))
+    store.start_run("oai", "run-2", WINDOW, now=hour(0))
+    commit(store, [usage_row(at=1, label="User key", cost="2")], 0, 24)
+    commit(store, [daily_cost_row("oai", 0, key=None, label="User key", cost="3")], 0, 24, name="oai", run="run-2")
+    lines = store.report(None, since=hour(0), until=hour(24))
+    assert [(x.connector, x.api_key_label, x.cost) for x in lines] == [
+        ("openai", "User key", Decimal("3")),
+        ("fal", "User key", Decimal("2")),
+    ]
 
 
 def test_delete_rows_removes_only_that_connections_rows(store: Store) -> None:

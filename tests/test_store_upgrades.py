@@ -56,6 +56,12 @@ def test_a_version_1_store_opens_at_the_latest_version_with_nothing_lost(v1_home
         rows = list(host.store.iter_rows("fixture"))
         assert len(rows) == count == 58
         assert sum((r.cost for r in rows), Decimal(0)) == total
+        # Rows stored before vendors other than fal are billed cost, without workspace or line item (schema v6).
+        assert {(r.kind, r.workspace_id, r.workspace_name, r.line_item) for r in rows} == {("cost", None, None, None)}
+        first, last = min(r.period_start for r in rows), max(r.period_end for r in rows)
+        lines = host.store.report("fixture", since=first, until=last)
+        assert (sum(x.cost for x in lines), sum(x.row_count for x in lines)) == (total, count)
+        assert {x.connector for x in lines} == {"fal"}
         assert host.config_for("fixture").api_key.get_secret_value().count(":") == 1
         assert [c.new for c in host.store.status_history("fixture")] == [
             ConnectionState.CONNECTED,

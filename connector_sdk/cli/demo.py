@@ -1,4 +1,4 @@
-"""``demo``: everything offline against a local fal simulator."""
+"""``demo``: everything offline against local simulators of two vendors, fal and OpenAI, side by side."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import errno
 import shutil
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import click
 
@@ -20,7 +20,7 @@ from connector_sdk.cli.context import (
     progress_bar,
     run_line,
 )
-from connector_sdk.cli.reading import REPORT_DAYS, report
+from connector_sdk.cli.reading import REPORT_DAYS, report, vendor_name
 from connector_sdk.cli.simulator import (
     DEMO_KEYS,
     DEMO_MODELS,
@@ -33,8 +33,13 @@ from connector_sdk.cli.simulator import (
     root_url,
 )
 from connector_sdk.host import Host
-from connector_sdk.models import RunOutcome
+from connector_sdk.models import ConnectionState, RunOutcome
 from connector_sdk.sync import sync_now
+
+OPENAI_ORGANIZATION = "Acme AI"
+OPENAI_GONE = (
+    "the demo's OpenAI simulator ran only while the demo ran; rows kept (run `connector-host demo` again to refresh)"
+)
 
 
 @contextmanager
@@ -62,6 +67,19 @@ def demo_simulator(port: int) -> Iterator[tuple[str, str, bool]]:
         sim.stop()
 
 
+@contextmanager
+def openai_demo_simulator() -> Iterator[tuple[str, str]]:
+    """OpenAI's organization APIs for the demo on a free loopback port, as ``(base URL, Admin key)``.
+
+    Unlike fal's, it lives only as long as the demo: its keys are new each time, so a connection to it could not
+    sync against a later one anyway.
+    """
+    from connectors.openai.simulator import OpenAISimulator
+
+    with OpenAISimulator(seed=DEMO_SEED) as sim:
+        yield sim.base_url, sim.add_organization(OPENAI_ORGANIZATION)
+
+
 def _running_simulator(port: int) -> tuple[str, str]:
     import requests
 
@@ -87,29 +105,51 @@ def _running_simulator(port: int) -> tuple[str, str]:
 )
 @pass_ctx
 def demo(ctx: Ctx, days: int, port: int) -> None:
-    """Run everything offline: a fal simulator on loopback, a connection, a backfill and the report."""
+    """Run everything offline: fal and OpenAI simulators on loopback, a connection to each, a backfill of both and
+    the report of their spend side by side, per vendor and per key."""
     check_port(port)
     home = ctx.home / "demo"
     shutil.rmtree(home, ignore_errors=True)
-    with handled(), demo_simulator(port) as (base_url, key, own):
+    with handled(), ExitStack() as running:
+        base_url, key, own = running.enter_context(demo_simulator(port))
         out.print(f"fal simulator listening on {base_url} (team {DEMO_TEAM})")
+        openai_url, openai_key = running.enter_context(openai_demo_simulator())
+        out.print(f"OpenAI simulator listening on {openai_url} (organization {OPENAI_ORGANIZATION}, during the demo)")
         with Host.open(home, store_url="") as host:
-            connection = host.connect("fal", "fal-demo", {"api_key": key, "base_url": base_url, "backfill_days": days})
-            out.print(f"connected [bold]{connection.name}[/] to fal account [bold]{connection.account}[/]", markup=True)
-            with progress_bar(sys.stderr.isatty()) as update:
-                run_ = sync_now(host, connection.name, progress=update)
-            out.print(run_line(run_), markup=False)
-            if run_.outcome != RunOutcome.SUCCEEDED:
-                sys.exit(EXIT_FOR_OUTCOME[run_.outcome])
+            connections = [
+                host.connect("fal", "fal-demo", {"api_key": key, "base_url": base_url, "backfill_days": days}),
+                host.connect(
+                    "openai", "openai-demo", {"api_key": openai_key, "base_url": openai_url, "backfill_days": days}
+                ),
+            ]
+            for connection in connections:
+                vendor = vendor_name(host, connection.connector)
+                out.print(
+                    f"connected [bold]{connection.name}[/] to {vendor} account [bold]{connection.account}[/]",
+                    markup=True,
+                )
+                with progress_bar(sys.stderr.isatty()) as update:
+                    run_ = sync_now(host, connection.name, progress=update)
+                out.print(run_line(run_), markup=False)
+                if run_.outcome != RunOutcome.SUCCEEDED:
+                    sys.exit(EXIT_FOR_OUTCOME[run_.outcome])
+            # Its simulator stops with the demo: later syncs would only fail. Disconnected, its rows stay readable.
+            host.disconnect("openai-demo")
+            host.change_state("openai-demo", ConnectionState.DISCONNECTED, OPENAI_GONE)
     ctx.home = home
-    # The report's default period, so `connector-host report` on the demo's home shows this total again.
-    click.get_current_context().invoke(report, name="fal-demo", days=REPORT_DAYS, fmt="table")
+    # The report's default period over every connection, so `connector-host report` on the demo's home shows these
+    # totals again: per vendor, then per key.
+    click.get_current_context().invoke(report, name=None, days=REPORT_DAYS, fmt="table")
     out.print(f"\nThe demo store is in {home}. Explore it with e.g. `connector-host --home {home} status`.")
     again = "connector-host simulator" + ("" if port == SIMULATOR_PORT else f" --port {port}")
     if own:
         out.print(
-            f"The simulator stopped with the demo. To sync fal-demo again (`run`, `serve`, `sync`), start `{again}` "
-            "in another terminal first: it serves the same team and key on the same port."
+            "The fal simulator stopped with the demo. To sync fal-demo again (`run`, `serve`, `sync`), "
+            f"start `{again}` in another terminal first: it serves the same team and key on the same port."
         )
     else:
         out.print(f"fal-demo syncs against the simulator already running on port {port}, as long as it runs.")
+    out.print(
+        "openai-demo synced only while the demo ran (its OpenAI simulator stopped with it): it is now disconnected, "
+        "and its rows stay for `report`, `rows` and the portal."
+    )

@@ -25,10 +25,10 @@ from connector_sdk.cli.context import (
     pass_ctx,
     pick_connection,
 )
-from connector_sdk.errors import ConfigError
+from connector_sdk.errors import ConfigError, UnknownConnector
 from connector_sdk.focus import write_focus_csv, write_focus_parquet
-from connector_sdk.host import SharedAccount
-from connector_sdk.models import ROW_FIELDS, UsageRow, decimal_text, iso
+from connector_sdk.host import Host, SharedAccount
+from connector_sdk.models import ROW_FIELDS, ReportLine, UsageRow, decimal_text, iso
 
 
 @contextmanager
@@ -117,17 +117,21 @@ REPORT_DAYS = 30
 @click.option("--prices", "with_prices", is_flag=True, help="Also show each model's current list price.")
 @pass_ctx
 def report(ctx: Ctx, name: str | None, days: int, fmt: str, with_prices: bool) -> None:
-    """Spend per API key label (web-UI activity as "User key"): active models and total cost.
+    """Billed spend per API key label (web-UI activity as "User key"): active models and total cost.
 
-    Without NAME, every connection's spend, with each vendor account counted once: when two connections reach the
-    same account, the rows of the one that synced successfully last are counted (the output names the others).
+    Without NAME, every connection's spend, per vendor, with each vendor account counted once: when two connections
+    reach the same account, the rows of the one that synced successfully last are counted (the output names the
+    others). Usage-only rows (hourly tokens a vendor bills later, by the day) never add cost.
     """
     current: list[Any] = []
     with handled(), ctx.host() as host:
         since, until, lines = host.report(name, days=days)
         shared = host.shared_accounts() if name is None else []
+        vendors = {line.connector: vendor_name(host, line.connector) for line in lines}
         if with_prices and lines:
             current = host.prices(pick_connection(host, name), sorted({m for line in lines for m in line.models}))
+    if name is None:  # grouped by vendor, then highest cost first, as the store orders them
+        lines = sorted(lines, key=lambda line: vendors[line.connector].casefold())
     if fmt == "json":
         emit_json(
             {
@@ -135,22 +139,40 @@ def report(ctx: Ctx, name: str | None, days: int, fmt: str, with_prices: bool) -
                 "days": days,
                 "since": since,
                 "until": until,
-                "lines": [line.model_dump(mode="json") for line in lines],
+                "lines": [line.model_dump(mode="json") | {"vendor": vendors[line.connector]} for line in lines],
                 "totals": _totals(lines),
+                "vendors": [
+                    {"connector": connector, "vendor": vendor, "totals": _totals(of)}
+                    for connector, vendor, of in _by_vendor(lines, vendors)
+                ],
                 **({"merged": [asdict(account) for account in shared]} if name is None else {}),
                 **({"prices": [p.model_dump(mode="json") for p in current]} if with_prices else {}),
             }
         )
         return
     title = f"Spend {'of ' + name if name else 'of all connections'}, {iso(since)} to {iso(until)} (last {days} days)"
-    table = Table("API key", "active models", "models", title=title, title_justify="left")
+    per_vendor = name is None
+    table = Table(*(["vendor"] if per_vendor else []), "API key", "active models", "models", title=title)
+    table.title_justify = "left"
     table.add_column("cost", justify="right")
-    for line in lines:
-        table.add_row(
-            line.api_key_label, str(len(line.models)), "\n".join(line.models), f"{line.cost:,.2f} {line.currency}"
-        )
+    blank = [""] if per_vendor else []
+    for _connector, vendor, of in _by_vendor(lines, vendors) if per_vendor else [("", "", lines)]:
+        for line in of:
+            cells = [
+                line.api_key_label,
+                str(len(line.models)),
+                "\n".join(line.models),
+                _money(line.cost, line.currency),
+            ]
+            table.add_row(*([vendor] if per_vendor else []), *cells)
+        if per_vendor:
+            for currency, total in _totals(of).items():
+                table.add_row(
+                    "", f"[italic]all {vendor} keys[/]", "", "", f"[italic]{_money(Decimal(total), currency)}[/]"
+                )
+            table.add_section()
     for currency, total in _totals(lines).items():
-        table.add_row("[bold]total[/]", "", "", f"[bold]{Decimal(total):,.2f} {currency}[/]")
+        table.add_row(*blank, "[bold]total[/]", "", "", f"[bold]{_money(Decimal(total), currency)}[/]")
     if shared:
         table.caption = "\n".join(_merged_note(account) for account in shared)
         table.caption_justify = "left"
@@ -160,6 +182,26 @@ def report(ctx: Ctx, name: str | None, days: int, fmt: str, with_prices: bool) -
         for p in current:
             price_table.add_row(p.model, f"{decimal_text(p.unit_price)} {p.currency} per {p.unit}")
         out.print(price_table)
+
+
+def vendor_name(host: Host, connector: str) -> str:
+    """The vendor a connector reads, as its manifest names it for people (its id if it is not installed)."""
+    try:
+        return host.plugins.connector(connector).manifest().display_name
+    except UnknownConnector:
+        return connector
+
+
+def _by_vendor(lines: list[ReportLine], vendors: dict[str, str]) -> list[tuple[str, str, list[ReportLine]]]:
+    """The lines of each connector, in the order they come: ``(connector, vendor name, lines)``."""
+    groups: dict[str, list[ReportLine]] = {}
+    for line in lines:
+        groups.setdefault(line.connector, []).append(line)
+    return [(connector, vendors[connector], of) for connector, of in groups.items()]
+
+
+def _money(amount: Decimal, currency: str) -> str:
+    return f"{amount:,.2f} {currency}"
 
 
 def _merged_note(account: SharedAccount) -> str:

@@ -103,7 +103,7 @@ def relative(moment: datetime | None, now: datetime) -> str:
 
 templates.filters["money"] = service.money
 templates.filters["when"] = when
-templates.filters["exact"] = decimal_text
+templates.filters["exact"] = lambda value: "—" if value is None else decimal_text(value)  # no price: a dash
 templates.filters["sentence"] = sentence
 templates.filters["doc"] = doc
 templates.globals["when"] = when

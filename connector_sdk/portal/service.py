@@ -50,8 +50,12 @@ class NotFound(PortalError):
         super().__init__(message, status=404)
 
 
-def money(value: Decimal, currency: str = "USD") -> str:
-    """``$1,234.57``: rounded half-up to cents, for people (exports keep every digit)."""
+def money(value: Decimal | None, currency: str | None = "USD") -> str:
+    """``$1,234.57``: rounded half-up to cents, for people (exports keep every digit); a dash for no money (a usage
+    row counts quantities only)."""
+    if value is None:
+        return "—"
+    currency = currency or ""
     cents = value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     symbol = CURRENCY_SYMBOLS.get(currency)
     sign = "-" if cents < 0 else ""

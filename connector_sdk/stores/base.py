@@ -49,7 +49,10 @@ def row_order(order: str, columns: dict[str, str]) -> str:
     direction = " DESC" if descending else ""
     if name == "hour":
         return f"period_start{direction}, {columns['row_id']}{direction}"
-    return f"{columns[name]}{direction}, period_start{direction}, {columns['row_id']}{direction}"
+    # A model or cost may be NULL (a usage row has no cost): below every value on both backends, whose defaults
+    # differ (PostgreSQL puts NULL above).
+    nulls = " NULLS LAST" if descending else " NULLS FIRST"
+    return f"{columns[name]}{direction}{nulls}, period_start{direction}, {columns['row_id']}{direction}"
 
 
 @dataclass(frozen=True)
@@ -206,7 +209,8 @@ class Store(ABC):
 
     @abstractmethod
     def report(self, name: str | None, *, since: datetime, until: datetime) -> list[ReportLine]:
-        """Per API key label and currency: the models used and the exact total cost; highest cost first."""
+        """Per connector, API key label and currency: the models used and the exact total of the billed cost rows
+        (``kind = "cost"``; usage rows never add money); highest cost first."""
 
     @abstractmethod
     def delete_rows(self, name: str) -> int: ...
@@ -252,13 +256,14 @@ class Store(ABC):
         api_key_label: str | None = None,
         model: str | None = None,
     ) -> dict[str, Decimal]:
-        """Exact cost per UTC day (``YYYY-MM-DD``) of rows with ``since <= period_start < until``."""
+        """Exact cost per UTC day (``YYYY-MM-DD``) of the cost rows with ``since <= period_start < until``."""
 
     @abstractmethod
     def daily_spend_by_label(
         self, name: str, *, since: datetime, until: datetime, currency: str
     ) -> dict[str, dict[str, Decimal]]:
-        """Exact cost per API key label, then per UTC day (``YYYY-MM-DD``), of one currency's rows in the window."""
+        """Exact cost per API key label, then per UTC day (``YYYY-MM-DD``), of one currency's cost rows in the
+        window."""
 
     @abstractmethod
     def cached_prices(self, connector: str, models: Sequence[str], *, fresh_after: datetime) -> list[Price]: ...

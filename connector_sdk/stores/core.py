@@ -66,7 +66,7 @@ BUDGET_FIELDS = (
 BUDGET_COLUMNS = ", ".join(BUDGET_FIELDS)
 ALERT_FIELDS = ("id", "connection", "budget_id", "kind", "dedupe_key", "fired_at", "message", "evidence")
 ALERT_COLUMNS = ", ".join(ALERT_FIELDS)
-REPORT_KEYS = ("api_key_label", "currency", "model")
+REPORT_KEYS = ("connector", "api_key_label", "currency", "model")
 # The tables that hold a connection's own records; a backend may keep more (its derived totals).
 CONNECTION_TABLES = ("usage_rows", "sync_runs", "status_history", "sinks", "outbox", "budgets", "alerts")
 Keys = Sequence[str]  # columns to group by
@@ -176,9 +176,9 @@ class SQLStore(Store):
         """Work at the end of a run, in the transaction that closes it."""
 
     def _spend(self, db: Handle, name: str | None, since: datetime, until: datetime, keys: Keys, only: Only) -> Spend:
-        """Row count and exact cost per value of ``keys`` (usage_rows columns, or ``day``: the UTC day) of the rows in
-        the window whose columns equal ``only`` (a None value: any)."""
-        where, params = self._where(name, since, until, **only)
+        """Row count and exact cost per value of ``keys`` (usage_rows columns, or ``day``: the UTC day) of the billed
+        cost rows in the window whose columns equal ``only`` (a None value: any). Usage rows never add money."""
+        where, params = self._where(name, since, until, kind="cost", **only)
         columns, groups = self._grouping(keys)
         found = db.execute(f"SELECT {columns}, COUNT(*), SUM(cost) FROM usage_rows{where} GROUP BY {groups}", params)
         return {tuple(row[:-2]): (int(row[-2]), self._decimal(row[-1])) for row in found.fetchall()}
@@ -538,22 +538,24 @@ class SQLStore(Store):
             if name is not None:
                 self._require(db, name)
             spend = self._spend(db, name, since, until, REPORT_KEYS, {})
-        groups: dict[tuple[str, str], tuple[set[str], int, Decimal]] = {}
-        for (label, currency, model), (count, cost) in spend.items():
-            models, rows, total = groups.get((label, currency)) or (set(), 0, Decimal(0))
-            models.add(model)
-            groups[label, currency] = (models, rows + count, EXACT.add(total, cost))
+        groups: dict[tuple[str, str, str], tuple[set[str], int, Decimal]] = {}
+        for (connector, label, currency, model), (count, cost) in spend.items():
+            models, rows, total = groups.get((connector, label, currency)) or (set(), 0, Decimal(0))
+            if model is not None:  # a billed row without a model adds its cost, not a model
+                models.add(model)
+            groups[connector, label, currency] = (models, rows + count, EXACT.add(total, cost))
         lines = [
             ReportLine(
+                connector=connector,
                 api_key_label=label,
                 currency=currency,
                 models=sorted(models),
                 cost=Decimal(decimal_text(total)),
                 row_count=rows,
             )
-            for (label, currency), (models, rows, total) in groups.items()
+            for (connector, label, currency), (models, rows, total) in groups.items()
         ]
-        return sorted(lines, key=lambda line: (-line.cost, line.api_key_label, line.currency))
+        return sorted(lines, key=lambda line: (-line.cost, line.api_key_label, line.currency, line.connector))
 
     def delete_rows(self, name: str) -> int:
         with self._write() as db:

@@ -334,6 +334,91 @@ MIGRATIONS: tuple[Migration, ...] = (
             ALTER TABLE sync_runs ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY;
         """,
     ),
+    Migration(
+        version=6,
+        description="rows of any vendor: kind (cost or usage), workspace and line item; prices and model nullable",
+        # A usage row counts quantities, not money (its cost is NULL), and a vendor may give no model, unit or
+        # price: those columns lose NOT NULL. Rows stored before are billed cost, hence the default kind.
+        # SQLite cannot drop NOT NULL in place: usage_rows is rebuilt as v4 built it, WITHOUT ROWID and keyed in
+        # (connection, period_start) order, with the new columns after the old ones and cost_nanos last.
+        # usage_daily holds billed money only (cost rows), now per connector too, so a report across vendors
+        # groups by it; a day's totals may have a NULL model or currency, which a primary key cannot hold, so each
+        # day's totals are keyed by their position in that day instead.
+        sqlite="""
+            CREATE TABLE usage_rows_v6 (
+                row_id TEXT NOT NULL,
+                connector TEXT NOT NULL,
+                connection TEXT NOT NULL,
+                account TEXT NOT NULL,
+                period_start TEXT NOT NULL,
+                period_end TEXT NOT NULL,
+                api_key_id TEXT,
+                api_key_label TEXT NOT NULL,
+                login_username TEXT,
+                model TEXT,
+                unit TEXT,
+                quantity TEXT,
+                unit_price TEXT,
+                percent_discount TEXT,
+                list_cost TEXT,
+                discount TEXT,
+                cost TEXT,
+                currency TEXT,
+                synced_at TEXT NOT NULL,
+                kind TEXT NOT NULL DEFAULT 'cost',
+                workspace_id TEXT,
+                workspace_name TEXT,
+                line_item TEXT,
+                cost_nanos INTEGER,
+                PRIMARY KEY (connection, period_start, row_id)
+            ) WITHOUT ROWID;
+            INSERT INTO usage_rows_v6 SELECT
+                row_id, connector, connection, account, period_start, period_end, api_key_id, api_key_label,
+                login_username, model, unit, quantity, unit_price, percent_discount, list_cost, discount, cost,
+                currency, synced_at, 'cost', NULL, NULL, NULL, cost_nanos
+                FROM usage_rows;
+            DROP TABLE usage_rows;
+            ALTER TABLE usage_rows_v6 RENAME TO usage_rows;
+            DROP TABLE usage_daily;
+            CREATE TABLE usage_daily (
+                connection TEXT NOT NULL,
+                day TEXT NOT NULL,
+                n INTEGER NOT NULL,
+                connector TEXT NOT NULL,
+                api_key_label TEXT NOT NULL,
+                currency TEXT,
+                model TEXT,
+                row_count INTEGER NOT NULL,
+                cost_units INTEGER NOT NULL,
+                cost_nanos INTEGER NOT NULL,
+                inexact INTEGER NOT NULL,
+                PRIMARY KEY (connection, day, n)
+            ) WITHOUT ROWID;
+            CREATE INDEX usage_daily_day ON usage_daily (day);
+            INSERT INTO usage_daily
+                SELECT connection, substr(period_start, 1, 10),
+                    ROW_NUMBER() OVER (PARTITION BY connection, substr(period_start, 1, 10)),
+                    connector, api_key_label, currency, model, COUNT(*),
+                    COALESCE(SUM(cost_nanos / 1000000000), 0), COALESCE(SUM(cost_nanos % 1000000000), 0),
+                    COUNT(*) - COUNT(cost_nanos)
+                FROM usage_rows WHERE kind = 'cost' GROUP BY connection, 2, connector, api_key_label, currency, model
+        """,
+        postgres="""
+            ALTER TABLE usage_rows
+                ADD COLUMN kind TEXT NOT NULL DEFAULT 'cost',
+                ADD COLUMN workspace_id TEXT,
+                ADD COLUMN workspace_name TEXT,
+                ADD COLUMN line_item TEXT,
+                ALTER COLUMN model DROP NOT NULL,
+                ALTER COLUMN unit DROP NOT NULL,
+                ALTER COLUMN quantity DROP NOT NULL,
+                ALTER COLUMN unit_price DROP NOT NULL,
+                ALTER COLUMN list_cost DROP NOT NULL,
+                ALTER COLUMN discount DROP NOT NULL,
+                ALTER COLUMN cost DROP NOT NULL,
+                ALTER COLUMN currency DROP NOT NULL;
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -83,13 +83,14 @@ UNITS_AND_NANOS = "COALESCE(SUM(cost_nanos / 1000000000), 0), COALESCE(SUM(cost_
 DAY = timedelta(days=1)
 
 
+# Billed money only: usage rows (kind 'usage') have no cost and are not in the daily totals.
 RECOUNT_DAY = f"""
     INSERT INTO usage_daily
-        (connection, day, api_key_label, currency, model, row_count, cost_units, cost_nanos, inexact)
-    SELECT connection, substr(period_start, 1, 10), api_key_label, currency, model, COUNT(*), {UNITS_AND_NANOS},
-        COUNT(*) - COUNT(cost_nanos)
-    FROM usage_rows WHERE connection = ? AND period_start >= ? AND period_start < ?
-    GROUP BY 2, 3, 4, 5
+        (connection, day, n, connector, api_key_label, currency, model, row_count, cost_units, cost_nanos, inexact)
+    SELECT connection, substr(period_start, 1, 10), ROW_NUMBER() OVER (), connector, api_key_label, currency, model,
+        COUNT(*), {UNITS_AND_NANOS}, COUNT(*) - COUNT(cost_nanos)
+    FROM usage_rows WHERE connection = ? AND period_start >= ? AND period_start < ? AND kind = 'cost'
+    GROUP BY 2, connector, api_key_label, currency, model
 """
 
 
@@ -114,8 +115,13 @@ def _whole_days(since: datetime, until: datetime) -> tuple[datetime, datetime] |
     return (first, last) if first < last else None
 
 
+def _amount(value: Decimal | None) -> str | None:
+    """A nullable amount as its column holds it: NULL stays NULL (``str(None)`` would store ``"None"``)."""
+    return None if value is None else _text(value)
+
+
 def _sql_values(rows: Sequence[UsageRow]) -> list[tuple[Any, ...]]:
-    """Rows as the usage_rows columns hold them: ROW_FIELDS, then cost_nanos."""
+    """Rows as the usage_rows columns hold them: ROW_FIELDS, then cost_nanos (NULL for a row without cost)."""
     times = _Formatted(iso)
     out = []
     for row in rows:
@@ -139,10 +145,12 @@ def _sql_values(rows: Sequence[UsageRow]) -> list[tuple[Any, ...]]:
             cost,
             currency,
             synced_at,
+            kind,
+            workspace_id,
+            workspace_name,
+            line_item,
         ) = row_values(row.__dict__)
-        amounts = (str(quantity), str(unit_price), str(list_cost), str(discount), str(cost))
-        if "E" in "".join(amounts):
-            amounts = tuple(map(_text, (quantity, unit_price, list_cost, discount, cost)))
+        cost_text = _amount(cost)
         out.append(
             (
                 row_id,
@@ -156,15 +164,19 @@ def _sql_values(rows: Sequence[UsageRow]) -> list[tuple[Any, ...]]:
                 login_username,
                 model,
                 unit,
-                amounts[0],
-                amounts[1],
-                None if percent_discount is None else _text(percent_discount),
-                amounts[2],
-                amounts[3],
-                amounts[4],
+                _amount(quantity),
+                _amount(unit_price),
+                _amount(percent_discount),
+                _amount(list_cost),
+                _amount(discount),
+                cost_text,
                 currency,
                 times[synced_at],
-                _nanos_of_text(amounts[4]),
+                kind,
+                workspace_id,
+                workspace_name,
+                line_item,
+                _nanos_of_text(cost_text),
             )
         )
     return out
@@ -380,7 +392,7 @@ class SQLiteStore(SQLStore):
         sums = self._sums(db, name, since, until, keys, matching)
         rests: dict[tuple[Any, ...], str] = {}
         if any(inexact for _count, _units, _nanos, inexact in sums.values()):
-            where, params = self._where(name, since, until, **matching)
+            where, params = self._where(name, since, until, kind="cost", **matching)
             columns, groups = self._grouping(keys)
             found = db.execute(
                 f"SELECT {columns}, dsum(cost) FROM usage_rows{where} AND cost_nanos IS NULL GROUP BY {groups}", params
@@ -395,8 +407,9 @@ class SQLiteStore(SQLStore):
         self, db: Handle, name: str | None, since: datetime, until: datetime, keys: Keys, only: dict[str, str]
     ) -> dict[tuple[Any, ...], list[int]]:
         """Row count, whole units, nano-units and inexact rows (costs past nine decimals) of the rows in the window
-        whose columns equal ``only``, per value of ``keys``. Both name columns that usage_daily and usage_rows share
-        (label, currency, model); ``day`` is the UTC day."""
+        whose columns equal ``only``, per value of ``keys``: billed cost rows only (usage_daily holds nothing else).
+        Both name columns that usage_daily and usage_rows share (connector, label, currency, model); ``day`` is the
+        UTC day."""
         scope = "connection = ?" if name is not None else "connection IN (SELECT name FROM connections)"
         scoped: list[Any] = [name] if name is not None else []
         matching = "".join(f" AND {column} = ?" for column in only)
@@ -407,7 +420,8 @@ class SQLiteStore(SQLStore):
         parts: list[tuple[str, list[Any]]] = []
         from_rows = (
             f"SELECT {row_keys}, COUNT(*), {UNITS_AND_NANOS}, COUNT(*) - COUNT(cost_nanos) "
-            f"FROM usage_rows WHERE {{which}} AND period_start >= ? AND period_start < ? GROUP BY {groups}"
+            f"FROM usage_rows WHERE {{which}} AND kind = 'cost' AND period_start >= ? AND period_start < ? "
+            f"GROUP BY {groups}"
         )
         edges = [(which, named, since, until)]
         if days := _whole_days(since, until):
