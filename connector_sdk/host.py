@@ -221,6 +221,11 @@ class Host:
     # -- configuration -------------------------------------------------------------------------------------
     def build_config(self, connector_id: str, values: dict[str, Any]) -> ConnectorConfig:
         model = self.plugins.connector(connector_id).config_model
+        unknown = sorted(set(values) - set(model.model_fields))
+        if unknown:
+            raise ConfigError(
+                f"{connector_id} has no setting {', '.join(unknown)}; its settings are {', '.join(model.model_fields)}"
+            )
         try:
             return model.model_validate(values)
         except ValidationError as error:
@@ -253,6 +258,15 @@ class Host:
         finally:
             connector.close()
 
+    def _check_key_format(self, connector_id: str, config: ConnectorConfig) -> None:
+        """Refuse a new key whose shape the connector's manifest rules out, before the vendor sees it. Only new keys:
+        a stored one was checked by the vendor, and a manifest's pattern may change with a later version."""
+        manifest = self.plugins.connector(connector_id).manifest()
+        key = config.secret_values().get(manifest.authentication.secret_field)
+        problem = manifest.key_problem(key) if key is not None else None
+        if problem:
+            raise ConfigError(problem)
+
     # -- connections ---------------------------------------------------------------------------------------
     def connect(self, connector_id: str, name: str, values: dict[str, Any]) -> Connection:
         """Validate the config, check the credential with the vendor, then store the connection."""
@@ -267,6 +281,7 @@ class Host:
         else:
             raise ConfigError(f"a connection named {name!r} already exists; choose another name")
         config = self.build_config(connector_id, values)
+        self._check_key_format(connector_id, config)
         account = self._checked(connector_id, config)
         connection = self.store.add_connection(
             name=name,
@@ -290,6 +305,7 @@ class Host:
         """Check a new credential and put the connection back to ``connected``; the next sync fills the gap."""
         connection = self.store.get_connection(name)
         config = self.build_config(connection.connector, {**connection.config, **secrets})
+        self._check_key_format(connection.connector, config)
         account = self._checked(connection.connector, config)
         self.store.set_credential(name, self.cipher.encrypt(config.secret_values()), account=account)
         self.change_state(name, ConnectionState.CONNECTED, None)

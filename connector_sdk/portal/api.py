@@ -195,8 +195,9 @@ def reconnect(
     secrets: Annotated[
         dict[str, str],
         Body(
-            description='The connector\'s secret fields (write-only), e.g. {"api_key": "KEY_ID:KEY_SECRET"}.',
-            examples=[{"api_key": "KEY_ID:KEY_SECRET"}],
+            description="The connector's secret fields (write-only), e.g. {\"api_key\": ...}; the key's shape is "
+            "`key_example` in the connector's manifest.",
+            examples=[{"api_key": "THE_KEY"}],
         ),
     ],
 ) -> ConnectionCreated:

@@ -24,7 +24,7 @@ STATE_LABELS = {
     ConnectionState.DISCONNECTED: "Disconnected",
 }
 USER_KEY = "User key"
-# Far longer than any vendor's key (fal's are under 100 characters): a longer one is refused before any vendor call.
+# Far longer than any vendor's key (they are under 200 characters): a longer one is refused before any vendor call.
 MAX_SECRET_LENGTH = 1024
 CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
 
@@ -110,6 +110,11 @@ def _config_errors(host: Host, connector_id: str, values: dict[str, Any]) -> tup
         model.model_validate(values)
     except ValidationError as error:
         return field_errors(error, set(model.model_fields))
+    manifest = host.plugins.connector(connector_id).manifest()
+    secret = values.get(manifest.authentication.secret_field)
+    problem = manifest.key_problem(secret) if isinstance(secret, str) else None
+    if problem:
+        return {manifest.authentication.secret_field: problem[0].upper() + problem[1:] + "."}, []
     return {}, []
 
 
