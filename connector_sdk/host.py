@@ -258,12 +258,13 @@ class Host:
         finally:
             connector.close()
 
-    def _check_key_format(self, connector_id: str, config: ConnectorConfig) -> None:
-        """Refuse a new key whose shape the connector's manifest rules out, before the vendor sees it. Only new keys:
-        a stored one was checked by the vendor, and a manifest's pattern may change with a later version."""
+    def _check_key_format(self, connector_id: str, values: dict[str, Any]) -> None:
+        """Refuse a new key whose shape the connector's manifest rules out, in the manifest's words, before the config
+        model or the vendor sees it. Only new keys: a stored one was checked by the vendor, and a manifest's pattern
+        may change with a later version."""
         manifest = self.plugins.connector(connector_id).manifest()
-        key = config.secret_values().get(manifest.authentication.secret_field)
-        problem = manifest.key_problem(key) if key is not None else None
+        key = values.get(manifest.authentication.secret_field)
+        problem = manifest.key_problem(key) if isinstance(key, str) else None
         if problem:
             raise ConfigError(problem)
 
@@ -280,8 +281,8 @@ class Host:
             pass
         else:
             raise ConfigError(f"a connection named {name!r} already exists; choose another name")
+        self._check_key_format(connector_id, values)
         config = self.build_config(connector_id, values)
-        self._check_key_format(connector_id, config)
         account = self._checked(connector_id, config)
         connection = self.store.add_connection(
             name=name,
@@ -304,8 +305,8 @@ class Host:
     def reconnect(self, name: str, secrets: dict[str, Any]) -> Connection:
         """Check a new credential and put the connection back to ``connected``; the next sync fills the gap."""
         connection = self.store.get_connection(name)
+        self._check_key_format(connection.connector, secrets)
         config = self.build_config(connection.connector, {**connection.config, **secrets})
-        self._check_key_format(connection.connector, config)
         account = self._checked(connection.connector, config)
         self.store.set_credential(name, self.cipher.encrypt(config.secret_values()), account=account)
         self.change_state(name, ConnectionState.CONNECTED, None)

@@ -106,16 +106,17 @@ def _config_errors(host: Host, connector_id: str, values: dict[str, Any]) -> tup
     }
     if not_numbers:
         return not_numbers, []
+    # The key's shape in the manifest's words (the format it should have), before the config model's own check.
+    manifest = host.plugins.connector(connector_id).manifest()
+    secret_field = manifest.authentication.secret_field
+    problem = manifest.key_problem(values[secret_field]) if isinstance(values.get(secret_field), str) else None
+    key_error = {secret_field: problem[0].upper() + problem[1:] + "."} if problem else {}
     try:
         model.model_validate(values)
     except ValidationError as error:
-        return field_errors(error, set(model.model_fields))
-    manifest = host.plugins.connector(connector_id).manifest()
-    secret = values.get(manifest.authentication.secret_field)
-    problem = manifest.key_problem(secret) if isinstance(secret, str) else None
-    if problem:
-        return {manifest.authentication.secret_field: problem[0].upper() + problem[1:] + "."}, []
-    return {}, []
+        fields, general = field_errors(error, set(model.model_fields))
+        return fields | key_error, general
+    return key_error, []
 
 
 def _refused(host: Host, connector_id: str, error: CredentialError) -> PortalError:
