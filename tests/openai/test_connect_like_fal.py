@@ -44,6 +44,17 @@ def test_connect_reads_the_admin_key_from_the_variable_the_manifest_names_or_fro
     assert {first["account"], other["account"]} == {ORG} and {first["connector"], other["connector"]} == {"openai"}
 
 
+def test_without_a_key_the_error_calls_it_by_its_title_and_names_the_manifests_variable(
+    cli: CliRunner, sim: OpenAISimulator
+) -> None:
+    result = connect(cli, sim, None)
+    assert result.returncode == 2
+    assert one_line(result.stderr) == (
+        "error: no Admin key given: set OPENAI_ADMIN_KEY or pipe it to --api-key-stdin "
+        "(secrets are never taken as arguments)"
+    )
+
+
 def test_a_project_key_is_refused_with_the_owner_and_admin_key_advice_and_nothing_is_stored(
     cli: CliRunner, sim: OpenAISimulator, admin_key: str
 ) -> None:
