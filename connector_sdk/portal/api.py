@@ -228,7 +228,7 @@ def _filter(since: str | None, until: str | None, key_label: str | None, model: 
 Since = Annotated[str | None, Query(description="First hour to include: ISO 8601 date or timestamp (UTC).")]
 Until = Annotated[str | None, Query(description="First hour to exclude: ISO 8601 date or timestamp (UTC).")]
 KeyLabel = Annotated[str | None, Query(description="Only this API key label, e.g. 'User key'.")]
-Model = Annotated[str | None, Query(description="Only this model (endpoint id).")]
+Model = Annotated[str | None, Query(description="Only this model, as the vendor names it.")]
 RowSort = Literal["hour", "-hour", "key", "-key", "model", "-model", "cost", "-cost"]
 
 

@@ -109,7 +109,7 @@ def test_serve_refuses_to_listen_beyond_loopback_without_a_strong_admin_token(
     args: list[str], env: dict[str, str], words: str, home: object
 ) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "connector_sdk.portal", "--home", str(home), "serve", *args],
+        [sys.executable, "-m", "connector_sdk", "--home", str(home), "serve", *args],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin", **env},

@@ -54,7 +54,7 @@ def test_serve_runs_the_portal_and_the_hourly_scheduler_in_one_process_and_stops
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FAL_", "CONNECTOR_HOST_"))}
     env.update({"CONNECTOR_HOST_HOME": str(home), **FAST_RETRIES})
     server = subprocess.Popen(
-        [sys.executable, "-m", "connector_sdk.portal", "serve", "--port", str(port)],
+        [sys.executable, "-m", "connector_sdk", "serve", "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -86,7 +86,7 @@ def test_serve_reads_its_admin_token_from_a_file_and_wants_it_from_every_client(
     env["CONNECTOR_HOST_HOME"] = str(home)
     argv = ["serve", "--port", str(port), "--no-scheduler", "--admin-token-file", str(token_file)]
     server = subprocess.Popen(
-        [sys.executable, "-m", "connector_sdk.portal", *argv], stderr=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-m", "connector_sdk", *argv], stderr=subprocess.PIPE, text=True, env=env
     )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
