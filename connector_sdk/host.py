@@ -222,6 +222,11 @@ class Host:
     # -- configuration -------------------------------------------------------------------------------------
     def build_config(self, connector_id: str, values: dict[str, Any]) -> ConnectorConfig:
         model = self.plugins.connector(connector_id).config_model
+        unknown = sorted(set(values) - set(model.model_fields))
+        if unknown:
+            raise ConfigError(
+                f"{connector_id} has no setting {', '.join(unknown)}; its settings are {', '.join(model.model_fields)}"
+            )
         try:
             return model.model_validate(values)
         except ValidationError as error:
@@ -254,6 +259,16 @@ class Host:
         finally:
             connector.close()
 
+    def _check_key_format(self, connector_id: str, values: dict[str, Any]) -> None:
+        """Refuse a new key whose shape the connector's manifest rules out, in the manifest's words, before the config
+        model or the vendor sees it. Only new keys: a stored one was checked by the vendor, and a manifest's pattern
+        may change with a later version."""
+        manifest = self.plugins.connector(connector_id).manifest()
+        key = values.get(manifest.authentication.secret_field)
+        problem = manifest.key_problem(key) if isinstance(key, str) else None
+        if problem:
+            raise ConfigError(problem)
+
     # -- connections ---------------------------------------------------------------------------------------
     def connect(self, connector_id: str, name: str, values: dict[str, Any]) -> Connection:
         """Validate the config, check the credential with the vendor, then store the connection."""
@@ -267,6 +282,7 @@ class Host:
             pass
         else:
             raise ConfigError(f"a connection named {name!r} already exists; choose another name")
+        self._check_key_format(connector_id, values)
         config = self.build_config(connector_id, values)
         account = self._checked(connector_id, config)
         connection = self.store.add_connection(
@@ -290,6 +306,7 @@ class Host:
     def reconnect(self, name: str, secrets: dict[str, Any]) -> Connection:
         """Check a new credential and put the connection back to ``connected``; the next sync fills the gap."""
         connection = self.store.get_connection(name)
+        self._check_key_format(connection.connector, secrets)
         config = self.build_config(connection.connector, {**connection.config, **secrets})
         account = self._checked(connection.connector, config)
         self.store.set_credential(name, self.cipher.encrypt(config.secret_values()), account=account)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -474,6 +475,29 @@ class ManifestAuthentication(BaseModel):
     secret_field: str
     env_var: str | None = Field(None, description="Environment variable the CLI reads the secret from.")
     setup_steps: list[str] = Field(min_length=1)
+    help: str | None = Field(
+        None,
+        description="One line saying which key the connector needs and where it is made, starting with an article "
+        "(\"an Admin key (sk-admin-...) that ...\"): the CLI's help and the portal's form and refusals quote it.",
+    )
+    key_example: str | None = Field(
+        None, description="What a key looks like, e.g. KEY_ID:KEY_SECRET: the form's placeholder and the format hint."
+    )
+    key_pattern: str | None = Field(
+        None,
+        description="A regular expression the whole key (spaces around it trimmed) must match; a key that does not is "
+        "refused before the vendor is asked. Loose on purpose: the vendor, not the pattern, says whether it works.",
+    )
+
+    @field_validator("key_pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as error:
+                raise ValueError(f"key_pattern is not a regular expression: {error}") from None
+        return value
 
 
 class ManifestDataSet(BaseModel):
@@ -512,3 +536,19 @@ class Manifest(BaseModel):
         if value.get("read_only") is not True:
             raise ValueError("connectors collect spend read-only: permissions.read_only must be true")
         return value
+
+    @property
+    def settings(self) -> list[str]:
+        """The names of the connector's config fields, in schema order."""
+        return list(self.config_schema.get("properties") or {})
+
+    def key_problem(self, key: str) -> str | None:
+        """Why ``key`` cannot be one of this connector's keys, in one line that never repeats it; ``None`` when its
+        shape fits (or the manifest gives no pattern)."""
+        auth = self.authentication
+        if auth.key_pattern is None or re.fullmatch(auth.key_pattern, key.strip()):
+            return None
+        schema = (self.config_schema.get("properties") or {}).get(auth.secret_field) or {}
+        title = schema.get("title") or auth.secret_field.replace("_", " ")
+        example = f" ({auth.key_example})" if auth.key_example else ""
+        return f"the {title} is not in {self.display_name}'s key format{example}; copy the whole key, nothing else"

@@ -133,7 +133,7 @@ def test_thresholds_and_currencies_as_pure_rules() -> None:
 
 # -- estimate --------------------------------------------------------------------------------------------------
 def test_estimate_without_a_quantity_says_which_form_it_wants(cli: CliRunner) -> None:
-    one_line_error(cli("estimate", "fal-ai/flux/dev"), "write MODEL=QUANTITY, e.g. fal-ai/flux/dev=10")
+    one_line_error(cli("estimate", "fal-ai/flux/dev"), "write MODEL=QUANTITY, e.g. MODEL_ID=10")
     one_line_error(cli("estimate", "fal-ai/flux/dev=ten"), "'ten' is not a number")
     one_line_error(cli("estimate", "fal-ai/flux/dev=-1"), "positive")
 

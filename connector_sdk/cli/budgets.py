@@ -31,7 +31,7 @@ def budget() -> None:
 @click.option("--currency", default="USD", show_default=True)
 @click.option("--thresholds", default="50,80,100", show_default=True, help="Percentages that each fire an alert.")
 @click.option("--label", help="Only this API key label (e.g. 'User key').")
-@click.option("--model", help="Only this model (fal endpoint id).")
+@click.option("--model", help="Only this model, as `report` names it (the vendor's model id).")
 @click.option("--anomaly/--no-anomaly", default=True, show_default=True, help="Also alert on anomalous days.")
 @click.option("--force", is_flag=True, help="Accept a --label or --model the connection has not seen (yet).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)

@@ -29,18 +29,73 @@ from connector_sdk.cli.context import (
 )
 from connector_sdk.errors import ConfigError, ConnectorHostError
 from connector_sdk.host import Host
-from connector_sdk.models import Connection, ConnectionState, ConnectionStatus, iso
+from connector_sdk.models import Connection, ConnectionState, ConnectionStatus, Manifest, iso
 from connector_sdk.sync import sync_now
 
 
-# -- connections -----------------------------------------------------------------------------------------------
-@click.command()
+# -- connections ---------------------------------------------------------------------------------------------
+def _installed_manifests() -> list[Manifest]:
+    """The manifests of the connectors installed here, for help texts; none when the plugins cannot be loaded (help
+    must always print)."""
+    from connector_sdk.plugins import get_plugin_manager
+
+    try:
+        plugins = get_plugin_manager()
+        return [plugins.connector(cid).manifest() for cid in sorted(plugins.connectors)]
+    except Exception:  # a broken plugin is for `plugins` to report; help must print regardless
+        return []
+
+
+class ManifestHelp(click.Command):
+    """A command whose help ends with each installed connector's key: where it comes from and what it looks like,
+    read from the manifests when the help is shown (so ``connect`` itself never loads plugins twice)."""
+
+    def __init__(self, *args: Any, settings: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.settings = settings
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for m in _installed_manifests():
+            auth = m.authentication
+            where = f"{auth.env_var} or --api-key-stdin" if auth.env_var else "--api-key-stdin"
+            line = f"{m.display_name}. Key from {where}" + (f": {auth.help}." if auth.help else ".")
+            if self.settings:
+                line += f" Settings: {', '.join(s for s in m.settings if s != auth.secret_field)}."
+            rows.append((m.id, line))
+        if rows:
+            with formatter.section("Connectors installed here"):
+                formatter.write_dl(rows)
+        super().format_epilog(ctx, formatter)
+
+
+# Options of `connect` and the config field each one sets; a connector without that field refuses the option.
+CONNECT_OPTIONS = {
+    "base_url": "--base-url",
+    "backfill_days": "--backfill-days",
+    "lookback_hours": "--lookback-hours",
+    "page_size": "--page-size",
+}
+
+
+def _refuse_missing_settings(host: Host, connector_id: str, values: dict[str, Any]) -> None:
+    """An option or --set field the connector's config does not have is refused, naming the fields it does have."""
+    model = host.plugins.connector(connector_id).config_model
+    missing = [name for name in values if name not in model.model_fields]
+    if missing:
+        named = ", ".join(CONNECT_OPTIONS.get(name, f"--set {name}") for name in missing)
+        secrets = set(model.secret_field_names())
+        settings = ", ".join(name for name in model.model_fields if name not in secrets)
+        raise ConfigError(f"{named}: {connector_id} has no such setting; its settings are {settings}")
+
+
+@click.command(cls=ManifestHelp)
 @click.argument("connector_id")
-@click.option("--name", required=True, help="A name for this connection, e.g. fal-prod.")
-@click.option("--base-url", help="The vendor API base URL (for fal: https://api.fal.ai/v1).")
+@click.option("--name", required=True, help="A name for this connection, e.g. CONNECTOR-prod.")
+@click.option("--base-url", help="The vendor API base URL, for a proxy [default: the vendor's, in the manifest].")
 @click.option("--backfill-days", type=int, help="Days of history the first sync collects [default: 30].")
-@click.option("--lookback-hours", type=int, help="Recent hours every sync reads again [default: 48].")
-@click.option("--page-size", type=int, help="Items per request [default: the vendor's].")
+@click.option("--lookback-hours", type=int, help="Recent hours every sync reads again [default: the connector's].")
+@click.option("--page-size", type=int, help="Items per request, for connectors that have this setting.")
 @click.option(
     "--set",
     "extra",
@@ -48,7 +103,11 @@ from connector_sdk.sync import sync_now
     metavar="FIELD=VALUE",
     help="Any other field of the connector's config schema (see `manifest`), e.g. --set timeout_seconds=30.",
 )
-@click.option("--api-key-stdin", is_flag=True, help="Read the API key from standard input instead of FAL_KEY.")
+@click.option(
+    "--api-key-stdin",
+    is_flag=True,
+    help="Read the key from standard input instead of the connector's environment variable (listed below).",
+)
 @pass_ctx
 def connect(
     ctx: Ctx,
@@ -61,9 +120,10 @@ def connect(
     extra: tuple[str, ...],
     api_key_stdin: bool,
 ) -> None:
-    """Check an API key with the vendor and store a new connection.
+    """Check a key of CONNECTOR_ID with the vendor and store a new connection.
 
-    The key is read from FAL_KEY (for fal) or from standard input with --api-key-stdin; it is stored encrypted.
+    The key is read from the environment variable the connector's manifest names, or from standard input with
+    --api-key-stdin, never from the command line; it is stored encrypted.
     """
     options = {"base_url": base_url, "backfill_days": backfill_days, "lookback_hours": lookback_hours}
     options["page_size"] = page_size
@@ -75,6 +135,7 @@ def connect(
             raise ConfigError(
                 f"{', '.join(sorted(secret))} is a secret: it is read from the environment or stdin, never argv"
             )
+        _refuse_missing_settings(host, connector_id, values)
         values.update(secret_for(host, connector_id, api_key_stdin))
         connection = host.connect(connector_id, name, values)
         _warn_if_account_is_synced(host, connection)
@@ -106,12 +167,16 @@ def _warn_if_account_is_synced(host: Host, connection: Connection) -> None:
         )
 
 
-@click.command()
+@click.command(cls=ManifestHelp, settings=False)
 @click.argument("name")
-@click.option("--api-key-stdin", is_flag=True, help="Read the new API key from standard input instead of FAL_KEY.")
+@click.option(
+    "--api-key-stdin",
+    is_flag=True,
+    help="Read the new key from standard input instead of the connector's environment variable (listed below).",
+)
 @pass_ctx
 def reconnect(ctx: Ctx, name: str, api_key_stdin: bool) -> None:
-    """Give a connection a new API key; the next sync fills the gap since it stopped."""
+    """Give connection NAME a new key, checked with the vendor first; the next sync fills the gap since it stopped."""
     with handled(), ctx.host() as host:
         connector_id = host.store.get_connection(name).connector
         connection = host.reconnect(name, secret_for(host, connector_id, api_key_stdin))
@@ -256,7 +321,8 @@ def status(ctx: Ctx, name: str | None, fmt: str) -> None:
         emit_json([_status_json(s) for s in statuses])
         return
     if not statuses:
-        out.print("No connections yet. Add one with `connector-host connect fal --name NAME`.")
+        installed = ", ".join(sorted(host.plugins.connectors)) or "none installed"
+        out.print(f"No connections yet. Add one with `connector-host connect CONNECTOR --name NAME` ({installed}).")
         return
     table = Table(
         "connection", "account", "state", "last sync", "last success", "watermark", "next sync", "rows", "sink backlog"

@@ -93,12 +93,15 @@ class Ctx:
 pass_ctx = click.make_pass_decorator(Ctx)
 
 
-def read_secret(field: str, env_var: str | None, from_stdin: bool, *, flag: str = "--api-key-stdin") -> str:
-    """The secret from standard input (``flag``, e.g. ``--api-key-stdin``) or its environment variable, never argv."""
-    what = "API key" if flag == "--api-key-stdin" else field.replace("_", " ")
+def read_secret(
+    field: str, env_var: str | None, from_stdin: bool, *, flag: str = "--api-key-stdin", title: str | None = None
+) -> str:
+    """The secret from standard input (``flag``, e.g. ``--api-key-stdin``) or its environment variable, never argv;
+    ``title`` is what people call it ("Admin key"), by default the field's name."""
+    what = title or ("API key" if flag == "--api-key-stdin" else field.replace("_", " "))
     if from_stdin:
         if sys.stdin.isatty():
-            return click.prompt(f"Paste the {field.replace('_', ' ')}", hide_input=True, err=True).strip()
+            return click.prompt(f"Paste the {what}", hide_input=True, err=True).strip()
         value = sys.stdin.readline().strip()
         if not value:
             raise ConfigError(f"{flag} was given but standard input was empty")
@@ -111,8 +114,11 @@ def read_secret(field: str, env_var: str | None, from_stdin: bool, *, flag: str 
 
 
 def secret_for(host: Host, connector_id: str, from_stdin: bool) -> dict[str, str]:
-    auth = host.plugins.connector(connector_id).manifest().authentication
-    return {auth.secret_field: read_secret(auth.secret_field, auth.env_var, from_stdin)}
+    """The connector's secret from the environment variable its manifest names, or stdin, called by its title."""
+    manifest = host.plugins.connector(connector_id).manifest()
+    auth = manifest.authentication
+    title = ((manifest.config_schema.get("properties") or {}).get(auth.secret_field) or {}).get("title")
+    return {auth.secret_field: read_secret(auth.secret_field, auth.env_var, from_stdin, title=title)}
 
 
 def parse_fields(settings: tuple[str, ...]) -> dict[str, Any]:

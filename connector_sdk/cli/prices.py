@@ -19,6 +19,8 @@ from connector_sdk.cli.context import (
 )
 from connector_sdk.models import decimal_text
 
+EXAMPLE = "MODEL_ID=10 (10 billing units of MODEL_ID)"
+
 
 @click.command()
 @click.argument("models", nargs=-1, required=True)
@@ -26,7 +28,8 @@ from connector_sdk.models import decimal_text
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @pass_ctx
 def prices(ctx: Ctx, models: tuple[str, ...], name: str | None, fmt: str) -> None:
-    """Current list prices of MODELS (fal endpoint ids), cached for ten minutes; unknown ones are listed apart."""
+    """Current list prices of MODELS (model ids as the vendor names them, as `report` shows them), cached for ten
+    minutes; unknown ones are listed apart. Only connectors whose vendor publishes prices can answer."""
     with handled(), ctx.host() as host:
         found = host.prices(pick_connection(host, name), list(models))
     unknown = sorted(set(models) - {p.model for p in found})
@@ -47,18 +50,21 @@ def prices(ctx: Ctx, models: tuple[str, ...], name: str | None, fmt: str) -> Non
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @pass_ctx
 def estimate(ctx: Ctx, items: tuple[str, ...], name: str | None, fmt: str) -> None:
-    """What QUANTITY billing units of each MODEL would cost at today's prices."""
+    """What QUANTITY billing units of each MODEL (a model id as `report` shows it) would cost at today's prices.
+
+    Only connectors whose vendor publishes prices can answer.
+    """
     quantities: dict[str, Decimal] = {}
     for item in items:
         model, sep, quantity = item.rpartition("=")
         if not sep or not model.strip():
-            fail(f"{item!r} has no quantity: write MODEL=QUANTITY, e.g. fal-ai/flux/dev=10", 2)
+            fail(f"{item!r} has no quantity: write MODEL=QUANTITY, e.g. {EXAMPLE}", 2)
         try:
             amount = Decimal(quantity)
         except ArithmeticError:
-            fail(f"{item!r}: {quantity!r} is not a number; write MODEL=QUANTITY, e.g. fal-ai/flux/dev=10", 2)
+            fail(f"{item!r}: {quantity!r} is not a number; write MODEL=QUANTITY, e.g. {EXAMPLE}", 2)
         if not amount.is_finite() or amount <= 0:
-            fail(f"{item!r}: the quantity must be a positive number, e.g. fal-ai/flux/dev=10", 2)
+            fail(f"{item!r}: the quantity must be a positive number, e.g. {EXAMPLE}", 2)
         quantities[model] = amount
     with handled(), ctx.host() as host:
         total, currency = host.estimate(pick_connection(host, name), quantities)

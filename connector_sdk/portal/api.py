@@ -206,8 +206,9 @@ def reconnect(
     secrets: Annotated[
         dict[str, str],
         Body(
-            description='The connector\'s secret fields (write-only), e.g. {"api_key": "KEY_ID:KEY_SECRET"}.',
-            examples=[{"api_key": "KEY_ID:KEY_SECRET"}],
+            description="The connector's secret fields (write-only), e.g. {\"api_key\": ...}; the key's shape is "
+            "`key_example` in the connector's manifest.",
+            examples=[{"api_key": "THE_KEY"}],
         ),
     ],
 ) -> ConnectionCreated:
@@ -238,7 +239,7 @@ def _filter(since: str | None, until: str | None, key_label: str | None, model: 
 Since = Annotated[str | None, Query(description="First hour to include: ISO 8601 date or timestamp (UTC).")]
 Until = Annotated[str | None, Query(description="First hour to exclude: ISO 8601 date or timestamp (UTC).")]
 KeyLabel = Annotated[str | None, Query(description="Only this API key label, e.g. 'User key'.")]
-Model = Annotated[str | None, Query(description="Only this model (endpoint id).")]
+Model = Annotated[str | None, Query(description="Only this model, as the vendor names it.")]
 RowSort = Literal["hour", "-hour", "key", "-key", "model", "-model", "cost", "-cost"]
 
 

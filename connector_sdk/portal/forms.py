@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from connector_sdk.models import Manifest
+
 
 @dataclass(frozen=True)
 class FormField:
@@ -24,6 +26,7 @@ class FormField:
     step: str | None = None
     options: list[str] = field(default_factory=list)
     nullable: bool = False
+    example: str | None = None
 
     @property
     def secret(self) -> bool:
@@ -36,6 +39,8 @@ class FormField:
 
     @property
     def placeholder(self) -> str:
+        if self.example:
+            return f"e.g. {self.example}"
         if self.default is None or self.kind in ("checkbox", "select"):
             return ""
         return f"Default: {self.default}"
@@ -54,8 +59,17 @@ def _concrete(schema: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return merged, nullable
 
 
-def form_fields(schema: dict[str, Any]) -> list[FormField]:
-    """The inputs for an object schema: secrets and required fields first, then the optional ones in schema order."""
+def manifest_fields(manifest: Manifest) -> list[FormField]:
+    """The inputs of a connector's connect form: its config schema, the secret field's placeholder from its manifest."""
+    auth = manifest.authentication
+    return form_fields(manifest.config_schema, {auth.secret_field: auth.key_example} if auth.key_example else None)
+
+
+def form_fields(schema: dict[str, Any], examples: Mapping[str, str] | None = None) -> list[FormField]:
+    """The inputs for an object schema: secrets and required fields first, then the optional ones in schema order.
+
+    ``examples`` are placeholders by field name (a manifest's ``key_example`` for its secret field).
+    """
     required = set(schema.get("required", []))
     fields = []
     for name, raw in (schema.get("properties") or {}).items():
@@ -83,6 +97,7 @@ def form_fields(schema: dict[str, Any]) -> list[FormField]:
                 step=step,
                 options=[str(v) for v in prop.get("enum", [])],
                 nullable=nullable,
+                example=(examples or {}).get(name),
             )
         )
     return sorted(fields, key=lambda f: (not f.secret, not f.required))

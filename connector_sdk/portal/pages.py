@@ -24,7 +24,7 @@ from connector_sdk.models import ConnectionState, Manifest, decimal_text
 from connector_sdk.portal import service
 from connector_sdk.portal.charts import Series, colors_for, stacked_bars, values_table
 from connector_sdk.portal.context import Portal, PortalDep
-from connector_sdk.portal.forms import FormField, form_fields, form_values
+from connector_sdk.portal.forms import FormField, form_values, manifest_fields
 from connector_sdk.portal.security import (
     CSRF_FIELD,
     SESSION_COOKIE,
@@ -210,7 +210,7 @@ def _connect_page(
     message: str | None = None,
     status: int = 200,
 ) -> HTMLResponse:
-    fields = form_fields(manifest.config_schema)
+    fields = manifest_fields(manifest)
     public = {f.name: v for f, v in ((f, (values or {}).get(f.name)) for f in fields) if not f.secret and v is not None}
     errors = errors or {}
     return render(
@@ -237,8 +237,8 @@ def _refusal(manifest: Manifest, error: service.PortalError, consequence: str) -
     scope, and a field to correct is neither."""
     vendor = manifest.display_name
     if error.kind == "insufficient_scope":
-        scope = manifest.authentication.required_scope
-        return f"{vendor} accepted the key, but it is not {scope}-scoped{consequence}."
+        needed = manifest.authentication.help or f"a key with the {manifest.authentication.required_scope} scope"
+        return f"{vendor} accepted the key, but this connector needs {needed}{consequence}."
     if error.kind is not None:
         return f"{vendor} did not accept the key{consequence}."
     return "Please correct the highlighted fields." if error.fields else str(error)
@@ -252,7 +252,7 @@ def connect_form(request: Request, portal: PortalDep, connector_id: str) -> HTML
 @router.post("/connect/{connector_id}")
 def connect(request: Request, portal: PortalDep, connector_id: str, form: Form) -> Response:
     manifest = service.manifest(portal.host, connector_id)
-    fields = form_fields(manifest.config_schema)
+    fields = manifest_fields(manifest)
     name = text(form, "name")
     values = form_values(fields, form)
     try:
@@ -317,7 +317,7 @@ def _reconnect_page(
     status: int = 200,
 ) -> HTMLResponse:
     manifest = service.manifest(portal.host, conn.connector)
-    secret_fields: list[FormField] = [f for f in form_fields(manifest.config_schema) if f.secret]
+    secret_fields: list[FormField] = [f for f in manifest_fields(manifest) if f.secret]
     return render(
         request,
         "reconnect.html",
@@ -335,7 +335,7 @@ def _reconnect_page(
 def reconnect(request: Request, portal: PortalDep, name: str, form: Form) -> Response:
     conn = service.connection(portal.host, name)
     manifest = service.manifest(portal.host, conn.connector)
-    secrets = form_values([f for f in form_fields(manifest.config_schema) if f.secret], form)
+    secrets = form_values([f for f in manifest_fields(manifest) if f.secret], form)
     try:
         service.reconnect(portal.host, portal.jobs, name, secrets)
     except service.PortalError as error:

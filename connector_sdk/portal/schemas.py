@@ -53,9 +53,12 @@ class CreateConnection(BaseModel):
         json_schema_extra={
             "examples": [
                 {
-                    "connector": "fal",
-                    "name": "fal-prod",
-                    "config": {"api_key": "KEY_ID:KEY_SECRET", "backfill_days": 30},
+                    "connector": "CONNECTOR_ID",
+                    "name": "prod",
+                    "config": {
+                        "api_key": "THE_KEY (its shape: key_example in the connector's manifest)",
+                        "backfill_days": 30,
+                    },
                 }
             ]
         },

@@ -24,7 +24,7 @@ STATE_LABELS = {
     ConnectionState.DISCONNECTED: "Disconnected",
 }
 USER_KEY = "User key"
-# Far longer than any vendor's key (fal's are under 100 characters): a longer one is refused before any vendor call.
+# Far longer than any vendor's key (they are under 200 characters): a longer one is refused before any vendor call.
 MAX_SECRET_LENGTH = 1024
 CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
 
@@ -110,11 +110,17 @@ def _config_errors(host: Host, connector_id: str, values: dict[str, Any]) -> tup
     }
     if not_numbers:
         return not_numbers, []
+    # The key's shape in the manifest's words (the format it should have), before the config model's own check.
+    manifest = host.plugins.connector(connector_id).manifest()
+    secret_field = manifest.authentication.secret_field
+    problem = manifest.key_problem(values[secret_field]) if isinstance(values.get(secret_field), str) else None
+    key_error = {secret_field: problem[0].upper() + problem[1:] + "."} if problem else {}
     try:
         model.model_validate(values)
     except ValidationError as error:
-        return field_errors(error, set(model.model_fields))
-    return {}, []
+        fields, general = field_errors(error, set(model.model_fields))
+        return fields | key_error, general
+    return key_error, []
 
 
 def _refused(host: Host, connector_id: str, error: CredentialError) -> PortalError:

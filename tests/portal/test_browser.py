@@ -175,7 +175,8 @@ def test_the_form_shows_each_mistake_next_to_its_field_and_refuses_a_non_admin_k
     page.get_by_role("button", name="Connect", exact=True).click()
     # The heading says what fal said: the key is real, it lacks a scope.
     expect(page.locator("[data-form-error]")).to_contain_text(
-        "fal.ai accepted the key, but it is not Admin-scoped, so nothing was stored"
+        "fal.ai accepted the key, but this connector needs an Admin-scoped fal API key (KEY_ID:KEY_SECRET), "
+        "created under API Keys in the fal dashboard, so nothing was stored"
     )
     advice = page.locator("[data-field-error=api_key]")
     expect(advice).to_contain_text("not Admin-scoped")
