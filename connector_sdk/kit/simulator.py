@@ -72,6 +72,7 @@ __all__ = [
     "credentials",
     "decode_offset",
     "encode_offset",
+    "json_bytes",
     "json_response",
     "offset_page",
     "utc",
@@ -134,6 +135,22 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+_NUMBER_MARK = "\x00number\x00"
+_MARKED_NUMBER = re.compile(r'"\\u0000number\\u0000([-+0-9.Ee]+)"')
+
+
+def _jsonable_number(value: Any) -> Any:
+    if isinstance(value, Decimal) and value.is_finite():
+        return _NUMBER_MARK + str(value)
+    return _jsonable(value)
+
+
+def json_bytes(value: Any) -> bytes:
+    """``value`` as a vendor's JSON body: a ``Decimal`` as the exact number it holds (``0.0000025``, never a rounded
+    float), a ``datetime`` as ISO 8601."""
+    return _MARKED_NUMBER.sub(r"\1", json.dumps(value, default=_jsonable_number)).encode()
+
+
 def json_response(value: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     """``value`` as a JSON answer (``Decimal`` as text, ``datetime`` as ISO 8601)."""
     return Response(status, json.dumps(value, default=_jsonable).encode(), {"Content-Type": JSON, **(headers or {})})
@@ -166,7 +183,7 @@ class Request:
         if not values:
             return None
         if len(values) > 1:
-            raise ApiError(400, f"Parameter {name!r} may be given only once")
+            raise ApiError(400, f"Parameter {name!r} may be given only once", details={"param": name})
         return values[0]
 
     def many(self, name: str) -> list[str] | None:
@@ -176,7 +193,7 @@ class Request:
             return None
         values = [part.strip() for value in raw for part in value.split(",")]
         if any(not value for value in values):
-            raise ApiError(400, f"Parameter {name!r} has an empty value")
+            raise ApiError(400, f"Parameter {name!r} has an empty value", details={"param": name})
         return values
 
     def json(self) -> Any:
@@ -347,6 +364,14 @@ class KeyRing:
         except KeyError:
             raise KeyError(f"unknown key {key_id!r}") from None
 
+    def find(self, text: str) -> SimKey | None:
+        """The key (revoked or not) whose id or secret is ``text``, for a control plane that takes either."""
+        key = self._by_id.get(text)
+        if key is not None:
+            return key
+        key = self._by_secret.get(text)
+        return key if key is not None and hmac.compare_digest(key.secret.encode(), text.encode()) else None
+
     def revoke(self, key_id: str) -> SimKey:
         """Revoke a key by id (``KeyError`` when unknown); it stays listed here, marked ``revoked``."""
         key = self.get(key_id)
@@ -374,21 +399,24 @@ def credentials(authorization: str | None, scheme: str) -> str | None:
 
 
 # -- paging ----------------------------------------------------------------------------------------------------
-def encode_offset(offset: int) -> str:
-    """An opaque cursor for an item offset (base64 of the number)."""
-    return base64.b64encode(str(offset).encode()).decode()
+def encode_offset(offset: int, *, prefix: str = "") -> str:
+    """An opaque cursor for an item offset: ``prefix`` and the base64 of the number (OpenAI's cursors start
+    ``page_``; fal's have no prefix)."""
+    return prefix + base64.b64encode(str(offset).encode()).decode()
 
 
-def decode_offset(cursor: str | None, *, param: str = "cursor") -> int:
+def decode_offset(cursor: str | None, *, param: str = "cursor", prefix: str = "") -> int:
     """The offset in a cursor from :func:`encode_offset` (0 for ``None``); a 400 names ``param`` otherwise."""
     if cursor is None:
         return 0
-    try:
-        text = base64.b64decode(cursor.encode("ascii"), validate=True).decode("ascii")
-    except (ValueError, UnicodeError):
-        text = ""
+    text = ""
+    if cursor.startswith(prefix):
+        try:
+            text = base64.b64decode(cursor[len(prefix) :].encode("ascii"), validate=True).decode("ascii")
+        except (ValueError, UnicodeError):
+            text = ""
     if not text.isdigit():
-        raise ApiError(400, f"Invalid {param} {cursor!r}")
+        raise ApiError(400, f"Invalid {param} {cursor!r}", details={"param": param})
     return int(text)
 
 
@@ -414,9 +442,15 @@ class PageSize:
         except ValueError:
             value = 0
         if value < 1:
-            raise ApiError(400, f"Parameter {self.param!r} must be an integer >= 1, got {text!r}")
+            raise ApiError(
+                400, f"Parameter {self.param!r} must be an integer >= 1, got {text!r}", details={"param": self.param}
+            )
         if self.reject_above is not None and value > self.reject_above:
-            raise ApiError(400, f"Parameter {self.param!r} must be at most {self.reject_above}, got {value}")
+            raise ApiError(
+                400,
+                f"Parameter {self.param!r} must be at most {self.reject_above}, got {value}",
+                details={"param": self.param},
+            )
         return min(value, self.cap)
 
 
@@ -437,7 +471,7 @@ def after_page(
     if after is not None:
         ids = [id_of(item) for item in items]
         if after not in ids:
-            raise ApiError(400, f"Parameter 'after' names no item: {after!r}")
+            raise ApiError(400, f"Parameter 'after' names no item: {after!r}", details={"param": "after"})
         start = ids.index(after) + 1
     page = items[start : start + limit]
     return page, start + limit < len(items)
@@ -508,6 +542,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         sim = self.server.sim
+        self._api_request: Request | None = None  # set once the request is known to be the API's
         split = urlsplit(self.path)
         path = split.path.rstrip("/") or "/"
         query = parse_qs(split.query, keep_blank_values=True)
@@ -534,6 +569,7 @@ class _Handler(BaseHTTPRequestHandler):
         if control:
             self._send(sim._control(request, path[len(CONTROL_PREFIX) :] or "/"), entry)
             return
+        self._api_request = request
         fault = sim._claim_fault(route)
         if sim.latency > 0:
             sim._stopping.wait(sim.latency)
@@ -562,7 +598,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         entry["status"] = real.status
         self.send_response(real.status)
-        for name, value in {**real.headers, **fault.headers}.items():
+        for name, value in {**sim.answer_headers(request), **real.headers, **fault.headers}.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(real.body)))
         self.end_headers()
@@ -574,8 +610,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, response: Response, entry: dict[str, Any]) -> None:
         entry["status"] = response.status
+        request, self._api_request = self._api_request, None
+        headers = (
+            response.headers if request is None else {**self.server.sim.answer_headers(request), **response.headers}
+        )
         self.send_response(response.status)
-        for name, value in response.headers.items():
+        for name, value in headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
@@ -732,6 +772,11 @@ class Simulator:
     def truth(self, account: str, start: datetime, end: datetime) -> Any:
         """What the API serves ``account`` for ``start <= t < end``, as JSON-able values (``GET /_sim/truth``)."""
         raise NotImplementedError(f"{type(self).__name__} has no truth accessor")
+
+    def answer_headers(self, request: Request) -> dict[str, str]:
+        """Headers every API answer carries, faults' included (a request id, say); the answer's own headers win.
+        ``request.principal`` is set when the request got past :meth:`authenticate`."""
+        return {}
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /_sim`` answers; subclasses add their accounts."""

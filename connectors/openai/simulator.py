@@ -3,14 +3,9 @@
 It answers the GET operations the OpenAI connector reads, shaped like ``shared/openai/openapi.json``: costs, the
 usage endpoints, projects, each project's API keys and the Admin keys, all under ``/v1``. Usage is synthetic but
 deterministic: an organization's hour is a pure function of (seed, organization, hour), built on demand and cached.
-
-Three layers, kept apart so that the HTTP plumbing can move into the SDK's simulator kit:
-
-* the vendor's data model (:class:`_Organization`: projects, keys, hourly usage, daily priced costs, restatements);
-* the endpoint handlers (``OpenAISimulator._get_*``): query parameters in, OpenAI's JSON out, errors as
-  OpenAI's envelope;
-* the plumbing (:class:`_LoopbackServer`): a threaded HTTP server on loopback that hands every request to
-  ``OpenAISimulator.handle``.
+The server, routing, error envelopes, keys, faults, paging and the ``/_sim`` control plane are the connector kit's
+(:mod:`connector_sdk.kit.simulator`); this module is what is OpenAI about it: the data model
+(:class:`_Organization`: projects, keys, hourly usage, daily priced costs, restatements) and the endpoint handlers.
 
 Choices made where OpenAI's documentation is silent:
 
@@ -20,38 +15,48 @@ Choices made where OpenAI's documentation is silent:
 * A day's cost is the priced usage of its hours that have started, times ``1 + 0.03 * revision``: ``restate``
   bumps a day's revision, as OpenAI restates recent days when billing settles.
 * ``quantity``/``quantity_unit`` of a cost result are given when grouped by ``line_item``, null otherwise.
-* ``next_page`` is ``page_`` and the base64 of the next bucket's offset; list cursors are key or project ids.
+* ``next_page`` is ``page_`` and the base64 of the next bucket's offset; list cursors are key or project ids (an
+  ``after`` that names none is a 400).
 * A project key (``sk-proj-``) gets 403, an unknown or revoked key 401, in OpenAI's error envelope.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import itertools
 import json
 import random
 import secrets
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-from connector_sdk.http import ApiClient
+from connector_sdk.kit.simulator import (
+    ApiError,
+    Fault,
+    PageSize,
+    Request,
+    SimKey,
+    Simulator,
+    after_page,
+    credentials,
+    decode_offset,
+    encode_offset,
+    json_bytes,
+    offset_page,
+)
 
 __all__ = ["USAGE_FIELDS", "Fault", "OpenAISimulator", "main"]
 
 API_PREFIX = "/v1"
 HOUR = 3600
 DAY = 86400
-_JSON = "application/json"
+PAGE_PREFIX = "page_"
 
 USAGE_FIELDS: dict[str, tuple[str, ...]] = {
     "completions": ("input_tokens", "output_tokens", "input_cached_tokens", "num_model_requests"),
@@ -89,31 +94,8 @@ _CATALOGUE: tuple[tuple[str, str, dict[str, tuple[str, Decimal, str]]], ...] = (
     ("audio_transcriptions", "whisper-1", {"seconds": ("", Decimal("0.0001"), "duration_seconds")}),
 )
 _PRICES = {(endpoint, model): prices for endpoint, model, prices in _CATALOGUE}
-_STATUS_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error"}
 _USAGE_GROUPS = frozenset({"project_id", "user_id", "api_key_id", "model"})
 _COST_GROUPS = frozenset({"project_id", "line_item", "api_key_id"})
-
-
-@dataclass
-class Fault:
-    """A misbehaviour for requests to ``path`` (after ``/v1``; ``"*"`` matches every path).
-
-    A matching fault lets ``after`` requests through first, then answers the next ``times`` requests with
-    ``status``, ``headers`` and ``body`` (``None``: OpenAI's error envelope for the status).
-    """
-
-    path: str
-    status: int = 500
-    times: int = 1
-    after: int = 0
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes | None = None
-
-
-class _ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.code, self.param = status, message, code, param
 
 
 # -- the vendor's data model ---------------------------------------------------------------------------------------
@@ -123,25 +105,6 @@ class _Project:
     name: str
     created_at: int
     archived_at: int | None = None
-
-
-@dataclass
-class _Key:
-    id: str
-    name: str
-    secret: str
-    scope: str  # "admin" or "project"
-    org: _Organization
-    created_at: int
-    project_id: str | None = None
-    owner: dict[str, Any] = field(default_factory=dict)
-    owner_project_access: str = "active"
-    listed: bool = True  # a deleted key is in no listing but keeps its past usage
-    revoked: bool = False
-
-    @property
-    def redacted(self) -> str:
-        return f"{self.secret[:8]}****{self.secret[-4:]}"
 
 
 @dataclass(frozen=True)
@@ -163,7 +126,7 @@ class _Organization:
         self.id = f"org-{hashlib.sha256(f'{seed}:{name}'.encode()).hexdigest()[:24]}"
         self.first_hour = created - history_days * DAY
         self.projects: list[_Project] = []
-        self.keys: list[_Key] = []
+        self.keys: list[SimKey] = []
         self.sources: list[_Source] = []
         self.revisions: dict[int, int] = {}
         self._counter = itertools.count(1)
@@ -177,10 +140,19 @@ class _Organization:
         self.projects.append(project)
         return project
 
-    def add_key(self, scope: str, name: str, created_at: int, project_id: str | None = None, **extra: Any) -> _Key:
-        token = secrets.token_urlsafe(36)
+    def add_key(self, scope: str, name: str, created_at: int, project_id: str | None = None, **extra: Any) -> SimKey:
+        """A new key of this organization (not yet on the simulator's key ring); ``extra``: ``owner``,
+        ``owner_project_access``, ``listed`` (``False``: deleted, in no listing, yet its past usage stays)."""
         prefix = "sk-admin-" if scope == "admin" else "sk-proj-"
-        key = _Key(self._id("key_"), name, prefix + token, scope, self, created_at, project_id, **extra)
+        key = SimKey(
+            key_id=self._id("key_"),
+            secret=prefix + secrets.token_urlsafe(36),
+            account=self.name,
+            scope=scope,
+            alias=name,
+            created_at=datetime.fromtimestamp(created_at, UTC).isoformat(),
+            extra={"project_id": project_id, "owner": {}, "owner_project_access": "active", "listed": True, **extra},
+        )
         self.keys.append(key)
         return key
 
@@ -236,53 +208,6 @@ class _Organization:
         ]
 
 
-# -- the HTTP plumbing ------------------------------------------------------------------------------------------
-Handler = Callable[[str, str, Mapping[str, str]], tuple[int, dict[str, str], bytes]]
-
-
-class _LoopbackServer:
-    """Serves ``handler(method, target, headers) -> (status, headers, body)`` over HTTP/1.1 on loopback."""
-
-    def __init__(self, handler: Handler, host: str, port: int, name: str) -> None:
-        class RequestHandler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _serve(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                if length > 0:
-                    self.rfile.read(length)
-                status, headers, body = handler(self.command, self.path, dict(self.headers.items()))
-                self.send_response(status)
-                for header, value in headers.items():
-                    self.send_header(header, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
-
-        self._server = ThreadingHTTPServer((host, port), RequestHandler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-
 # -- the simulator and its endpoint handlers ----------------------------------------------------------------------
 def _ts(moment: datetime) -> int:
     if moment.tzinfo is None:
@@ -290,28 +215,27 @@ def _ts(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
-def _encode_page(offset: int) -> str:
-    return "page_" + base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
+def _unix(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp())
 
 
-def _decode_page(token: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(token.removeprefix("page_") + "==").decode()
-        if not text.startswith("o:"):
-            raise ValueError
-        return int(text[2:])
-    except ValueError:
-        raise _ApiError(400, "Invalid page token.", param="page") from None
+def _redacted(key: SimKey) -> str:
+    return f"{key.secret[:8]}****{key.secret[-4:]}"
 
 
-class OpenAISimulator:
+class OpenAISimulator(Simulator):
     """OpenAI's organization Admin APIs on loopback: organizations with deterministic usage, keys and faults.
 
-    ``now`` (aware UTC, whole seconds; the wall clock at construction, then standing still until set) decides what
-    exists: usage for hours that started in ``[now - history_days, now)``. ``requests`` logs every request as
-    ``{"method", "path", "query", "status"}``. ``max_list_limit`` and ``max_buckets`` cap the items and buckets of
+    ``now`` (aware UTC; the wall clock at construction, then standing still until set) decides what exists: usage
+    for hours that started in ``[now - history_days, now)``. ``requests`` logs every request as ``{"method",
+    "path", "query", "has_auth", "status"}``. ``max_list_limit`` and ``max_buckets`` cap the items and buckets of
     one page below OpenAI's own caps, so that tests can make every listing page.
     """
+
+    name = "openai-simulator"
+    api_prefix = API_PREFIX
+    error_kinds = {429: "rate_limit_exceeded"}
+    default_error_kind = "invalid_request_error"
 
     def __init__(
         self,
@@ -323,59 +247,28 @@ class OpenAISimulator:
         port: int = 0,
         max_list_limit: int = 100,
         max_buckets: int | None = None,
+        latency: float = 0.0,
     ) -> None:
-        self._now = _ts(now or datetime.now(UTC))
+        super().__init__(host=host, port=port, latency=latency, now=now)
         self.history_days = history_days
         self.seed = seed
-        self.host, self.port = host, port
         self.max_list_limit = max_list_limit
         self.max_buckets = max_buckets
-        self.requests: list[dict[str, Any]] = []
         self._orgs: dict[str, _Organization] = {}
-        self._faults: list[Fault] = []
-        self._lock = threading.Lock()
-        self._server: _LoopbackServer | None = None
+        self._org_lock = threading.Lock()
         self._request_ids = itertools.count(1)
-        self._routes: dict[str, Callable[[_Organization, dict[str, list[str]]], Any]] = {
-            "/organization/costs": self._get_costs,
-            "/organization/projects": self._get_projects,
-            "/organization/admin_api_keys": self._get_admin_keys,
-            **{f"/organization/usage/{name}": self._usage_handler(name) for name in USAGE_FIELDS},
-        }
-
-    # -- control plane ---------------------------------------------------------------------------------------
-    @property
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(self._now, UTC)
-
-    @now.setter
-    def now(self, value: datetime) -> None:
-        self._now = _ts(value)
+        self.routes.add("GET", "/organization/costs", self._get_costs, auth="admin")
+        self.routes.add("GET", "/organization/projects", self._get_projects, auth="admin")
+        self.routes.add("GET", "/organization/projects/{project_id}/api_keys", self._get_project_keys, auth="admin")
+        self.routes.add("GET", "/organization/admin_api_keys", self._get_admin_keys, auth="admin")
+        for endpoint in USAGE_FIELDS:
+            self.routes.add("GET", f"/organization/usage/{endpoint}", self._usage_handler(endpoint), auth="admin")
 
     @property
-    def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the simulator is not started")
-        host, port = self._server.address
-        return f"http://{host}:{port}{API_PREFIX}"
+    def _unix_now(self) -> int:
+        return int(self.now.timestamp())
 
-    def start(self) -> OpenAISimulator:
-        if self._server is not None:
-            raise RuntimeError("the simulator is already started")
-        self._server = _LoopbackServer(self.handle, self.host, self.port, "openai-simulator")
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
-
-    def __enter__(self) -> OpenAISimulator:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
+    # -- organizations and keys --------------------------------------------------------------------------------
     def add_organization(self, name: str, *, seed: int | None = None, user_traffic: bool = True) -> str:
         """Create an organization and return an Admin key (``sk-admin-…``) for it.
 
@@ -384,14 +277,15 @@ class OpenAISimulator:
         ``Batch jobs`` and ``Old bot key`` (in the archived project), ``Notebook key`` (deleted: in no listing,
         yet it has spend); the Admin key ``Spend reader``; and (``user_traffic``) Playground use without a key.
         """
-        with self._lock:
+        with self._org_lock:
             if name in self._orgs:
                 raise ValueError(f"organization {name!r} already exists")
-            org = _Organization(name, self.seed if seed is None else seed, self._now, self.history_days)
+            now = self._unix_now
+            org = _Organization(name, self.seed if seed is None else seed, now, self.history_days)
             created = org.first_hour - 30 * DAY
             default = org.add_project("Default project", created)
             research = org.add_project("Research", created + DAY)
-            legacy = org.add_project("Legacy bot", created, archived_at=self._now - 2 * DAY)
+            legacy = org.add_project("Legacy bot", created, archived_at=now - 2 * DAY)
             ann = {"type": "user", "user": _user("user_ann", "ann@example.test", "Ann Owner", created)}
             bo = {"type": "user", "user": _user("user_bo", "bo@example.test", "Bo Builder", created)}
             ci = {"type": "service_account", "service_account": _service_account("svc_ci", "ci-bot", created)}
@@ -403,35 +297,40 @@ class OpenAISimulator:
             notebook = org.add_key("project", "Notebook key", created, research.id, owner=bo, listed=False)
             admin = org.add_key("admin", "Spend reader", created, owner={"type": "user", "name": "Ann Owner"})
             org.sources = [
-                _Source(production.id, default.id, "completions", "gpt-4o-2024-08-06", 0.9, 40),
-                _Source(production.id, default.id, "embeddings", "text-embedding-3-small", 0.6, 30),
-                _Source(production.id, default.id, "moderations", "omni-moderation-latest", 0.5, 20),
-                _Source(staging.id, default.id, "completions", "gpt-4o-mini-2024-07-18", 0.4, 10),
-                _Source(ci_key.id, research.id, "images", "dall-e-3", 0.2, 3),
-                _Source(batch.id, research.id, "audio_transcriptions", "whisper-1", 0.3, 4),
-                _Source(old.id, legacy.id, "audio_speeches", "tts-1", 0.3, 5),
-                _Source(notebook.id, research.id, "completions", "gpt-4o-2024-08-06", 0.3, 8),
+                _Source(production.key_id, default.id, "completions", "gpt-4o-2024-08-06", 0.9, 40),
+                _Source(production.key_id, default.id, "embeddings", "text-embedding-3-small", 0.6, 30),
+                _Source(production.key_id, default.id, "moderations", "omni-moderation-latest", 0.5, 20),
+                _Source(staging.key_id, default.id, "completions", "gpt-4o-mini-2024-07-18", 0.4, 10),
+                _Source(ci_key.key_id, research.id, "images", "dall-e-3", 0.2, 3),
+                _Source(batch.key_id, research.id, "audio_transcriptions", "whisper-1", 0.3, 4),
+                _Source(old.key_id, legacy.id, "audio_speeches", "tts-1", 0.3, 5),
+                _Source(notebook.key_id, research.id, "completions", "gpt-4o-2024-08-06", 0.3, 8),
             ]
             if user_traffic:
                 org.sources.append(_Source(None, default.id, "completions", "gpt-4o-2024-08-06", 0.25, 6))
+            for key in org.keys:
+                self.keyring.add(key)
             self._orgs[name] = org
         return admin.secret
 
-    def issue_key(self, organization: str, *, scope: str = "admin", name: str | None = None) -> str:
-        """Create a key (``"admin"`` or ``"project"``, in the default project) and return its secret."""
+    def issue_key(self, account: str, *, scope: str = "admin", name: str | None = None) -> str:
+        """Create a key for the organization ``account`` (``"admin"`` or ``"project"``, in the default project)
+        and return its secret."""
         if scope not in ("admin", "project"):
             raise ValueError("scope must be 'admin' or 'project'")
-        org = self._org(organization)
-        with self._lock:
+        org = self._org(account)
+        with self._org_lock:
             project = org.projects[0].id if scope == "project" else None
-            return org.add_key(scope, name or f"Issued {scope} key {len(org.keys) + 1}", self._now, project).secret
+            label = name or f"Issued {scope} key {len(org.keys) + 1}"
+            return self.keyring.add(org.add_key(scope, label, self._unix_now, project)).secret
 
     def revoke_key(self, key: str) -> None:
         """Revoke a key (its secret or id): it gets 401 and leaves the listings, and keeps its past usage."""
-        record = self._find_key(key)
+        record = self.keyring.find(key)
         if record is None:
             raise KeyError("unknown key")
-        record.revoked, record.listed = True, False
+        record.revoked = True
+        record.extra["listed"] = False
 
     def delete_key(self, key: str) -> None:
         """Delete a key from the listings, as a person would in the dashboard; its past spend stays billed."""
@@ -443,16 +342,17 @@ class OpenAISimulator:
         start = _ts(day) - _ts(day) % DAY
         org.revisions[start] = org.revisions.get(start, 0) + 1
 
-    def truth(self, organization: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    def truth(self, account: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """What the connector should read for ``[start, end)``: each day's cost per (key, project, line item) whose
         day starts in it and each hour's non-zero quantity per (key, project, model, field), as dicts with
         ``kind``, ``period_start`` (aware UTC), ``api_key_id``, ``project_id``, ``line_item`` or ``model``,
         ``unit``, ``quantity`` and (costs) ``cost``."""
-        org = self._org(organization)
-        lo, hi = _ts(start), min(_ts(end), self._now)
+        org = self._org(account)
+        now = self._unix_now
+        lo, hi = _ts(start), min(_ts(end), now)
         out: list[dict[str, Any]] = []
         for day in range(lo - lo % DAY + (DAY if lo % DAY else 0), hi, DAY):
-            for key, project, line_item, amount, quantity, unit in org.day_costs(day, self._now):
+            for key, project, line_item, amount, quantity, unit in org.day_costs(day, now):
                 out.append(
                     {
                         "kind": "cost",
@@ -482,100 +382,49 @@ class OpenAISimulator:
                         )
         return out
 
-    def inject(self, fault: Fault) -> None:
-        with self._lock:
-            self._faults.append(fault)
+    def describe(self) -> dict[str, Any]:
+        organizations = [
+            {
+                "account": name,
+                "keys": [
+                    {"key_id": key.key_id, "name": key.alias, "scope": key.scope, "revoked": key.revoked}
+                    for key in org.keys
+                ],
+            }
+            for name, org in self._orgs.items()
+        ]
+        return {**super().describe(), "accounts": organizations}
 
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
+    # -- OpenAI's auth, envelope and headers -----------------------------------------------------------------------
+    def error_body(self, status: int, kind: str, message: str, details: Mapping[str, Any]) -> bytes:
+        error = {"message": message, "type": kind, "param": details.get("param"), "code": details.get("code")}
+        return json.dumps({"error": error}).encode()
 
-    # -- request handling ------------------------------------------------------------------------------------------
-    def handle(self, method: str, target: str, headers: Mapping[str, str]) -> tuple[int, dict[str, str], bytes]:
-        split = urlsplit(target)
-        query = parse_qs(split.query, keep_blank_values=True)
-        entry: dict[str, Any] = {"method": method, "path": split.path, "query": query, "status": 0}
-        self.requests.append(entry)
-        path = split.path.rstrip("/")
-        relative = path[len(API_PREFIX) :] if path.startswith(API_PREFIX + "/") else path
-        status, body, org = 200, b"", None
-        try:
-            fault = self._claim_fault(relative)
-            if fault is not None:
-                status = fault.status
-                body = fault.body if fault.body is not None else self._error_body(fault.status, "Simulated fault.")
-                extra = fault.headers
-            else:
-                extra = {}
-                org = self._authenticate(headers)
-                if method != "GET":
-                    raise _ApiError(405, f"Method {method} not allowed on {relative}.")
-                body = ApiClient.encode(self._route(org, relative, query))
-        except _ApiError as error:
-            status, body = error.status, self._error_body(error.status, error.message, error.code, error.param)
-        entry["status"] = status
-        answer = {"Content-Type": _JSON, "x-request-id": f"req_{next(self._request_ids):08d}"}
-        if org is not None:
-            answer |= {"openai-organization": org.name, "openai-version": "2020-10-01"}
-        return status, answer | extra, body
-
-    def _route(self, org: _Organization, path: str, query: dict[str, list[str]]) -> Any:
-        handler = self._routes.get(path)
-        if handler is not None:
-            return handler(org, query)
-        parts = path.split("/")
-        if len(parts) == 5 and parts[1:3] == ["organization", "projects"] and parts[4] == "api_keys":
-            return self._get_project_keys(org, parts[3], query)
-        raise _ApiError(404, f"Invalid URL (GET /v1{path})")
-
-    def _authenticate(self, headers: Mapping[str, str]) -> _Organization:
-        value = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
-        scheme, _, token = value.partition(" ")
-        key = self._find_key(token.strip()) if scheme.lower() == "bearer" else None
-        if key is None or key.revoked or key.secret != token.strip():
+    def authenticate(self, request: Request, requirement: Any) -> SimKey:
+        token = credentials(request.authorization, "Bearer") or ""
+        key = self.keyring.verify(token)
+        if key is None:
             shown = f"{token[:8]}****{token[-4:]}" if len(token) > 12 else "****"
-            raise _ApiError(
+            raise ApiError(
                 401,
                 f"Incorrect API key provided: {shown}. You can find your API key at "
                 "https://platform.openai.com/account/api-keys.",
-                code="invalid_api_key",
+                details={"code": "invalid_api_key"},
             )
-        if key.scope != "admin":
-            raise _ApiError(
+        if key.scope != requirement:
+            raise ApiError(
                 403,
                 "You have insufficient permissions for this operation. Missing scopes: api.usage.read. "
                 "Check that you have the correct role in your organization, and if you're using a restricted API "
                 "key, that it has the necessary scopes.",
             )
-        return key.org
+        return key
 
-    def _find_key(self, text: str) -> _Key | None:
-        for org in self._orgs.values():
-            for key in org.keys:
-                if text in (key.secret, key.id):
-                    return key
-        return None
-
-    def _claim_fault(self, path: str) -> Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.path not in ("*", path, API_PREFIX + path):
-                    continue
-                if fault.after > 0:
-                    fault.after -= 1
-                    continue
-                fault.times -= 1
-                if fault.times <= 0:
-                    self._faults.remove(fault)
-                return fault
-        return None
-
-    @staticmethod
-    def _error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> bytes:
-        kind = _STATUS_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-        if status == 429:
-            kind = "rate_limit_exceeded"
-        return json.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}}).encode()
+    def answer_headers(self, request: Request) -> dict[str, str]:
+        headers = {"x-request-id": f"req_{next(self._request_ids):08d}"}
+        if request.principal is not None:
+            headers |= {"openai-organization": request.principal.account, "openai-version": "2020-10-01"}
+        return headers
 
     def _org(self, name: str) -> _Organization:
         try:
@@ -584,24 +433,22 @@ class OpenAISimulator:
             raise KeyError(f"unknown organization {name!r}") from None
 
     # -- endpoint handlers -------------------------------------------------------------------------------------
-    def _listing(self, items: list[dict[str, Any]], query: dict[str, list[str]]) -> dict[str, Any]:
-        limit = _integer(query, "limit", 20, 1, 100)
-        after = _one(query, "after")
-        start = 0
-        if after:
-            ids = [item["id"] for item in items]
-            start = ids.index(after) + 1 if after in ids else len(items)
-        page = items[start : start + min(limit, self.max_list_limit)]
-        return {
-            "object": "list",
-            "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-            "has_more": start + len(page) < len(items),
-        }
+    def _listing(self, items: list[dict[str, Any]], request: Request) -> bytes:
+        limit = PageSize(default=20, cap=min(100, self.max_list_limit), reject_above=100).read(_one(request, "limit"))
+        page, more = after_page(items, _one(request, "after"), limit, lambda item: item["id"])
+        return json_bytes(
+            {
+                "object": "list",
+                "data": list(page),
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+                "has_more": more,
+            }
+        )
 
-    def _get_projects(self, org: _Organization, query: dict[str, list[str]]) -> dict[str, Any]:
-        archived = _one(query, "include_archived") in ("true", "True", "1")
+    def _get_projects(self, request: Request) -> bytes:
+        org = self._orgs[request.principal.account]
+        archived = _one(request, "include_archived") in ("true", "True", "1")
         items = [
             {
                 "id": p.id,
@@ -614,73 +461,81 @@ class OpenAISimulator:
             for p in org.projects
             if archived or p.archived_at is None
         ]
-        return self._listing(items, query)
+        return self._listing(items, request)
 
-    def _get_project_keys(self, org: _Organization, project_id: str, query: dict[str, list[str]]) -> dict[str, Any]:
+    def _get_project_keys(self, request: Request) -> bytes:
+        org = self._orgs[request.principal.account]
+        project_id = request.params["project_id"]
         if not any(p.id == project_id for p in org.projects):
-            raise _ApiError(404, f"No such project: {project_id}", param="project_id")
+            raise ApiError(404, f"No such project: {project_id}", details={"param": "project_id"})
         items = [
             {
                 "object": "organization.project.api_key",
-                "redacted_value": k.redacted,
-                "name": k.name,
-                "created_at": k.created_at,
+                "redacted_value": _redacted(k),
+                "name": k.alias,
+                "created_at": _unix(k.created_at),
                 "last_used_at": self._last_used(org, k),
-                "id": k.id,
-                "owner_project_access": k.owner_project_access,
-                "owner": k.owner,
+                "id": k.key_id,
+                "owner_project_access": k.extra["owner_project_access"],
+                "owner": k.extra["owner"],
             }
             for k in org.keys
-            if k.scope == "project" and k.project_id == project_id and k.listed
+            if k.scope == "project" and k.extra["project_id"] == project_id and k.extra["listed"]
         ]
-        return self._listing(items, query)
+        return self._listing(items, request)
 
-    def _get_admin_keys(self, org: _Organization, query: dict[str, list[str]]) -> dict[str, Any]:
+    def _get_admin_keys(self, request: Request) -> bytes:
+        org = self._orgs[request.principal.account]
         items = [
             {
                 "object": "organization.admin_api_key",
-                "id": k.id,
-                "name": k.name,
-                "redacted_value": k.redacted,
-                "created_at": k.created_at,
+                "id": k.key_id,
+                "name": k.alias,
+                "redacted_value": _redacted(k),
+                "created_at": _unix(k.created_at),
                 "expires_at": None,
                 "last_used_at": None,
-                "owner": {"type": "user", "object": "organization.user", "id": "user_ann", **k.owner},
+                "owner": {"type": "user", "object": "organization.user", "id": "user_ann", **k.extra["owner"]},
             }
             for k in org.keys
-            if k.scope == "admin" and k.listed
+            if k.scope == "admin" and k.extra["listed"]
         ]
-        return self._listing(items, query)
+        return self._listing(items, request)
 
-    def _last_used(self, org: _Organization, key: _Key) -> int | None:
-        for hour in range(self._now - self._now % HOUR, max(org.first_hour, self._now - 7 * DAY) - 1, -HOUR):
-            if any(source.api_key_id == key.id for source, _ in org.hour_usage(hour)):
+    def _last_used(self, org: _Organization, key: SimKey) -> int | None:
+        now = self._unix_now
+        for hour in range(now - now % HOUR, max(org.first_hour, now - 7 * DAY) - 1, -HOUR):
+            if any(source.api_key_id == key.key_id for source, _ in org.hour_usage(hour)):
                 return hour
         return None
 
-    def _buckets(
-        self, query: dict[str, list[str]], width: int, default_limit: int, max_limit: int
-    ) -> tuple[list[int], str | None]:
-        start = _integer(query, "start_time", None, 0, 2**40)
-        end = _integer(query, "end_time", self._now, 0, 2**40)
-        limit = _integer(query, "limit", default_limit, 1, max_limit)
+    def _buckets(self, request: Request, width: int, sizes: PageSize) -> tuple[list[int], str | None]:
+        now = self._unix_now
+        start = _integer(request, "start_time", None, 0, 2**40)
+        end = _integer(request, "end_time", now, 0, 2**40)
+        if self.max_buckets is not None:
+            sizes = PageSize(sizes.default, min(sizes.cap, self.max_buckets), sizes.reject_above)
+        limit = sizes.read(_one(request, "limit"))
+        offset = decode_offset(_one(request, "page"), param="page", prefix=PAGE_PREFIX)
         first = start - start % width
-        starts = list(range(first, min(end, self._now), width))
-        offset = _decode_page(page) if (page := _one(query, "page")) else 0
-        size = min(limit, self.max_buckets or limit)
-        chosen = starts[offset : offset + size]
-        more = offset + size < len(starts)
-        return chosen, _encode_page(offset + size) if more else None
+        chosen, following = offset_page(range(first, min(end, now), width), offset, limit)
+        return list(chosen), None if following is None else encode_offset(following, prefix=PAGE_PREFIX)
 
-    def _get_costs(self, org: _Organization, query: dict[str, list[str]]) -> dict[str, Any]:
-        if (_one(query, "bucket_width") or "1d") != "1d":
-            raise _ApiError(400, "Invalid value for 'bucket_width': only '1d' is supported.", param="bucket_width")
-        groups = _group_by(query, _COST_GROUPS)
-        chosen, next_page = self._buckets(query, DAY, 7, 180)
+    def _page(self, data: list[dict[str, Any]], next_page: str | None) -> bytes:
+        return json_bytes({"object": "page", "data": data, "has_more": next_page is not None, "next_page": next_page})
+
+    def _get_costs(self, request: Request) -> bytes:
+        org = self._orgs[request.principal.account]
+        if (_one(request, "bucket_width") or "1d") != "1d":
+            raise ApiError(
+                400, "Invalid value for 'bucket_width': only '1d' is supported.", details={"param": "bucket_width"}
+            )
+        groups = _group_by(request, _COST_GROUPS)
+        chosen, next_page = self._buckets(request, DAY, PageSize(default=7, cap=180, reject_above=180))
         data = []
         for day in chosen:
             totals: dict[tuple[Any, ...], list[Any]] = {}
-            for key, project, line_item, amount, quantity, unit in org.day_costs(day, self._now):
+            for key, project, line_item, amount, quantity, unit in org.day_costs(day, self._unix_now):
                 fields = {"api_key_id": key, "project_id": project, "line_item": line_item}
                 group = tuple(fields[name] if name in groups else None for name in ("api_key_id", "project_id"))
                 group += (line_item if "line_item" in groups else None, unit if "line_item" in groups else None)
@@ -700,16 +555,17 @@ class OpenAISimulator:
                 for (key, project, line_item, unit), (amount, quantity) in totals.items()
             ]
             data.append({"object": "bucket", "start_time": day, "end_time": day + DAY, "results": results})
-        return {"object": "page", "data": data, "has_more": next_page is not None, "next_page": next_page}
+        return self._page(data, next_page)
 
-    def _usage_handler(self, endpoint: str) -> Callable[[_Organization, dict[str, list[str]]], Any]:
-        def handler(org: _Organization, query: dict[str, list[str]]) -> dict[str, Any]:
-            width = {"1m": 60, "1h": HOUR, "1d": DAY}.get(_one(query, "bucket_width") or "1d")
+    def _usage_handler(self, endpoint: str) -> Callable[[Request], bytes]:
+        def handler(request: Request) -> bytes:
+            org = self._orgs[request.principal.account]
+            width = {"1m": 60, "1h": HOUR, "1d": DAY}.get(_one(request, "bucket_width") or "1d")
             if width is None:
-                raise _ApiError(400, "Invalid value for 'bucket_width'.", param="bucket_width")
+                raise ApiError(400, "Invalid value for 'bucket_width'.", details={"param": "bucket_width"})
             default_limit, max_limit = {60: (60, 1440), HOUR: (24, 168), DAY: (7, 31)}[width]
-            groups = _group_by(query, _USAGE_GROUPS)
-            chosen, next_page = self._buckets(query, width, default_limit, max_limit)
+            groups = _group_by(request, _USAGE_GROUPS)
+            chosen, next_page = self._buckets(request, width, PageSize(default_limit, max_limit, max_limit))
             data = []
             for bucket in chosen:
                 totals: dict[tuple[Any, ...], dict[str, int]] = {}
@@ -739,7 +595,7 @@ class OpenAISimulator:
                     for (key, project, model), counts in totals.items()
                 ]
                 data.append({"object": "bucket", "start_time": bucket, "end_time": bucket + width, "results": results})
-            return {"object": "page", "data": data, "has_more": next_page is not None, "next_page": next_page}
+            return self._page(data, next_page)
 
         return handler
 
@@ -752,30 +608,31 @@ def _service_account(account_id: str, name: str, created: int) -> dict[str, Any]
     return {"id": account_id, "name": name, "created_at": created, "role": "member"}
 
 
-def _one(query: dict[str, list[str]], name: str) -> str | None:
-    values = query.get(name) or query.get(f"{name}[]")
+def _one(request: Request, name: str) -> str | None:
+    """A scalar parameter; OpenAI takes the last of repeated values and PHP-style ``name[]`` alike."""
+    values = request.query.get(name) or request.query.get(f"{name}[]")
     return values[-1] if values else None
 
 
-def _integer(query: dict[str, list[str]], name: str, default: int | None, low: int, high: int) -> int:
-    text = _one(query, name)
+def _integer(request: Request, name: str, default: int | None, low: int, high: int) -> int:
+    text = _one(request, name)
     if text is None:
         if default is None:
-            raise _ApiError(400, f"Missing required parameter: '{name}'.", param=name)
+            raise ApiError(400, f"Missing required parameter: '{name}'.", details={"param": name})
         return default
     try:
         value = int(text)
     except ValueError:
-        raise _ApiError(400, f"Invalid value for '{name}': expected an integer.", param=name) from None
+        raise ApiError(400, f"Invalid value for '{name}': expected an integer.", details={"param": name}) from None
     if not low <= value <= high:
-        raise _ApiError(400, f"Invalid value for '{name}': must be between {low} and {high}.", param=name)
+        raise ApiError(400, f"Invalid value for '{name}': must be between {low} and {high}.", details={"param": name})
     return value
 
 
-def _group_by(query: dict[str, list[str]], allowed: frozenset[str]) -> set[str]:
-    groups = set(query.get("group_by", []) + query.get("group_by[]", []))
+def _group_by(request: Request, allowed: frozenset[str]) -> set[str]:
+    groups = set(request.query.get("group_by", []) + request.query.get("group_by[]", []))
     if unknown := groups - allowed:
-        raise _ApiError(400, f"Invalid value for 'group_by': {sorted(unknown)[0]}.", param="group_by")
+        raise ApiError(400, f"Invalid value for 'group_by': {sorted(unknown)[0]}.", details={"param": "group_by"})
     return groups
 
 
@@ -792,13 +649,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sim = OpenAISimulator(host=args.host, port=args.port, seed=args.seed, history_days=args.history_days).start()
     try:
-        print(f"OpenAI simulator serving at {sim.base_url}", flush=True)
+        sim.follow_wall_clock()
+        print(f"OpenAI simulator serving at {sim.base_url} (control plane: {sim.root_url}/_sim)", flush=True)
         for name in args.organization or ["My Org"]:
             print(f"organization {name}: admin key {sim.add_organization(name)}", flush=True)
         print("press Ctrl-C to stop", flush=True)
-        while True:
-            time.sleep(1)
-            sim.now = datetime.now(UTC).replace(microsecond=0)
+        threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:

@@ -12,7 +12,7 @@ import requests
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from connectors.openai.simulator import USAGE_FIELDS, OpenAISimulator
+from connectors.openai.simulator import USAGE_FIELDS, Fault, OpenAISimulator
 
 from .conftest import NOW
 
@@ -97,3 +97,35 @@ def test_refusals_use_openais_error_envelope(sim: OpenAISimulator, admin_key: st
         validate(response.json(), "ErrorResponse")
     assert cases[0][0].json()["error"]["code"] == "invalid_api_key"
     assert project_key not in cases[1][0].text
+
+
+def test_faults_answer_in_openais_envelope_with_a_request_id(sim: OpenAISimulator, admin_key: str) -> None:
+    sim.inject(Fault(path="/organization/costs", status=429, headers={"Retry-After": "7"}))
+    limited = get(sim, admin_key, "/organization/costs", start_time=START)
+    assert (limited.status_code, limited.headers["Retry-After"]) == (429, "7")
+    validate(limited.json(), "ErrorResponse")
+    assert limited.json()["error"]["type"] == "rate_limit_exceeded"
+    served = get(sim, admin_key, "/organization/costs", start_time=START)
+    assert served.headers["openai-organization"] == "Acme Research"
+    assert limited.headers["x-request-id"] != served.headers["x-request-id"]
+
+
+def test_a_bad_page_token_or_limit_names_the_parameter(sim: OpenAISimulator, admin_key: str) -> None:
+    for params, param in (({"page": "nonsense"}, "page"), ({"limit": 181}, "limit")):
+        response = get(sim, admin_key, "/organization/costs", start_time=START, **params)
+        assert response.status_code == 400
+        validate(response.json(), "ErrorResponse")
+        assert response.json()["error"]["param"] == param
+
+
+def test_the_control_plane_revokes_a_key_by_id_and_issues_project_keys(sim: OpenAISimulator, admin_key: str) -> None:
+    control = f"{sim.root_url}/_sim"
+    issued = requests.post(f"{control}/keys", json={"account": "Acme Research", "scope": "project"}, timeout=10)
+    assert issued.status_code == 201 and issued.json()["key"].startswith("sk-proj-")
+    assert get(sim, issued.json()["key"], "/organization/costs", start_time=START).status_code == 403
+    [spender] = [
+        key for key in requests.get(control, timeout=10).json()["accounts"][0]["keys"] if key["scope"] == "admin"
+    ]
+    assert requests.delete(f"{control}/keys/{spender['key_id']}", timeout=10).status_code == 200
+    assert get(sim, admin_key, "/organization/costs", start_time=START).status_code == 401
+    assert admin_key not in requests.get(control, timeout=10).text
