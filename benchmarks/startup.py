@@ -69,10 +69,12 @@ def environment(home: Path) -> dict[str, str]:
 def make_home(home: Path, connections: int = CONNECTIONS) -> None:
     """``connections`` fal connections in ``home``, each synced for a day against one simulator team."""
     from connector_sdk.host import Host
+    from connector_sdk.logs import configure_logging
     from connector_sdk.models import floor_hour, utcnow
     from connector_sdk.sync import sync_now
     from connectors.fal.simulator import FalSimulator
 
+    configure_logging(level="warning")
     with FalSimulator(now=floor_hour(utcnow()), seed=11) as sim, Host.open(home) as host:
         key = sim.add_account(TEAM, n_keys=3, n_models=4)
         for i in range(connections):
@@ -99,7 +101,7 @@ def time_commands(home: Path, runs: int) -> list[Timing]:
     env = environment(home)
     walls: dict[str, list[float]] = defaultdict(list)
     cpus: dict[str, list[float]] = defaultdict(list)
-    for name, args in COMMANDS.items():  # one warm-up each: the first run pays for a cold page cache
+    for args in COMMANDS.values():  # one warm-up each: the first run pays for a cold page cache
         run_once([*program(), *args], env)
     for _ in range(runs):
         for name, args in COMMANDS.items():
@@ -160,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         load_after = os.getloadavg()
 
         print(f"load average {load[0]:.2f} before, {load_after[0]:.2f} after; {os.cpu_count()} CPUs")
-        print(f"\n| command | median wall (s) | min wall (s) | median CPU (s) | runs |\n|---|---|---|---|---|")
+        print("\n| command | median wall (s) | min wall (s) | median CPU (s) | runs |\n|---|---|---|---|---|")
         for t in timings:
             print(f"| `{t.command}` | {t.wall_median:.3f} | {min(t.wall):.3f} | {t.cpu_median:.3f} | {len(t.wall)} |")
 
