@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import platformdirs
-import structlog
 from pydantic import ValidationError
 
 from connector_sdk import logs
-from connector_sdk.connector import Connector
 from connector_sdk.crypto import CredentialCipher
 from connector_sdk.environment import check_numbers
 from connector_sdk.errors import (
@@ -27,7 +25,6 @@ from connector_sdk.errors import (
     Unreachable,
     validation_reason,
 )
-from connector_sdk.http import first_contact
 from connector_sdk.models import (
     Connection,
     ConnectionState,
@@ -39,19 +36,28 @@ from connector_sdk.models import (
     floor_hour,
     utcnow,
 )
-from connector_sdk.plugins import Plugins, get_plugin_manager
-from connector_sdk.ratelimit import LIMIT_ENV, parse_limits
-from connector_sdk.sinks import Sink
 from connector_sdk.stores import STORE_ENV, Store, open_store, sqlite_path
 
-log = structlog.get_logger()
+if TYPE_CHECKING:
+    from connector_sdk.connector import Connector
+    from connector_sdk.plugins import Plugins
+    from connector_sdk.sinks import Sink
+
+# What a command that only reads the store (status, report) needs is imported here; the plugins, HTTP, the rate
+# limits and structlog are imported where they are first used, which those commands never reach.
+log = logs.get_logger()
 
 HOME_ENV = "CONNECTOR_HOST_HOME"
+LIMIT_ENV = "CONNECTOR_HOST_MAX_CONCURRENT_PER_HOST"  # ratelimit.LIMIT_ENV, which this module checks at open
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def default_home() -> Path:
-    return Path(os.environ.get(HOME_ENV) or platformdirs.user_data_dir("connector-host", appauthor=False))
+    if os.environ.get(HOME_ENV):
+        return Path(os.environ[HOME_ENV])
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("connector-host", appauthor=False))
 
 
 def check_environment() -> None:
@@ -59,6 +65,8 @@ def check_environment() -> None:
     check_numbers()
     limits = os.environ.get(LIMIT_ENV, "").strip()
     if limits:
+        from connector_sdk.ratelimit import parse_limits
+
         parse_limits(limits)
 
 
@@ -133,15 +141,29 @@ class Host:
     def __init__(
         self,
         store: Store,
-        plugins: Plugins,
+        plugins: Plugins | None,
         cipher: CredentialCipher,
         *,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        """``plugins`` None: the installed plugins, loaded from their entry points the first time one is needed."""
         self.store = store
-        self.plugins = plugins
+        self._plugins = plugins
+        self._plugins_lock = threading.Lock()
         self.cipher = cipher
         self.now = clock
+
+    @property
+    def plugins(self) -> Plugins:
+        """The plugin manager with its connectors and sinks; reading the store (``status``, ``report``) needs none,
+        and loading the entry points imports every connector, so they are loaded on first use."""
+        if self._plugins is None:
+            with self._plugins_lock:
+                if self._plugins is None:
+                    from connector_sdk.plugins import get_plugin_manager
+
+                    self._plugins = get_plugin_manager()
+        return self._plugins
 
     @classmethod
     def open(
@@ -173,7 +195,7 @@ class Host:
         store = open_store(url, home=home, read_only=read_only)
         try:
             cipher = CredentialCipher.for_home(home, create=not read_only)
-            host = cls(store, plugins or get_plugin_manager(), cipher, clock=clock)
+            host = cls(store, plugins, cipher, clock=clock)
             if not read_only:
                 host.verify_key()
         except BaseException:
@@ -252,6 +274,8 @@ class Host:
         self._remember(config.secret_values())
         connector = self.plugins.connector(connector_id)(config)
         try:
+            from connector_sdk.http import first_contact
+
             with first_contact():
                 return connector.check().account
         except Unreachable as error:

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import click
 
-from connector_sdk import __version__
-from connector_sdk.cli.context import Ctx, fail
-from connector_sdk.host import HOME_ENV, default_home
-from connector_sdk.logs import configure_logging
-from connector_sdk.stores import STORE_ENV
+# connector_sdk.host.HOME_ENV and connector_sdk.stores.STORE_ENV, spelled out so that building the group (for
+# --version and --help too) imports neither; tests/test_startup.py holds them equal.
+HOME_ENV = "CONNECTOR_HOST_HOME"
+STORE_ENV = "CONNECTOR_HOST_STORE"
 
 # Command name -> (module:attribute, modules its optional extra brings, the extra, a one-line summary).
 COMMANDS: dict[str, tuple[str, tuple[str, ...], str, str]] = {
@@ -55,6 +54,8 @@ def _needs_extra(name: str, extra: str, summary: str) -> click.Command:
     @click.command(name, context_settings={"ignore_unknown_options": True}, help=f"{summary} (needs [{extra}]).")
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def missing(args: tuple[str, ...]) -> None:
+        from connector_sdk.cli.context import fail
+
         fail(f"`{name}` needs the {extra} extra: pip install 'connector-host[{extra}]'", 2)
 
     return missing
@@ -79,8 +80,25 @@ class CommandRooms(click.Group):
         return command
 
 
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: answered before the group's callback runs, so it opens no store and configures nothing."""
+    if not value or ctx.resilient_parsing:
+        return
+    from connector_sdk import __version__
+
+    click.echo(f"connector-host, version {__version__}")
+    ctx.exit()
+
+
 @click.group(cls=CommandRooms, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="connector-host")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help="Show the version and exit.",
+)
 @click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
@@ -109,6 +127,10 @@ def cli(
     Connect an account once (connect), then sync it hourly (run) and read the spend (status, report, rows).
     Start with `connector-host demo` to see it all against a local fal.ai simulator.
     """
+    from connector_sdk.cli.context import Ctx
+    from connector_sdk.host import default_home
+    from connector_sdk.logs import configure_logging
+
     tty = sys.stderr.isatty()
     configure_logging(
         level=log_level or ("warning" if tty else "info"),

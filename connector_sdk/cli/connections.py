@@ -30,7 +30,6 @@ from connector_sdk.cli.context import (
 from connector_sdk.errors import ConfigError, ConnectorHostError
 from connector_sdk.host import Host
 from connector_sdk.models import Connection, ConnectionState, ConnectionStatus, Manifest, iso
-from connector_sdk.sync import sync_now
 
 
 # -- connections ---------------------------------------------------------------------------------------------
@@ -246,6 +245,8 @@ def sync(ctx: Ctx, name: str | None, all_: bool, fmt: str) -> None:
     """
     if bool(name) == all_:
         fail("name one connection or pass --all", 2)
+    from connector_sdk.sync import sync_now
+
     with handled(), ctx.host() as host:
         names = [c.name for c in host.store.list_connections() if c.state in ("connected", "error")] if all_ else [name]
         worst = 0

@@ -10,17 +10,18 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from connector_sdk.errors import ConfigError, ConnectorHostError
 from connector_sdk.host import Host, store_is_writable
 from connector_sdk.models import RunOutcome, SyncRun, decimal_text, iso
-from connector_sdk.sync import Progress as SyncProgress
+
+if TYPE_CHECKING:
+    from connector_sdk.sync import Progress as SyncProgress
 
 EXIT_FOR_OUTCOME = {
     RunOutcome.SUCCEEDED: 0,
@@ -152,6 +153,8 @@ def progress_bar(enabled: bool) -> Iterator[Callable[[SyncProgress], None] | Non
     if not enabled:
         yield None
         return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

@@ -26,7 +26,6 @@ from connector_sdk.cli.context import (
     pick_connection,
 )
 from connector_sdk.errors import ConfigError, UnknownConnector
-from connector_sdk.focus import write_focus_csv, write_focus_parquet
 from connector_sdk.host import Host, SharedAccount
 from connector_sdk.models import ROW_FIELDS, ReportLine, UsageRow, decimal_text, iso
 
@@ -56,6 +55,8 @@ def replaced_at_the_end(output: Path) -> Iterator[Path]:
 def write_rows(rows: Iterator[UsageRow], stream: IO[str], fmt: str) -> None:
     """``rows`` as JSON Lines, CSV or FOCUS CSV; money and quantities as exact decimal text."""
     if fmt == "focus":
+        from connector_sdk.focus import write_focus_csv
+
         write_focus_csv(rows, stream)
     elif fmt == "csv":
         writer = csv.writer(stream, lineterminator="\n")  # None is written as an empty field
@@ -95,6 +96,8 @@ def rows(ctx: Ctx, name: str | None, since: str | None, until: str | None, fmt: 
             return
         with replaced_at_the_end(output) as partial:
             if fmt == "focus" and output.suffix.lower() == ".parquet":
+                from connector_sdk.focus import write_focus_parquet
+
                 write_focus_parquet(selected, partial)
                 return
             with partial.open("x", newline="", encoding="utf-8") as stream:

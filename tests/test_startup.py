@@ -1,0 +1,142 @@
+"""Start-up: a command imports what it uses. ``--version`` builds nothing, and ``status`` and ``report`` read the
+store without loading a plugin, HTTP, structlog or Rich's progress bar, whose imports cost more than the commands
+do (benchmarks/startup.py measures it; these tests pin it without a clock)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import connector_sdk.cli
+import connector_sdk.host
+import connector_sdk.ratelimit
+import connector_sdk.stores
+from connector_sdk.host import Host
+from connectors.fal.simulator import FalSimulator
+from tests.conftest import FAST_RETRIES, CliRunner
+
+# Runs the CLI in this interpreter, then says which of the modules named in argv[1] it imported.
+PROBE = """
+import json, sys
+from connector_sdk.cli import cli
+watched = json.loads(sys.argv.pop(1))
+try:
+    cli.main(args=sys.argv[1:], prog_name="connector-host", standalone_mode=False)
+finally:
+    loaded = sorted(m for m in sys.modules if m in watched or m.split(".")[0] in watched)
+    print("LOADED " + json.dumps(loaded), file=sys.stderr)
+"""
+
+NEVER_FOR_READING = [
+    "requests",
+    "urllib3",
+    "rich.progress",
+    "fastapi",
+    "msgspec",
+    "structlog",
+    "pluggy",
+    "connectors",
+    "connector_sdk.plugins",
+    "connector_sdk.http",
+    "connector_sdk.sync",
+    "connector_sdk.sinks",
+    "connector_sdk.focus",
+    "connector_sdk.portal",
+]
+
+
+def probe(home: Path, *args: str, watched: list[str]) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("FAL_", "CONNECTOR_HOST_"))}
+    environment.update({"CONNECTOR_HOST_HOME": str(home), **FAST_RETRIES})
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(watched), *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=90,
+    )
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("LOADED ")]
+    return done, json.loads(line.removeprefix("LOADED "))
+
+
+def test_version_imports_neither_the_host_nor_any_library_of_a_command(home: Path) -> None:
+    watched = [*NEVER_FOR_READING, "cryptography", "pydantic", "rich", "sqlite3", "connector_sdk.host"]
+    done, loaded = probe(home, "--version", watched=watched)
+    assert done.stdout.startswith("connector-host, version "), done.stderr
+    assert loaded == []
+
+
+def test_status_and_report_on_an_empty_store_load_no_plugin(home: Path) -> None:
+    Host.open(home).close()
+    for command in (("status",), ("status", "--format", "json"), ("report",)):
+        done, loaded = probe(home, *command, watched=NEVER_FOR_READING)
+        assert done.returncode == 0, done.stderr
+        assert loaded == [], command
+
+
+def test_status_and_report_of_a_synced_connection_load_no_plugin(
+    cli: CliRunner, home: Path, sim: FalSimulator, admin_key: str
+) -> None:
+    connect = ("connect", "fal", "--name", "prod", "--base-url", sim.base_url, "--backfill-days", "1")
+    assert cli(*connect, env={"FAL_KEY": admin_key}).returncode == 0
+    assert cli("sync", "prod").returncode == 0
+
+    done, loaded = probe(home, "status", "--format", "json", watched=NEVER_FOR_READING)
+    assert done.returncode == 0, done.stderr
+    (status,) = json.loads(done.stdout)
+    assert status["name"] == "prod" and status["rows"] > 0
+    assert loaded == []
+
+    done, loaded = probe(home, "report", "--format", "json", watched=NEVER_FOR_READING)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["lines"]
+    assert loaded == []
+
+
+def test_a_command_that_needs_a_connector_still_loads_the_plugins(home: Path) -> None:
+    done, loaded = probe(home, "manifest", "fal", watched=["connectors"])
+    assert done.returncode == 0, done.stderr
+    assert "connectors.fal" in loaded
+
+
+@pytest.mark.parametrize("json_output", [True, False], ids=["json", "console"])
+def test_logging_configured_before_structlog_is_imported_applies_when_it_is(json_output: bool) -> None:
+    """The CLI configures logging before any module has imported structlog; the first line logged must still go
+    to stderr, redacted, in the chosen format, at the chosen level."""
+    script = f"""
+import sys
+from connector_sdk import logs
+logs.configure_logging(level="info", json_output={json_output})
+assert "structlog" not in sys.modules
+import structlog
+log = structlog.get_logger()
+log.debug("too_quiet")
+log.info("first_line", api_key="sk-do-not-print", note="hello")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert "first_line" in line and "hello" in line and "too_quiet" not in line
+    assert "sk-do-not-print" not in line and "[redacted]" in line
+    if json_output:
+        assert json.loads(line)["event"] == "first_line"
+
+
+def test_the_host_logs_through_structlog_once_it_logs() -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as captured:
+        connector_sdk.host.log.info("connection_purged", connection="x")
+    assert captured == [{"event": "connection_purged", "connection": "x", "log_level": "info"}]
+
+
+def test_names_spelled_out_to_spare_imports_match_their_owners() -> None:
+    assert connector_sdk.cli.HOME_ENV == connector_sdk.host.HOME_ENV
+    assert connector_sdk.cli.STORE_ENV == connector_sdk.stores.STORE_ENV
+    assert connector_sdk.host.LIMIT_ENV == connector_sdk.ratelimit.LIMIT_ENV
