@@ -1,6 +1,7 @@
-"""Start-up: a command imports what it uses. ``--version`` builds nothing, and ``status`` and ``report`` read the
-store without loading a plugin, HTTP, structlog or Rich's progress bar, whose imports cost more than the commands
-do (benchmarks/startup.py measures it; these tests pin it without a clock)."""
+"""Start-up: a command imports what it uses. ``--version`` builds nothing, ``status`` of existing connections reads
+the store without loading a plugin, HTTP, structlog or Rich's progress bar, whose imports cost more than the command
+does, and ``report`` loads the plugins only for the vendors' names (benchmarks/startup.py measures it; these tests
+pin it without a clock)."""
 
 from __future__ import annotations
 
@@ -73,13 +74,22 @@ def test_version_imports_neither_the_host_nor_any_library_of_a_command(home: Pat
 
 def test_status_and_report_on_an_empty_store_load_no_plugin(home: Path) -> None:
     Host.open(home).close()
-    for command in (("status",), ("status", "--format", "json"), ("report",)):
+    for command in (("status", "--format", "json"), ("report",)):
         done, loaded = probe(home, *command, watched=NEVER_FOR_READING)
         assert done.returncode == 0, done.stderr
         assert loaded == [], command
 
 
-def test_status_and_report_of_a_synced_connection_load_no_plugin(
+def test_status_of_an_empty_store_names_the_installed_connectors(home: Path) -> None:
+    """The one reading command that loads the plugins without a connection: its hint lists what can be connected."""
+    Host.open(home).close()
+    done, loaded = probe(home, "status", watched=["connectors", "rich.progress", "fastapi"])
+    assert done.returncode == 0, done.stderr
+    assert "fal" in done.stdout and "openai" in done.stdout
+    assert [m for m in loaded if not m.startswith("connectors")] == []
+
+
+def test_status_of_a_synced_connection_loads_no_plugin(
     cli: CliRunner, home: Path, sim: FalSimulator, admin_key: str
 ) -> None:
     connect = ("connect", "fal", "--name", "prod", "--base-url", sim.base_url, "--backfill-days", "1")
@@ -92,7 +102,8 @@ def test_status_and_report_of_a_synced_connection_load_no_plugin(
     assert status["name"] == "prod" and status["rows"] > 0
     assert loaded == []
 
-    done, loaded = probe(home, "report", "--format", "json", watched=NEVER_FOR_READING)
+    # The report names each vendor from its connector's manifest: the plugins load, the HTTP client's users do not run.
+    done, loaded = probe(home, "report", "--format", "json", watched=["rich.progress", "fastapi"])
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["lines"]
     assert loaded == []
