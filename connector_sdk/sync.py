@@ -149,7 +149,11 @@ def run_sync(
             log.info("sync_started", window_start=window.start.isoformat(), window_end=window.end.isoformat())
             connector = cls(config, cancel=cancel)
             context = SyncContext(
-                connector=connection.connector, connection=name, account=connection.account or "", synced_at=host.now()
+                connector=connection.connector,
+                connection=name,
+                account=connection.account or "",
+                synced_at=host.now(),
+                state=store.connector_state(name),
             )
             expected = window.start
             sinks = _row_sinks(host, name)
@@ -158,7 +162,13 @@ def run_sync(
                 watermark = min(page.complete_through, floor_hour(host.now()))
                 outbox = [(sink, rows_payload(name, page.rows)) for sink in sinks] if page.rows else []
                 store.commit_page(
-                    name, run_id, page, watermark=max(watermark, window.start), outbox=outbox, now=host.now()
+                    name,
+                    run_id,
+                    page,
+                    watermark=max(watermark, window.start),
+                    outbox=outbox,
+                    now=host.now(),
+                    state=context.take_state(),  # what the connector remembered goes in the page's transaction
                 )
                 if outbox:
                     _deliver(host, name)

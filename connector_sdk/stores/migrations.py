@@ -334,6 +334,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             ALTER TABLE sync_runs ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY;
         """,
     ),
+    Migration(
+        version=6,
+        description="a connector's own state per connection (a page size the vendor accepted, say)",
+        sqlite="ALTER TABLE connections ADD COLUMN connector_state TEXT;",
+        postgres="ALTER TABLE connections ADD COLUMN connector_state JSONB;",
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
