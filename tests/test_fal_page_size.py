@@ -89,6 +89,24 @@ def test_the_page_size_that_worked_is_remembered_and_the_next_sync_starts_there(
     assert matches_truth(host, stand_in, first.model_copy(update={"window_end": run.window_end}))
 
 
+def test_what_was_learned_is_written_once_with_the_first_page(
+    host: Host, stand_in: FalSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = connect(host, stand_in)
+    written: list[dict[str, Any] | None] = []
+    commit_page = host.store.commit_page
+
+    def recording(*args: Any, **kwargs: Any) -> None:
+        written.append(kwargs.get("state"))
+        commit_page(*args, **kwargs)
+
+    monkeypatch.setattr(host.store, "commit_page", recording)
+    run = sync_now(host, name)
+
+    assert run.pages > 2
+    assert written == [{PAGE_SIZE_STATE: 200}] + [None] * (run.pages - 1)
+
+
 def test_what_was_learned_is_kept_only_with_a_committed_page(host: Host, stand_in: FalSimulator) -> None:
     name = connect(host, stand_in)
     stand_in.inject(Fault(path="/models/usage", status=503, after=1, times=100))  # after the refused 1000

@@ -195,11 +195,12 @@ class FalConnector(Connector):
             "expand": ["time_series", "auth_method", "auth_method_structured"],
         }
         configured = self.config.page_size
-        size = configured or learned_page_size(context.state) or PAGE_SIZES[0]
+        remembered = learned_page_size(context.state)
+        size = configured or remembered or PAGE_SIZES[0]
         read = UsageReader(context, aliases)
 
         def fetch(cursor: str | None) -> UsagePage:
-            nonlocal size
+            nonlocal size, remembered
             while True:
                 query = {**params, "limit": size, **({"cursor": cursor} if cursor else {})}
                 try:
@@ -218,8 +219,9 @@ class FalConnector(Connector):
                         raise
                     log.info("fal_page_size_refused", refused=size, trying=smaller)
                     size = smaller  # strictly smaller each time: this ends
-            if not configured and context.state.get(PAGE_SIZE_STATE) != size:
+            if not configured and remembered != size:
                 context.remember(PAGE_SIZE_STATE, size)
+                remembered = size
             if isinstance(body, UsagePage):
                 return body
             # The fast reader could not vouch for this body: the exact reader names what is wrong, or accepts it.
