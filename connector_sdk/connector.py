@@ -55,6 +55,12 @@ class Connector(ABC):
         Pages must be contiguous: the first starts at ``window.start``, each next one where the previous one's
         ``complete_through`` ended, and the last ends at ``window.end``; each row falls inside its page's range.
         Nothing is held beyond the page being built: the host commits each page before asking for the next.
+
+        What the connector learns about the vendor and wants to keep for the next sync (the largest page it accepts,
+        a query it had to narrow) goes in the connection's connector state: read it from ``context.state``, change
+        it with ``context.remember(key, value)``. The host stores a change with the next page it commits, in the
+        same transaction, so the state never runs ahead of the rows; a change made after the last page is lost.
+        It is a small JSON object of settings, never a credential and never the data itself.
         """
 
     def sync_window(self, window: SyncWindow) -> SyncWindow:

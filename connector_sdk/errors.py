@@ -66,11 +66,16 @@ class ResponseError(ConnectorHostError):
 
 
 class ApiError(ConnectorHostError):
-    """The vendor answered with an error status that retrying will not fix (400, 404, ...)."""
+    """The vendor answered with an error status that retrying will not fix (400, 404, ...).
 
-    def __init__(self, message: str, *, status: int) -> None:
+    ``detail`` is the vendor's own account of it (``"validation_error: ..."``, secrets scrubbed), for a connector
+    that reacts to one refusal in particular.
+    """
+
+    def __init__(self, message: str, *, status: int, detail: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.detail = detail
 
 
 class SyncCancelled(ConnectorHostError):

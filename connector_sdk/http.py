@@ -297,7 +297,9 @@ class ApiClient:
                         status=status,
                     )
                 else:
-                    raise ApiError(f"{self.vendor} refused {path} with HTTP {status}: {message}", status=status)
+                    raise ApiError(
+                        f"{self.vendor} refused {path} with HTTP {status}: {message}", status=status, detail=message
+                    )
             if attempt == self.retry.max_attempts:
                 break
             delay = wait if wait is not None else self.retry.backoff(attempt)

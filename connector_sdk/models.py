@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -10,7 +11,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 HOUR = timedelta(hours=1)
 
@@ -128,8 +129,18 @@ class SyncWindow(BaseModel):
         return int((self.end - self.start) / HOUR)
 
 
+#: The most a connection's connector state may weigh, as JSON text: a few settings, never data.
+MAX_CONNECTOR_STATE = 64 * 1024
+
+
 class SyncContext(BaseModel):
-    """What a connector knows about the connection it syncs, to stamp on its rows."""
+    """What a connector knows about the connection it syncs: what to stamp on its rows, and what it remembered.
+
+    ``state`` is the connection's connector state as the sync started: a small JSON object the connector keeps
+    between syncs (a page size the vendor accepted, a query it had to narrow). The connector changes it with
+    :meth:`remember`; the host stores the change with the next page it commits, in that page's transaction, so a
+    later sync reads it in ``state``, and a sync that fails before committing a page leaves it as it was.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -137,6 +148,34 @@ class SyncContext(BaseModel):
     connection: str
     account: str
     synced_at: datetime
+    state: dict[str, Any] = Field(default_factory=dict)
+    _remembered: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _unsaved: bool = PrivateAttr(default=False)
+
+    def remember(self, key: str, value: Any) -> None:
+        """Keep ``value`` under ``key`` in this connection's connector state, from the next committed page on.
+
+        ``value`` is plain JSON (text, numbers, booleans, ``None``, and lists and objects of them). Raises
+        :class:`ValueError` for anything else, or when the state would outgrow :data:`MAX_CONNECTOR_STATE`: that is
+        a connector's bug, found at once rather than when the page is stored.
+        """
+        merged = {**self.state, **self._remembered, key: value}
+        try:
+            text = json.dumps(merged, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"connector state {key!r} is not plain JSON ({error})") from None
+        if len(text) > MAX_CONNECTOR_STATE:
+            raise ValueError(f"connector state would be {len(text)} bytes, over the {MAX_CONNECTOR_STATE} allowed")
+        self._remembered[key] = value
+        self._unsaved = True
+
+    def take_state(self) -> dict[str, Any] | None:
+        """For the host, as it commits a page: the whole state to store with it, or ``None`` when nothing was
+        remembered since the last call."""
+        if not self._unsaved:
+            return None
+        self._unsaved = False
+        return {**self.state, **self._remembered}
 
 
 RowKind = Literal["cost", "usage"]

@@ -178,7 +178,11 @@ def run_sync(
             run = store.start_run(name, run_id, window, now=host.now())
             log.info("sync_started", window_start=window.start.isoformat(), window_end=window.end.isoformat())
             context = SyncContext(
-                connector=connection.connector, connection=name, account=connection.account or "", synced_at=host.now()
+                connector=connection.connector,
+                connection=name,
+                account=connection.account or "",
+                synced_at=host.now(),
+                state=store.connector_state(name),
             )
             expected = window.start
             sinks = _row_sinks(host, name)
@@ -187,7 +191,13 @@ def run_sync(
                 watermark = page_watermark(page, host.now())
                 outbox = [(sink, rows_payload(name, page.rows)) for sink in sinks] if page.rows else []
                 store.commit_page(
-                    name, run_id, page, watermark=max(watermark, window.start), outbox=outbox, now=host.now()
+                    name,
+                    run_id,
+                    page,
+                    watermark=max(watermark, window.start),
+                    outbox=outbox,
+                    now=host.now(),
+                    state=context.take_state(),  # what the connector remembered goes in the page's transaction
                 )
                 if outbox:
                     _deliver(host, name)

@@ -33,8 +33,9 @@ def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def sim() -> Iterator[FalSimulator]:
-    """A fal simulator whose clock is pinned to the start of the current hour, paging 50 items a page."""
-    with FalSimulator(now=floor_hour(utcnow()), seed=7, page_size=50) as simulator:
+    """A fal simulator whose clock is pinned to the start of the current hour, paging at most 50 items a page
+    however many are asked for: a backfill takes many requests, so faults can land in the middle of it."""
+    with FalSimulator(now=floor_hour(utcnow()), seed=7, page_size=50, max_page_size=50) as simulator:
         yield simulator
 
 

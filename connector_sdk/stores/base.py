@@ -10,7 +10,7 @@ only to this interface, and one contract test suite runs against both. Timestamp
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -156,11 +156,18 @@ class Store(ABC):
         watermark: datetime,
         outbox: Sequence[tuple[str, str]] = (),
         now: datetime | None = None,
+        state: Mapping[str, Any] | None = None,
     ) -> None:
         """In one transaction: replace the connection's rows in ``[page.covers_from, page.complete_through)``
         with ``page.rows`` (upserted on ``row_id``), raise the watermark to ``watermark`` (never lower it), count
-        the rows and page on the run, and queue each ``(sink name, payload)`` of ``outbox`` for delivery at ``now``.
+        the rows and page on the run, queue each ``(sink name, payload)`` of ``outbox`` for delivery at ``now``,
+        and, when ``state`` is given, make it the connection's connector state (see :meth:`connector_state`).
         """
+
+    @abstractmethod
+    def connector_state(self, name: str) -> dict[str, Any]:
+        """The JSON object the connection's connector last remembered (``{}`` before it remembered anything); it is
+        written by :meth:`commit_page` and goes with the connection."""
 
     @abstractmethod
     def finish_run(self, run_id: str, outcome: RunOutcome, message: str | None, *, now: datetime) -> SyncRun:

@@ -14,7 +14,7 @@ import decimal
 import json
 import threading
 from abc import abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -432,12 +432,15 @@ class SQLStore(Store):
         watermark: datetime,
         outbox: Sequence[tuple[str, str]] = (),
         now: datetime | None = None,
+        state: Mapping[str, Any] | None = None,
     ) -> None:
         values = self._page_values(page)
         with self._write() as db:
             # Locked where the backend locks rows: two commits to one connection must not interleave their
             # deletes and inserts.
             self._require(db, name, lock=True)
+            if state is not None:
+                db.execute("UPDATE connections SET connector_state = ? WHERE name = ?", (self._json(dict(state)), name))
             db.execute(
                 "DELETE FROM usage_rows WHERE connection = ? AND period_start >= ? AND period_start < ?",
                 (name, self._ts(page.covers_from), self._ts(page.complete_through)),
@@ -452,6 +455,13 @@ class SQLStore(Store):
                 (len(page.rows), run_id),
             )
             self._enqueue(db, name, outbox, now or watermark)
+
+    def connector_state(self, name: str) -> dict[str, Any]:
+        with self._read() as db:
+            row = db.execute("SELECT connector_state FROM connections WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise UnknownConnection(name)
+        return {} if row[0] is None else dict(self._unjson(row[0]))
 
     def finish_run(self, run_id: str, outcome: RunOutcome, message: str | None, *, now: datetime) -> SyncRun:
         outcome = RunOutcome(outcome)

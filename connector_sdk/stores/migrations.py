@@ -419,6 +419,12 @@ MIGRATIONS: tuple[Migration, ...] = (
                 ALTER COLUMN currency DROP NOT NULL;
         """,
     ),
+    Migration(
+        version=7,
+        description="a connector's own state per connection (a page size the vendor accepted, say)",
+        sqlite="ALTER TABLE connections ADD COLUMN connector_state TEXT;",
+        postgres="ALTER TABLE connections ADD COLUMN connector_state JSONB;",
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

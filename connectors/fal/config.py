@@ -26,7 +26,10 @@ class FalConfig(ConnectorConfig):
         title="Page size",
         ge=1,
         le=10_000,
-        description="Usage items per request; empty lets fal choose its default.",
+        description=(
+            "Usage items per request, to force one size; empty lets the connector ask for the largest page fal "
+            "accepts (1,000 first, smaller when fal refuses) and remember it for the connection."
+        ),
     )
 
     @field_validator("api_key")

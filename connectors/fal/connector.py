@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
@@ -11,10 +12,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import structlog
 import yaml
 
 from connector_sdk.connector import Connector
-from connector_sdk.errors import ApiError, CredentialError, ResponseError
+from connector_sdk.errors import ApiError, ConfigError, CredentialError, ResponseError
 from connector_sdk.http import ApiClient, RetryPolicy
 from connector_sdk.models import AccountInfo, Manifest, Page, Price, SyncContext, SyncWindow, iso
 from connector_sdk.paging import HourlyPages, follow_cursor
@@ -24,6 +26,14 @@ from connectors.fal.mapping import UsagePage, UsageReader, parse_usage_page
 SETUP_HINT = "In the fal dashboard open API Keys, click Add key, set Scope to Admin, then reconnect with the new key."
 ESTIMATE_PATH = "/models/pricing/estimate"
 PRICE_BATCH = 50
+# fal documents no maximum page ("actual maximum depends on query type and expansion parameters"): ask for the
+# first of these, and step down when fal says ``limit`` is too large. The size that worked is remembered.
+PAGE_SIZES = (1000, 500, 200, 100, 50)
+PAGE_SIZE_STATE = "usage_page_size"
+LIMIT = re.compile(r"\blimit\b", re.IGNORECASE)
+MAXIMUM = re.compile(r"(?:at most|less than or equal to|maximum(?: is| of)?|<=|≤)\s*:?\s*(\d+)", re.IGNORECASE)
+
+log = structlog.get_logger()
 
 
 def fal_auth_error(status: int, message: str) -> CredentialError:
@@ -50,6 +60,26 @@ def _manifest() -> Manifest:
     else:  # a source checkout or editable install: the manifest lives in the repository's manifests/ folder
         text = (Path(__file__).resolve().parents[2] / "manifests" / "fal.yaml").read_text(encoding="utf-8")
     return Manifest.model_validate(yaml.safe_load(text))
+
+
+def learned_page_size(state: Mapping[str, Any]) -> int | None:
+    """The page size an earlier sync found fal accepts, if the connection's state holds a sensible one."""
+    size = state.get(PAGE_SIZE_STATE)
+    return size if isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= PAGE_SIZES[0] else None
+
+
+def refuses_limit(error: ApiError) -> bool:
+    """fal's 400 ``validation_error`` about the ``limit`` parameter: a page larger than it serves this query."""
+    return error.status == 400 and error.detail.startswith("validation_error") and bool(LIMIT.search(error.detail))
+
+
+def smaller_page_size(refused: int, detail: str) -> int | None:
+    """The page size to ask for after fal refused ``refused``: the maximum fal's message names, else the next one
+    down :data:`PAGE_SIZES`; ``None`` when there is none smaller."""
+    named = MAXIMUM.search(detail)
+    if named is not None and 1 <= int(named[1]) < refused:
+        return int(named[1])
+    return next((size for size in PAGE_SIZES if size < refused), None)
 
 
 class FalConnector(Connector):
@@ -164,13 +194,34 @@ class FalConnector(Connector):
             "bound_to_timeframe": "true",
             "expand": ["time_series", "auth_method", "auth_method_structured"],
         }
-        if self.config.page_size:
-            params["limit"] = self.config.page_size
-
+        configured = self.config.page_size
+        remembered = learned_page_size(context.state)
+        size = configured or remembered or PAGE_SIZES[0]
         read = UsageReader(context, aliases)
 
         def fetch(cursor: str | None) -> UsagePage:
-            body = self.client.get_json("/models/usage", {**params, "cursor": cursor} if cursor else params, read=read)
+            nonlocal size, remembered
+            while True:
+                query = {**params, "limit": size, **({"cursor": cursor} if cursor else {})}
+                try:
+                    body = self.client.get_json("/models/usage", query, read=read)
+                    break
+                except ApiError as error:
+                    if not refuses_limit(error):
+                        raise
+                    if configured:
+                        raise ConfigError(
+                            f"fal refused the configured page size {configured} ({error.detail}); lower page_size, "
+                            "or leave it empty to let the connector find the largest page fal accepts"
+                        ) from None
+                    smaller = smaller_page_size(size, error.detail)
+                    if smaller is None:
+                        raise
+                    log.info("fal_page_size_refused", refused=size, trying=smaller)
+                    size = smaller  # strictly smaller each time: this ends
+            if not configured and remembered != size:
+                context.remember(PAGE_SIZE_STATE, size)
+                remembered = size
             if isinstance(body, UsagePage):
                 return body
             # The fast reader could not vouch for this body: the exact reader names what is wrong, or accepts it.

@@ -112,7 +112,7 @@ def pg_host(home: Path, pg_url: str) -> Iterator[Host]:
 
 @pytest.fixture
 def sim() -> Iterator[FalSimulator]:
-    with FalSimulator(now=floor_hour(utcnow()), seed=11, page_size=50) as simulator:
+    with FalSimulator(now=floor_hour(utcnow()), seed=11, page_size=50, max_page_size=50) as simulator:
         yield simulator
 
 

@@ -186,7 +186,10 @@ def _stored_vs_truth(host: Host, sim: FalSimulator, team: str, name: str) -> tup
 def run_scenario(name: str, *, seed: int = 1) -> Trial:
     _expected, arrange = SCENARIOS[name]
     os.environ.update(RETRIES)
-    with tempfile.TemporaryDirectory() as tmp, FalSimulator(now=floor_hour(utcnow()), seed=seed, page_size=20) as sim:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        FalSimulator(now=floor_hour(utcnow()), seed=seed, page_size=20, max_page_size=20) as sim,
+    ):
         empty = name.startswith("empty")
         key = sim.add_account(TEAM, n_keys=3, n_models=4, empty=empty)
         plugins = get_plugin_manager(load_entrypoints=False, plugins=[connectors.fal])
