@@ -119,6 +119,8 @@ class AnthropicConnector(Connector):
             auth_error=anthropic_auth_error,
             sleep=self.sleep,
         )
+        self.group_cap = GROUP_CAP
+        """How many groups make a cost bucket full (Anthropic's cap; a test sets a simulator's smaller one)."""
         self.cost_source: CostSource | None = None
         """Where the last check or sync read cost from; ``None`` until one has."""
 
@@ -242,7 +244,7 @@ class AnthropicConnector(Connector):
         rows: list[UsageRow] = []
         for body in pages:
             for day, day_rows in analytics_cost_rows(body, context, directory, start=first, end=end).items():
-                if len(day_rows) < GROUP_CAP:
+                if len(day_rows) < self.group_cap:
                     rows += day_rows
                 else:
                     rows += self._narrowed(day, context, directory, usage, day_rows)
@@ -271,7 +273,7 @@ class AnthropicConnector(Connector):
 
         for model in models:
             by_model = read({"models[]": model})
-            if len(by_model) >= GROUP_CAP and workspaces:
+            if len(by_model) >= self.group_cap and workspaces:
                 by_model = [row for w in workspaces for row in read({"models[]": model, "workspace_ids[]": w})]
             rows += by_model
         amount, listed = Decimal(0), Decimal(0)
