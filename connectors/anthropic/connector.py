@@ -276,16 +276,23 @@ class AnthropicConnector(Connector):
             if len(by_model) >= self.group_cap and workspaces:
                 by_model = [row for w in workspaces for row in read({"models[]": model, "workspace_ids[]": w})]
             rows += by_model
-        amount, listed = Decimal(0), Decimal(0)
+        amount, listed, requests = Decimal(0), Decimal(0), Decimal(0)
         for body in self._analytics(day, day + DAY, {}):
-            for total in analytics_total(body, start=day, end=day + DAY).values():
-                amount, listed = amount + total[0], listed + total[1]
+            page_amount, page_listed, page_requests = analytics_total(body, start=day, end=day + DAY)
+            amount, listed = amount + page_amount, listed + page_listed
+            requests = None if requests is None or page_requests is None else requests + page_requests
         missing = amount - sum((row.cost or Decimal(0) for row in rows), Decimal(0))
         missing_list = listed - sum((row.list_cost or Decimal(0) for row in rows), Decimal(0))
         if missing or missing_list:
             log.warning("anthropic_cost_unattributed", day=iso(day), cost=str(missing))
+            if requests is not None:
+                requests -= sum((row.quantity or Decimal(0) for row in rows if row.unit == "requests"), Decimal(0))
             period = (day, day + DAY)
-            rows.append(beyond_cap_row(context, directory, period=period, cost=missing, list_cost=missing_list))
+            rows.append(
+                beyond_cap_row(
+                    context, directory, period=period, cost=missing, list_cost=missing_list, requests=requests
+                )
+            )
         return rows
 
     def _cost_report(

@@ -327,25 +327,32 @@ def analytics_cost_rows(
     return by_day
 
 
-def analytics_total(body: Any, *, start: datetime, end: datetime) -> dict[datetime, tuple[Decimal, Decimal]]:
-    """``(amount, list_amount)`` in dollars of each day of an ungrouped cost analytics page: the exact totals
-    that no group cap cuts."""
+def analytics_total(body: Any, *, start: datetime, end: datetime) -> tuple[Decimal, Decimal, Decimal | None]:
+    """``(amount, list_amount, requests)`` (money in dollars) of an ungrouped cost analytics page: exact totals that
+    no group cap cuts; ``requests`` is ``None`` when Anthropic leaves it out."""
     what = "Anthropic /organizations/analytics/cost"
-    totals: dict[datetime, tuple[Decimal, Decimal]] = {}
+    amount, listed, requests = Decimal(0), Decimal(0), Decimal(0)
+    counted = True
     for i, raw in enumerate(_list(_object(body, what), "data", what)):
         where = f"{what} data[{i}]"
         item = _object(raw, where)
-        day, _ = _period(item, where, start, end)
+        _period(item, where, start, end)
         cost = _object(item.get("cost"), f"{where}.cost")
-        amount = dollars_from_cents(cost.get("amount"), f"{where}.cost.amount")
-        listed = dollars_from_cents(cost.get("list_amount"), f"{where}.cost.list_amount")
-        seen = totals.get(day, (Decimal(0), Decimal(0)))
-        totals[day] = (seen[0] + amount, seen[1] + listed)
-    return totals
+        amount += dollars_from_cents(cost.get("amount"), f"{where}.cost.amount")
+        listed += dollars_from_cents(cost.get("list_amount"), f"{where}.cost.list_amount")
+        counted = counted and cost.get("requests") is not None
+        requests += quantity(cost.get("requests"), f"{where}.cost.requests")
+    return amount, listed, requests if counted else None
 
 
 def beyond_cap_row(
-    context: SyncContext, directory: Directory, *, period: tuple[datetime, datetime], cost: Decimal, list_cost: Decimal
+    context: SyncContext,
+    directory: Directory,
+    *,
+    period: tuple[datetime, datetime],
+    cost: Decimal,
+    list_cost: Decimal,
+    requests: Decimal | None,
 ) -> UsageRow:
     """The spend of a day that no group of a narrowed query accounts for: kept, and said to be unattributed."""
     return _row(
@@ -355,8 +362,8 @@ def beyond_cap_row(
         api_key_id=None,
         workspace_id=None,
         model=None,
-        unit=None,
-        quantity=None,
+        unit=None if requests is None else "requests",
+        quantity=requests,
         cost=cost,
         list_cost=list_cost,
         line_item=BEYOND_CAP_LINE_ITEM,
