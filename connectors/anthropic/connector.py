@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import cache
 from importlib import resources
@@ -60,6 +60,10 @@ LIST_LIMIT = 100
 KEY_STATUSES = ("active", "inactive", "archived", "expired")
 GROUP_USAGE_BY = ["api_key_id", "workspace_id", "model", "service_tier"]
 GROUP_COST_BY = ["api_key_id", "workspace_id", "model"]
+ANALYTICS_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+ANALYTICS_REACH = timedelta(days=365)
+"""Cost analytics answers only from its epoch on, and no further back than a year: older days come from the cost
+report, per workspace."""
 GROUP_CAP = 100
 """The most groups one cost analytics bucket holds; a full bucket may have left groups out (no remainder row)."""
 
@@ -238,6 +242,8 @@ class AnthropicConnector(Connector):
         if first >= end:
             return []
         last = floor_day(end - HOUR) + DAY
+        if first < max(ANALYTICS_EPOCH, utcnow() - ANALYTICS_REACH):
+            return self._cost_report(first, last, context, directory, end)
         pages = self._analytics_or_none(first, last, {"group_by[]": GROUP_COST_BY})
         if pages is None:
             return self._cost_report(first, last, context, directory, end)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -12,8 +12,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from connector_sdk.errors import CredentialError, TransientError
+from connector_sdk.http import RetryPolicy
 from connector_sdk.models import Page, SyncContext, SyncWindow, UsageRow, floor_hour
 from connector_sdk.paging import floor_day
+from connectors.anthropic.config import AnthropicConfig
 from connectors.anthropic.connector import AnthropicConnector
 from connectors.anthropic.mapping import (
     ALL_KEYS_LABEL,
@@ -198,6 +200,22 @@ def test_without_cost_analytics_cost_comes_per_workspace_from_the_cost_report(
     refused = [e for e in sim.requests if e["path"].endswith("/analytics/cost")]
     assert refused and {e["status"] for e in refused} == {status}
     assert len(refused) == 1  # asked once per sync, not once per week
+
+
+def test_days_before_cost_analytics_began_come_from_the_cost_report() -> None:
+    start = datetime(2025, 12, 27, tzinfo=UTC)
+    with AnthropicSimulator(now=start + timedelta(days=12, hours=5), history_days=12, seed=7) as early:
+        key = early.add_organization(ORG)
+        connector = AnthropicConnector(
+            AnthropicConfig(api_key=key, base_url=early.base_url), retry=RetryPolicy(max_attempts=1)
+        )
+        window = SyncWindow(start=start, end=start + timedelta(days=12))
+        rows = [row for page in connector.sync(window, CONTEXT) for row in page.rows if row.kind == "cost"]
+        connector.close()
+    # The week that starts in 2025 is read from the cost report; the next one, all in 2026, per key.
+    assert {row.api_key_label for row in rows if row.period_start < start + timedelta(days=7)} == {ALL_KEYS_LABEL}
+    later = {row.api_key_label for row in rows if row.period_start >= start + timedelta(days=7)}
+    assert later and ALL_KEYS_LABEL not in later and "Production backend" in later
 
 
 def test_a_full_cost_bucket_is_read_again_one_model_at_a_time(
