@@ -180,6 +180,8 @@ class ApiClient:
         read_only_posts: frozenset[str] = frozenset(),
         auth_error: AuthErrorFactory = default_auth_error,
         sleep: Callable[[float], Any] = time.sleep,
+        auth_header: str = "Authorization",
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.base_url = validate_base_url(base_url)
         self._host = urlsplit(self.base_url).hostname or ""
@@ -190,6 +192,7 @@ class ApiClient:
         self.read_only_posts = read_only_posts
         self.requests_sent = 0
         self._authorization = authorization
+        self._auth_header = auth_header
         self._auth_error = auth_error
         self._sleep = sleep
         self._session = requests.Session()
@@ -198,6 +201,8 @@ class ApiClient:
         self._session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or True
         self._session.headers["User-Agent"] = f"connector-host/{__version__}"
         self._session.headers["Accept"] = "application/json"
+        # A vendor's fixed headers (an API version, say); the credential never goes here, only into each request.
+        self._session.headers.update(headers or {})
 
     def __repr__(self) -> str:
         return f"ApiClient(base_url={self.base_url!r}, vendor={self.vendor!r})"
@@ -206,14 +211,20 @@ class ApiClient:
         self._session.close()
 
     def get_json(
-        self, path: str, params: Mapping[str, Any] | None = None, *, read: Callable[[bytes], Any] | None = None
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        read: Callable[[bytes], Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         """GET ``path`` and decode its JSON body (numbers with a fraction as exact ``Decimal``).
 
         ``read`` is a faster reader of the body for a connector that knows its shape: what it returns is returned,
         unless it returns ``None``, which leaves the body to the standard JSON decoding (and its error messages).
+        ``headers`` are sent with this request only (a vendor's beta flag, say).
         """
-        return self._request("GET", path, params=params, read=read).body
+        return self._request("GET", path, params=params, read=read, headers=headers).body
 
     def get_answer(self, path: str, params: Mapping[str, Any] | None = None) -> JsonAnswer:
         """GET ``path`` like :meth:`get_json`, and keep the response's headers beside the body."""
@@ -239,6 +250,7 @@ class ApiClient:
         params: Mapping[str, Any] | None = None,
         body: Any = None,
         read: Callable[[bytes], Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> JsonAnswer:
         if method not in ("GET", "POST"):
             raise ConfigError(f"refusing to send {method}: the connector is read-only")
@@ -257,7 +269,7 @@ class ApiClient:
                         url,
                         params=params,
                         data=None if body is None else self.encode(body),
-                        headers={"Authorization": self._authorization()}
+                        headers={**(headers or {}), self._auth_header: self._authorization()}
                         | ({"Content-Type": "application/json"} if body is not None else {}),
                         timeout=timeout,
                         allow_redirects=False,

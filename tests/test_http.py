@@ -437,6 +437,25 @@ def test_the_key_is_built_for_every_request_so_a_rotated_key_is_used_at_once() -
     assert [r["headers"]["Authorization"] for r in server.received] == ["Key first:one", "Key second:two"]
 
 
+def test_a_vendor_names_the_credential_header_and_adds_fixed_and_per_request_headers() -> None:
+    # Anthropic: the key travels as x-api-key, every request says its API version, one endpoint wants a beta flag.
+    with local_server(ok_json) as server:
+        client = ApiClient(
+            server.base_url,
+            authorization=lambda: "sk-secret",
+            vendor="x",
+            auth_header="x-api-key",
+            headers={"anthropic-version": "2023-06-01"},
+        )
+        client.get_json("/a")
+        client.get_json("/b", headers={"anthropic-beta": "flag", "x-api-key": "not this"})
+        client.close()
+    sent = [{name.lower(): value for name, value in r["headers"].items()} for r in server.received]
+    assert [h["x-api-key"] for h in sent] == ["sk-secret", "sk-secret"]  # a per-request header never replaces it
+    assert all(h["anthropic-version"] == "2023-06-01" and "authorization" not in h for h in sent)
+    assert ("anthropic-beta" in sent[0], sent[1]["anthropic-beta"]) == (False, "flag")
+
+
 # -- base URLs --------------------------------------------------------------------------------------------------
 
 

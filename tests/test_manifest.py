@@ -148,6 +148,6 @@ def test_the_manifest_command_for_an_unknown_connector_names_the_loaded_ones(cli
     result = cli("manifest", "nope")
     assert result.returncode == 2
     assert "'nope'" in result.stderr
-    assert "loaded: fal" in result.stderr
+    assert "fal" in result.stderr.partition("loaded: ")[2]  # among the loaded plugins, whichever others there are
     assert "Traceback" not in result.stderr
     assert result.stdout == ""

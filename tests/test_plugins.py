@@ -518,7 +518,7 @@ def test_installed_plugins_load_from_entry_points_and_a_broken_one_does_not_take
 
 
 def test_entry_point_plugins_can_be_disabled_by_name(fake_dist: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(DISABLED_ENV, "bad,typo,fal,openai,sinks")
+    monkeypatch.setenv(DISABLED_ENV, "bad,typo,anthropic,fal,openai,sinks")
     loaded = get_plugin_manager()
     assert loaded.errors == []
     assert list(loaded.connectors) == ["fake"]
@@ -548,6 +548,13 @@ def test_the_plugins_command_lists_fal_with_its_version_and_no_errors(cli: CliRu
     assert listed["errors"] == []
     assert listed["plugins"] == [
         {
+            "name": "anthropic",
+            "version": __version__,
+            "source": "connector-host (entry point)",
+            "hooks": [REGISTER],
+            "connectors": ["anthropic"],
+        },
+        {
             "name": "fal",
             "version": __version__,
             "source": "connector-host (entry point)",
@@ -572,7 +579,7 @@ def test_the_plugins_command_lists_fal_with_its_version_and_no_errors(cli: CliRu
 
 
 def test_the_plugins_command_lists_nothing_when_fal_is_disabled(cli: CliRunner) -> None:
-    result = cli("plugins", "--format", "json", env={DISABLED_ENV: "fal,openai,sinks"})
+    result = cli("plugins", "--format", "json", env={DISABLED_ENV: "anthropic,fal,openai,sinks"})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"plugins": [], "errors": []}
 
