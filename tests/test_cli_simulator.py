@@ -171,13 +171,21 @@ def test_after_the_demo_its_connection_syncs_against_the_simulator_command(home:
         synced = cli(*demo_home, "sync", "fal-demo")
         assert synced.returncode == 0, synced.stderr
         assert cli(*demo_home, "run", "--once").returncode == 0
-        # openai-demo's simulator ran only during the demo: it stays disconnected, with its rows.
-        assert states(cli, *demo_home) == {"fal-demo": "connected", "openai-demo": "disconnected"}
+        # openai-demo's and anthropic-demo's simulators ran only during the demo: they stay disconnected, with rows.
+        assert states(cli, *demo_home) == {
+            "fal-demo": "connected",
+            "openai-demo": "disconnected",
+            "anthropic-demo": "disconnected",
+        }
 
         again = cli("demo", "--days", "1", "--port", str(port))
         assert again.returncode == 0, again.stderr
         assert f"already running on port {port}" in again.stdout
-        assert states(cli, *demo_home) == {"fal-demo": "connected", "openai-demo": "disconnected"}
+        assert states(cli, *demo_home) == {
+            "fal-demo": "connected",
+            "openai-demo": "disconnected",
+            "anthropic-demo": "disconnected",
+        }
     finally:
         running.proc.terminate()
         running.proc.wait(timeout=30)

@@ -21,12 +21,16 @@ from tests.conftest import CliRunner
 from tests.portal.conftest import served
 from tests.test_cli_simulator import free_port
 
-VENDORS = {"fal-demo": ("fal", "fal.ai"), "openai-demo": ("openai", "OpenAI")}
+VENDORS = {
+    "fal-demo": ("fal", "fal.ai"),
+    "openai-demo": ("openai", "OpenAI"),
+    "anthropic-demo": ("anthropic", "Anthropic"),
+}
 
 
 @pytest.fixture
 def demo(cli: CliRunner, home: Path) -> tuple[str, Path]:
-    """A demo run (both simulators, two backfills): its output and its home."""
+    """A demo run (three simulators, three backfills): its output and its home."""
     result = cli("demo", "--days", "2", "--port", str(free_port()))
     assert result.returncode == 0, result.stderr
     return result.stdout, home / "demo"
@@ -66,14 +70,14 @@ def test_the_demo_shows_each_vendors_total_and_each_equals_its_connections_repor
     assert grand == f"{sum(totals.values()):,.2f}"
 
 
-def test_both_vendors_have_a_user_key_line_and_every_line_names_its_vendor(demo_cli: CliRunner) -> None:
+def test_every_vendor_has_a_user_key_line_and_every_line_names_its_vendor(demo_cli: CliRunner) -> None:
     lines = report(demo_cli)["lines"]
     assert {(line["connector"], line["vendor"]) for line in lines} == set(VENDORS.values())
-    assert {line["connector"] for line in lines if line["api_key_label"] == "User key"} == {"fal", "openai"}
-    # Grouped by vendor: all of one vendor's lines, then the other's.
+    user_key = {line["connector"] for line in lines if line["api_key_label"] == "User key"}
+    assert user_key == {"fal", "openai", "anthropic"}
+    # Grouped by vendor: all of one vendor's lines, then the next one's.
     order = [line["connector"] for line in lines]
-    assert order == sorted(order, key=order.index) and len({*order}) == 2
-    assert order.index("openai") == order.count("fal")
+    assert order == sorted(order, key=order.index) and len({*order}) == 3
 
 
 def test_usage_rows_are_exported_and_add_nothing_to_the_report(demo_cli: CliRunner) -> None:
@@ -95,15 +99,16 @@ def test_usage_rows_are_exported_and_add_nothing_to_the_report(demo_cli: CliRunn
     assert len(list(csv.reader(io.StringIO(focus.stdout)))) == 1 + len(billed)
 
 
-def test_the_openai_demo_connection_says_it_synced_only_during_the_demo(
+def test_the_demo_only_connections_say_they_synced_only_during_the_demo(
     demo: tuple[str, Path], demo_cli: CliRunner
 ) -> None:
-    assert "openai-demo synced only while the demo ran" in demo[0]
+    assert "openai-demo and anthropic-demo synced only while the demo ran" in demo[0]
     status = demo_cli("status", "--format", "json")
     states = {entry["name"]: (entry["state"], entry["reason"]) for entry in json.loads(status.stdout)}
     assert states["fal-demo"] == ("connected", None)
-    state, reason = states["openai-demo"]
-    assert state == "disconnected" and "only while the demo ran" in reason
+    for name in ("openai-demo", "anthropic-demo"):
+        state, reason = states[name]
+        assert state == "disconnected" and "only while the demo ran" in reason, name
     assert demo_cli("run", "--once").returncode == 0  # a disconnected connection is not synced, so nothing fails
 
 

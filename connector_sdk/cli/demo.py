@@ -1,8 +1,9 @@
-"""``demo``: everything offline against local simulators of two vendors, fal and OpenAI, side by side."""
+"""``demo``: everything offline against local simulators of three vendors, fal, OpenAI and Anthropic, side by side."""
 
 from __future__ import annotations
 
 import errno
+import importlib
 import shutil
 import sys
 from collections.abc import Iterator
@@ -37,9 +38,20 @@ from connector_sdk.models import ConnectionState, RunOutcome
 from connector_sdk.sync import sync_now
 
 OPENAI_ORGANIZATION = "Acme AI"
-OPENAI_GONE = (
-    "the demo's OpenAI simulator ran only while the demo ran; rows kept (run `connector-host demo` again to refresh)"
+ANTHROPIC_ORGANIZATION = "Acme Research"
+# Vendors whose simulators live only as long as the demo: their keys are new each time, so a connection to one could
+# not sync against a later one anyway. (connection, connector, the simulator's module and class, the account.)
+DEMO_ONLY = (
+    ("openai-demo", "openai", "connectors.openai.simulator", "OpenAISimulator", OPENAI_ORGANIZATION),
+    ("anthropic-demo", "anthropic", "connectors.anthropic.simulator", "AnthropicSimulator", ANTHROPIC_ORGANIZATION),
 )
+
+
+def demo_only_gone(vendor: str) -> str:
+    return (
+        f"the demo's {vendor} simulator ran only while the demo ran; rows kept "
+        "(run `connector-host demo` again to refresh)"
+    )
 
 
 @contextmanager
@@ -68,16 +80,11 @@ def demo_simulator(port: int) -> Iterator[tuple[str, str, bool]]:
 
 
 @contextmanager
-def openai_demo_simulator() -> Iterator[tuple[str, str]]:
-    """OpenAI's organization APIs for the demo on a free loopback port, as ``(base URL, Admin key)``.
-
-    Unlike fal's, it lives only as long as the demo: its keys are new each time, so a connection to it could not
-    sync against a later one anyway.
-    """
-    from connectors.openai.simulator import OpenAISimulator
-
-    with OpenAISimulator(seed=DEMO_SEED) as sim:
-        yield sim.base_url, sim.add_organization(OPENAI_ORGANIZATION)
+def demo_only_simulator(module: str, cls: str, organization: str) -> Iterator[tuple[str, str]]:
+    """One of the :data:`DEMO_ONLY` vendors' APIs on a free loopback port, as ``(base URL, Admin key)``."""
+    simulator = getattr(importlib.import_module(module), cls)
+    with simulator(seed=DEMO_SEED) as sim:
+        yield sim.base_url, sim.add_organization(organization)
 
 
 def _running_simulator(port: int) -> tuple[str, str]:
@@ -105,22 +112,23 @@ def _running_simulator(port: int) -> tuple[str, str]:
 )
 @pass_ctx
 def demo(ctx: Ctx, days: int, port: int) -> None:
-    """Run everything offline: fal and OpenAI simulators on loopback, a connection to each, a backfill of both and
-    the report of their spend side by side, per vendor and per key."""
+    """Run everything offline: fal, OpenAI and Anthropic simulators on loopback, a connection to each, a backfill of
+    each and the report of their spend side by side, per vendor and per key."""
     check_port(port)
     home = ctx.home / "demo"
     shutil.rmtree(home, ignore_errors=True)
     with handled(), ExitStack() as running:
         base_url, key, own = running.enter_context(demo_simulator(port))
         out.print(f"fal simulator listening on {base_url} (team {DEMO_TEAM})")
-        openai_url, openai_key = running.enter_context(openai_demo_simulator())
-        out.print(f"OpenAI simulator listening on {openai_url} (organization {OPENAI_ORGANIZATION}, during the demo)")
+        others = []
+        for name, connector, module, cls, organization in DEMO_ONLY:
+            url, other_key = running.enter_context(demo_only_simulator(module, cls, organization))
+            out.print(f"{connector} simulator listening on {url} (organization {organization}, during the demo)")
+            others.append((name, connector, {"api_key": other_key, "base_url": url, "backfill_days": days}))
         with Host.open(home, store_url="") as host:
             connections = [
                 host.connect("fal", "fal-demo", {"api_key": key, "base_url": base_url, "backfill_days": days}),
-                host.connect(
-                    "openai", "openai-demo", {"api_key": openai_key, "base_url": openai_url, "backfill_days": days}
-                ),
+                *(host.connect(connector, name, config) for name, connector, config in others),
             ]
             for connection in connections:
                 vendor = vendor_name(host, connection.connector)
@@ -133,9 +141,10 @@ def demo(ctx: Ctx, days: int, port: int) -> None:
                 out.print(run_line(run_), markup=False)
                 if run_.outcome != RunOutcome.SUCCEEDED:
                     sys.exit(EXIT_FOR_OUTCOME[run_.outcome])
-            # Its simulator stops with the demo: later syncs would only fail. Disconnected, its rows stay readable.
-            host.disconnect("openai-demo")
-            host.change_state("openai-demo", ConnectionState.DISCONNECTED, OPENAI_GONE)
+            # Their simulators stop with the demo: later syncs would only fail. Disconnected, their rows stay readable.
+            for name, connector, *_ in DEMO_ONLY:
+                host.disconnect(name)
+                host.change_state(name, ConnectionState.DISCONNECTED, demo_only_gone(vendor_name(host, connector)))
     ctx.home = home
     # The report's default period over every connection, so `connector-host report` on the demo's home shows these
     # totals again: per vendor, then per key.
@@ -150,6 +159,6 @@ def demo(ctx: Ctx, days: int, port: int) -> None:
     else:
         out.print(f"fal-demo syncs against the simulator already running on port {port}, as long as it runs.")
     out.print(
-        "openai-demo synced only while the demo ran (its OpenAI simulator stopped with it): it is now disconnected, "
-        "and its rows stay for `report`, `rows` and the portal."
+        "openai-demo and anthropic-demo synced only while the demo ran (their simulators stopped with it): they are "
+        "now disconnected, and their rows stay for `report`, `rows` and the portal."
     )
