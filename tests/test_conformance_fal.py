@@ -21,7 +21,8 @@ class FalFixture(ConnectorFixture[FalSimulator]):
     backfill_days = 2
 
     def simulator(self) -> FalSimulator:
-        return FalSimulator(now=floor_hour(utcnow()) + timedelta(minutes=40), seed=11, page_size=50)
+        # Pages of 50 whatever the connector asks, so a backfill takes several requests (the revoke check needs them).
+        return FalSimulator(now=floor_hour(utcnow()) + timedelta(minutes=40), seed=11, page_size=50, max_page_size=50)
 
     def make_account(self, sim: FalSimulator) -> str:
         sim.add_account("conformance-team", n_keys=3, n_models=4)
