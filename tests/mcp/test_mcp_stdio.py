@@ -112,6 +112,8 @@ def test_every_tool_answers_what_report_and_rows_read_from_the_same_store(filled
     assert "User key" in answers["guide"] and "usage" in answers["guide"]
     assert json.loads(answers["manifest"]) == manifest
     assert database.read_bytes() == before, "the MCP server wrote to the store"
+    said = json.dumps(answers, default=str)
+    assert not [secret for secret in filled.secrets if secret in said]
 
 
 BAD = [
