@@ -98,8 +98,13 @@ def period(host: Host, since: str | None, until: str | None, days: int | None) -
     return Period(since=start, until=end)
 
 
-def connections(host: Host, name: str | None) -> list[str]:
+def connections(host: Host, name: str | None, vendor: str | None = None) -> list[str]:
     """The connections to read: the one named, or all of them with each shared vendor account read once."""
+    if vendor is not None:
+        known_vendors = sorted({*host.plugins.connectors, *(c.connector for c in host.store.list_connections())})
+        if vendor not in known_vendors:
+            listed = ", ".join(known_vendors) or "none"
+            raise Question(f"there is no vendor {vendor[:40]!r}: filter by a connector id ({listed})")
     if name is not None:
         try:
             host.store.get_connection(name)
@@ -196,7 +201,7 @@ def spend(
     _check_dimensions(group_by)
     group_by = list(dict.fromkeys(group_by))
     window = period(host, since, until, days)
-    names = connections(host, filters.connection)
+    names = connections(host, filters.connection, filters.vendor)
     sums, usage = _sum(host, names, window, filters, group_by)
     totals: dict[str, Decimal] = {}
     lines = []
@@ -237,7 +242,7 @@ def top_spenders(
         raise Question(f"n must be between 1 and {MAX_TOP} (got {n})")
     window = period(host, since, until, days)
     before = Period(since=window.since - (window.until - window.since), until=window.since)
-    names = connections(host, filters.connection)
+    names = connections(host, filters.connection, filters.vendor)
     now, _ = _sum(host, names, window, filters, [by])
     then, _ = _sum(host, names, before, filters, [by])
     spenders = []
@@ -312,7 +317,7 @@ def usage_rows(
     if offset < 0 or limit < 1:
         raise Question("offset must be 0 or more and limit 1 or more")
     window = period(host, since, until, days)
-    names = connections(host, filters.connection)
+    names = connections(host, filters.connection, filters.vendor)
     taken = min(limit, ROWS_CAP)
     page: list[dict[str, Any]] = []
     more = False

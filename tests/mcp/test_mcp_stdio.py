@@ -4,6 +4,8 @@ read from the same store, bad arguments are tool errors, and nothing is written.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -120,6 +122,7 @@ BAD = [
     ("spend", {"connection": "no-such"}, "no connection named 'no-such'"),
     ("usage_rows", {"connection": "no-such"}, "no connection named 'no-such'"),
     ("budget_status", {"connection": "no-such"}, "no connection named 'no-such'"),
+    ("top_spenders", {"vendor": "no-such-vendor"}, "no vendor 'no-such-vendor'"),
     ("spend", {"since": "2026-03-02", "until": "2026-03-01"}, "must be before until"),
     ("spend", {"since": "1900-01-01", "until": "2026-01-01"}, "at most 3660 days"),
     ("top_spenders", {"days": 100000}, "between 1 and 3660"),
@@ -169,3 +172,12 @@ def test_serving_beyond_loopback_without_a_token_is_refused(cli: CliRunner) -> N
     result = cli("mcp", "--http", "--host", "0.0.0.0")
     assert result.returncode == 2
     assert "needs an admin token" in result.stderr
+
+
+def test_without_the_mcp_extra_the_command_says_how_to_install_it() -> None:
+    hide_the_sdk = "import sys; sys.modules['mcp'] = None; from connector_sdk.cli import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", hide_the_sdk, "mcp"], capture_output=True, text=True, timeout=90, check=False
+    )
+    assert result.returncode == 2
+    assert "pip install 'connector-host[mcp]'" in result.stderr
