@@ -34,7 +34,7 @@ from connector_sdk.models import UsageRow, floor_hour, iso
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 3660  # as `report --days`: ten years
-MAX_ROWS_SCANNED = 5_000_000
+MAX_ROWS_SCANNED = 2_000_000
 ROWS_CAP = 200
 MAX_TOP = 100
 DIMENSIONS = ("vendor", "connection", "key", "person", "model", "day")
@@ -321,13 +321,27 @@ def usage_rows(
     taken = min(limit, ROWS_CAP)
     page: list[dict[str, Any]] = []
     more = False
-    for index, row in enumerate(_rows(host, names, window, filters)):
-        if index < offset:
-            continue
-        if len(page) == taken:
-            more = True
-            break
-        page.append({**row.export(), "kind": row.kind})
+    if len(names) == 1 and filters.person is None and filters.vendor is None:
+        # One connection: the store filters, skips and counts in the database, as the portal's rows screen does.
+        rows, total = host.store.rows_page(
+            names[0],
+            since=window.since,
+            until=window.until,
+            api_key_label=filters.key,
+            model=filters.model,
+            offset=offset,
+            limit=taken,
+        )
+        page = [{**row.export(), "kind": row.kind} for row in rows]
+        more = offset + len(rows) < total
+    else:
+        for index, row in enumerate(_rows(host, names, window, filters)):
+            if index < offset:
+                continue
+            if len(page) == taken:
+                more = True
+                break
+            page.append({**row.export(), "kind": row.kind})
     notes = _merged_notes(host, filters.connection)
     if limit > ROWS_CAP:
         notes.append(f"at most {ROWS_CAP} rows are returned per call; page on with offset")
