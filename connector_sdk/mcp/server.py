@@ -51,8 +51,9 @@ GUIDE = """\
   made with an API key has no person.
 - Key labels are the keys' names at the vendor; a deleted key keeps the label the vendor gave its usage.
 - A vendor account reached by two connections is counted once, from the connection that synced successfully last.
-- Periods are whole UTC hours: `since` is included, `until` is the first instant left out. By default a period is
-  the last 30 days up to the end of the current hour, as `connector-host report` counts it.
+- A row counts in a period when its hour starts in it: `since` is included, `until` is the first instant left
+  out (UTC). By default a period is the last 30 days up to the end of the current hour, as `connector-host report`
+  counts it.
 - Recent hours may still change: vendors revise them, and each sync polls the last two days again.
 """
 
