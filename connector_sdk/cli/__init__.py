@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...], str, str]] = {
         "portal",
         "Serve the admin portal, its REST API and the scheduler",
     ),
+    "mcp": ("mcp:mcp", ("mcp",), "mcp", "Serve the spend data to AI assistants over MCP (read-only)"),
     "worker": ("workers:worker", ("celery", "redis"), "workers", "Run a Celery worker that syncs connections"),
     "schedule": ("workers:schedule", ("celery", "redis"), "workers", "Enqueue each due connection for the workers"),
 }
