@@ -108,9 +108,8 @@ def test_every_tool_answers_what_report_and_rows_read_from_the_same_store(filled
     capped = answers["capped"]
     assert (len(capped["rows"]), capped["cap"], capped["capped"], capped["more"]) == (200, 200, True, True)
 
-    assert answers["resources"] == {"connector-host://guide", "connector-host://manifests/fal"} | {
-        "connector-host://manifests/openai"
-    }
+    installed = {"fal", "openai", "anthropic"}
+    assert answers["resources"] == {"connector-host://guide"} | {f"connector-host://manifests/{c}" for c in installed}
     assert "User key" in answers["guide"] and "usage" in answers["guide"]
     assert json.loads(answers["manifest"]) == manifest
     assert database.read_bytes() == before, "the MCP server wrote to the store"
