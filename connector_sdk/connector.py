@@ -7,10 +7,29 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from decimal import Decimal
+from functools import cache
+from importlib import resources
+from pathlib import Path
 from typing import ClassVar
 
 from connector_sdk.errors import ConfigError, SyncCancelled
 from connector_sdk.models import AccountInfo, ConnectorConfig, Manifest, Page, Price, SyncContext, SyncWindow
+
+
+@cache
+def packaged_manifest(package: str, name: str) -> Manifest:
+    """A connector's manifest, read once: ``manifest.yaml`` inside its installed package (a wheel ships it there), or,
+    from a source checkout or an editable install, ``manifests/<name>.yaml`` at the root of the repository that holds
+    the package (``<root>/connectors/<name>/``)."""
+    import yaml
+
+    folder = resources.files(package)
+    packaged = folder.joinpath("manifest.yaml")
+    if packaged.is_file():
+        text = packaged.read_text(encoding="utf-8")
+    else:
+        text = (Path(str(folder)).resolve().parents[1] / "manifests" / f"{name}.yaml").read_text(encoding="utf-8")
+    return Manifest.model_validate(yaml.safe_load(text))
 
 
 class Connector(ABC):

@@ -7,15 +7,11 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import cache
-from importlib import resources
-from pathlib import Path
 from typing import Any, Literal
 
 import structlog
-import yaml
 
-from connector_sdk.connector import Connector
+from connector_sdk.connector import Connector, packaged_manifest
 from connector_sdk.errors import ApiError, CredentialError
 from connector_sdk.http import ApiClient, RetryPolicy
 from connector_sdk.models import (
@@ -93,16 +89,6 @@ def anthropic_auth_error(status: int, message: str) -> CredentialError:
     )
 
 
-@cache
-def _manifest() -> Manifest:
-    packaged = resources.files("connectors.anthropic").joinpath("manifest.yaml")
-    if packaged.is_file():
-        text = packaged.read_text(encoding="utf-8")
-    else:  # a source checkout or editable install: the manifest lives in the repository's manifests/ folder
-        text = (Path(__file__).resolve().parents[2] / "manifests" / "anthropic.yaml").read_text(encoding="utf-8")
-    return Manifest.model_validate(yaml.safe_load(text))
-
-
 class AnthropicConnector(Connector):
     id = "anthropic"
     config_model = AnthropicConfig
@@ -133,7 +119,7 @@ class AnthropicConnector(Connector):
 
     @classmethod
     def manifest(cls) -> Manifest:
-        return _manifest()
+        return packaged_manifest("connectors.anthropic", "anthropic")
 
     def close(self) -> None:
         self.client.close()

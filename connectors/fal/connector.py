@@ -7,15 +7,11 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from functools import cache
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import structlog
-import yaml
 
-from connector_sdk.connector import Connector
+from connector_sdk.connector import Connector, packaged_manifest
 from connector_sdk.errors import ApiError, ConfigError, CredentialError, ResponseError
 from connector_sdk.http import ApiClient, RetryPolicy
 from connector_sdk.models import AccountInfo, Manifest, Page, Price, SyncContext, SyncWindow, iso
@@ -50,16 +46,6 @@ def fal_auth_error(status: int, message: str) -> CredentialError:
         kind="invalid",
         status=status,
     )
-
-
-@cache
-def _manifest() -> Manifest:
-    packaged = resources.files("connectors.fal").joinpath("manifest.yaml")
-    if packaged.is_file():
-        text = packaged.read_text(encoding="utf-8")
-    else:  # a source checkout or editable install: the manifest lives in the repository's manifests/ folder
-        text = (Path(__file__).resolve().parents[2] / "manifests" / "fal.yaml").read_text(encoding="utf-8")
-    return Manifest.model_validate(yaml.safe_load(text))
 
 
 def learned_page_size(state: Mapping[str, Any]) -> int | None:
@@ -107,7 +93,7 @@ class FalConnector(Connector):
 
     @classmethod
     def manifest(cls) -> Manifest:
-        return _manifest()
+        return packaged_manifest("connectors.fal", "fal")
 
     def close(self) -> None:
         self.client.close()

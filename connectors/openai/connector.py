@@ -6,14 +6,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from functools import cache
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from connector_sdk.connector import Connector
+from connector_sdk.connector import Connector, packaged_manifest
 from connector_sdk.errors import CredentialError
 from connector_sdk.http import ApiClient, RetryPolicy
 from connector_sdk.models import (
@@ -69,16 +64,6 @@ def openai_auth_error(status: int, message: str) -> CredentialError:
     )
 
 
-@cache
-def _manifest() -> Manifest:
-    packaged = resources.files("connectors.openai").joinpath("manifest.yaml")
-    if packaged.is_file():
-        text = packaged.read_text(encoding="utf-8")
-    else:  # a source checkout or editable install: the manifest lives in the repository's manifests/ folder
-        text = (Path(__file__).resolve().parents[2] / "manifests" / "openai.yaml").read_text(encoding="utf-8")
-    return Manifest.model_validate(yaml.safe_load(text))
-
-
 def _unix(moment: datetime) -> int:
     return int(moment.timestamp())
 
@@ -107,7 +92,7 @@ class OpenAIConnector(Connector):
 
     @classmethod
     def manifest(cls) -> Manifest:
-        return _manifest()
+        return packaged_manifest("connectors.openai", "openai")
 
     def close(self) -> None:
         self.client.close()
