@@ -244,10 +244,13 @@ class Host:
     # -- configuration -------------------------------------------------------------------------------------
     def build_config(self, connector_id: str, values: dict[str, Any]) -> ConnectorConfig:
         model = self.plugins.connector(connector_id).config_model
-        unknown = sorted(set(values) - set(model.model_fields))
+        # Names come from forms, JSON bodies and --set: anything hashable, so they are compared and shown as text.
+        unknown = sorted({str(name) for name in values} - set(model.model_fields))
         if unknown:
+            named = ", ".join(name or "(an empty name)" for name in unknown)
             raise ConfigError(
-                f"{connector_id} has no setting {', '.join(unknown)}; its settings are {', '.join(model.model_fields)}"
+                f"invalid {connector_id} configuration: {connector_id} has no setting {named}; "
+                f"its settings are {', '.join(model.model_fields)}"
             )
         try:
             return model.model_validate(values)

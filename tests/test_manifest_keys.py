@@ -88,7 +88,10 @@ def test_the_host_refuses_a_malformed_key_and_a_setting_the_connector_lacks_befo
         base = {"base_url": sim.base_url, "backfill_days": 1}
         with pytest.raises(ConfigError, match=r"not in OpenAI's key format \(sk-admin-\.\.\.\)"):
             host.connect("openai", "oa", {**base, "api_key": "org-4f2b9c"})
-        with pytest.raises(ConfigError, match=r"^openai has no setting page_size; its settings are .*restated_days"):
+        with pytest.raises(
+            ConfigError,
+            match=r"^invalid openai configuration: openai has no setting page_size; its settings are .*restated_days",
+        ):
             host.connect("openai", "oa", {**base, "api_key": key, "page_size": 50})
         assert sim.requests == []
         assert host.connect("openai", "oa", {**base, "api_key": f" {key} "}).account == "Org A"
