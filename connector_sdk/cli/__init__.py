@@ -126,7 +126,7 @@ def cli(
     """Collect SaaS and AI-platform spend through connector plugins.
 
     Connect an account once (connect), then sync it hourly (run) and read the spend (status, report, rows).
-    Start with `connector-host demo` to see it all against a local fal.ai simulator.
+    Start with `connector-host demo` to see it all against local fal, OpenAI and Anthropic simulators.
     """
     from connector_sdk.cli.context import Ctx
     from connector_sdk.host import default_home
