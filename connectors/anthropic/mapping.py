@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from connector_sdk.errors import ResponseError
+from connector_sdk.fields import bounded, json_list, json_number, json_object, optional_text, required_text
 from connector_sdk.models import HOUR, SyncContext, UsageRow
 from connector_sdk.paging import hour_of
 
@@ -35,8 +36,6 @@ USAGE_QUANTITIES: tuple[tuple[str, ...], ...] = (
     ("server_tool_use", "web_search_requests"),
 )
 """Where each quantity of a usage result sits: cache writes are an object by TTL, not a flat field."""
-
-MAX_DIGITS = 30
 
 
 def unit_of(path: tuple[str, ...]) -> str:
@@ -80,47 +79,9 @@ class Directory:
 
 
 # -- small readers ----------------------------------------------------------------------------------------------
-def _object(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ResponseError(f"{what}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _list(body: Mapping[str, Any], name: str, what: str) -> list[Any]:
-    value = body.get(name)
-    if not isinstance(value, list):
-        raise ResponseError(f"{what}: field {name!r} must be a list, got {type(value).__name__}")
-    return value
-
-
-def _text(body: Mapping[str, Any], name: str, what: str) -> str | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise ResponseError(f"{what}: field {name!r} must be a string or null, got {value!r}")
-    return value
-
-
-def _required_text(body: Mapping[str, Any], name: str, what: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value:
-        raise ResponseError(f"{what}: field {name!r} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _bounded(number: Decimal, what: str) -> Decimal:
-    # 1e999999999 is valid JSON: bound the magnitude before any arithmetic or text conversion meets it.
-    if not number.is_finite() or not -MAX_DIGITS < number.adjusted() < MAX_DIGITS:
-        raise ResponseError(f"{what}: number out of range")
-    return number
-
-
 def quantity(value: Any, what: str) -> Decimal:
     """A count sent as a JSON number (null counts nothing)."""
-    if value is None:
-        return Decimal(0)
-    if isinstance(value, bool) or not isinstance(value, int | Decimal):
-        raise ResponseError(f"{what}: expected a JSON number, got {value!r}")
-    return _bounded(Decimal(value), what)
+    return Decimal(0) if value is None else json_number(value, what)
 
 
 def dollars_from_cents(value: Any, what: str) -> Decimal:
@@ -134,7 +95,7 @@ def dollars_from_cents(value: Any, what: str) -> Decimal:
         cents = Decimal(value)
     else:
         raise ResponseError(f"{what}: expected an amount of cents, got {value!r}")
-    return _bounded(cents, what).scaleb(-2)
+    return bounded(cents, what).scaleb(-2)
 
 
 def rfc3339(value: Any, what: str) -> datetime:
@@ -144,12 +105,12 @@ def rfc3339(value: Any, what: str) -> datetime:
 
 def list_data(body: Any, what: str) -> list[dict[str, Any]]:
     """The items of a ``{data, has_more, first_id, last_id}`` listing page."""
-    page = _object(body, what)
-    return [_object(item, f"{what} data[{i}]") for i, item in enumerate(_list(page, "data", what))]
+    page = json_object(body, what)
+    return [json_object(item, f"{what} data[{i}]") for i, item in enumerate(json_list(page, "data", what))]
 
 
 def parse_key(raw: dict[str, Any], what: str) -> AnthropicKey:
-    created = _text(raw, "created_at", what)
+    created = optional_text(raw, "created_at", what)
     created_at = None
     if created is not None:
         try:
@@ -157,21 +118,23 @@ def parse_key(raw: dict[str, Any], what: str) -> AnthropicKey:
         except ValueError:
             raise ResponseError(f"{what}: created_at {created!r} is not an RFC 3339 time") from None
     return AnthropicKey(
-        id=_required_text(raw, "id", what),
-        name=_text(raw, "name", what),
-        status=_text(raw, "status", what),
-        workspace_id=_text(raw, "workspace_id", what),
+        id=required_text(raw, "id", what),
+        name=optional_text(raw, "name", what),
+        status=optional_text(raw, "status", what),
+        workspace_id=optional_text(raw, "workspace_id", what),
         created_at=created_at,
     )
 
 
 def parse_workspace(raw: dict[str, Any], what: str) -> tuple[str, str | None]:
-    return _required_text(raw, "id", what), _text(raw, "name", what)
+    return required_text(raw, "id", what), optional_text(raw, "name", what)
 
 
 def organization_name(body: Any) -> str:
-    me = _object(body, "Anthropic /organizations/me")
-    return _text(me, "name", "Anthropic /organizations/me") or _required_text(me, "id", "Anthropic /organizations/me")
+    me = json_object(body, "Anthropic /organizations/me")
+    return optional_text(me, "name", "Anthropic /organizations/me") or required_text(
+        me, "id", "Anthropic /organizations/me"
+    )
 
 
 # -- usage and cost -----------------------------------------------------------------------------------------------
@@ -189,12 +152,12 @@ def buckets(
     body: Any, what: str, *, start: datetime, end: datetime
 ) -> Iterator[tuple[datetime, datetime, list[dict[str, Any]], str]]:
     """``(period_start, period_end, results, where)`` of each ``{starting_at, ending_at, results}`` bucket."""
-    page = _object(body, what)
-    for i, raw in enumerate(_list(page, "data", what)):
+    page = json_object(body, what)
+    for i, raw in enumerate(json_list(page, "data", what)):
         where = f"{what} data[{i}]"
-        bucket = _object(raw, where)
+        bucket = json_object(raw, where)
         period_start, period_end = _period(bucket, where, start, end)
-        results = [_object(r, f"{where}.results[{j}]") for j, r in enumerate(_list(bucket, "results", where))]
+        results = [json_object(r, f"{where}.results[{j}]") for j, r in enumerate(json_list(bucket, "results", where))]
         yield period_start, period_end, results, where
 
 
@@ -265,9 +228,9 @@ def usage_rows(
             raise ResponseError(f"{where}: expected an hourly bucket")
         for j, result in enumerate(results):
             path = f"{where}.results[{j}]"
-            api_key_id = _text(result, "api_key_id", path)
-            workspace_id = _text(result, "workspace_id", path)
-            model = _text(result, "model", path)
+            api_key_id = optional_text(result, "api_key_id", path)
+            workspace_id = optional_text(result, "workspace_id", path)
+            model = optional_text(result, "model", path)
             for fields in USAGE_QUANTITIES:
                 holder: Any = result
                 for name in fields[:-1]:
@@ -298,15 +261,15 @@ def analytics_cost_rows(
     """The rows of one cost analytics page by the day they start: one per (day, key, workspace, model), with
     ``cost`` (post-discount), ``list_cost`` (pre-discount) and their difference as ``discount``, all exact."""
     what = "Anthropic /organizations/analytics/cost"
-    page = _object(body, what)
+    page = json_object(body, what)
     by_day: dict[datetime, list[UsageRow]] = {}
-    for i, raw in enumerate(_list(page, "data", what)):
+    for i, raw in enumerate(json_list(page, "data", what)):
         where = f"{what} data[{i}]"
-        item = _object(raw, where)
+        item = json_object(raw, where)
         period = _period(item, where, start, end)
-        group = _object(item.get("group") or {}, f"{where}.group")
-        cost = _object(item.get("cost"), f"{where}.cost")
-        currency = _required_text(cost, "currency", f"{where}.cost")
+        group = json_object(item.get("group") or {}, f"{where}.group")
+        cost = json_object(item.get("cost"), f"{where}.cost")
+        currency = required_text(cost, "currency", f"{where}.cost")
         if currency.upper() != "USD":
             raise ResponseError(f"{where}.cost: currency {currency!r} is not USD, the only one Anthropic bills in")
         requests = cost.get("requests")
@@ -315,9 +278,9 @@ def analytics_cost_rows(
                 context,
                 directory,
                 period=period,
-                api_key_id=_text(group, "api_key_id", f"{where}.group"),
-                workspace_id=_text(group, "workspace_id", f"{where}.group"),
-                model=_text(group, "model", f"{where}.group"),
+                api_key_id=optional_text(group, "api_key_id", f"{where}.group"),
+                workspace_id=optional_text(group, "workspace_id", f"{where}.group"),
+                model=optional_text(group, "model", f"{where}.group"),
                 unit=None if requests is None else "requests",
                 quantity=None if requests is None else quantity(requests, f"{where}.cost.requests"),
                 cost=dollars_from_cents(cost.get("amount"), f"{where}.cost.amount"),
@@ -333,11 +296,11 @@ def analytics_total(body: Any, *, start: datetime, end: datetime) -> tuple[Decim
     what = "Anthropic /organizations/analytics/cost"
     amount, listed, requests = Decimal(0), Decimal(0), Decimal(0)
     counted = True
-    for i, raw in enumerate(_list(_object(body, what), "data", what)):
+    for i, raw in enumerate(json_list(json_object(body, what), "data", what)):
         where = f"{what} data[{i}]"
-        item = _object(raw, where)
+        item = json_object(raw, where)
         _period(item, where, start, end)
-        cost = _object(item.get("cost"), f"{where}.cost")
+        cost = json_object(item.get("cost"), f"{where}.cost")
         amount += dollars_from_cents(cost.get("amount"), f"{where}.cost.amount")
         listed += dollars_from_cents(cost.get("list_amount"), f"{where}.cost.list_amount")
         counted = counted and cost.get("requests") is not None
@@ -381,7 +344,7 @@ def cost_report_rows(
     for period_start, period_end, results, where in buckets(body, what, start=start, end=end):
         for j, result in enumerate(results):
             path = f"{where}.results[{j}]"
-            currency = _required_text(result, "currency", path)
+            currency = required_text(result, "currency", path)
             if currency.upper() != "USD":
                 raise ResponseError(f"{path}: currency {currency!r} is not USD, the only one Anthropic bills in")
             rows.append(
@@ -390,12 +353,12 @@ def cost_report_rows(
                     directory,
                     period=(period_start, period_end),
                     api_key_id=None,
-                    workspace_id=_text(result, "workspace_id", path),
-                    model=_text(result, "model", path),
+                    workspace_id=optional_text(result, "workspace_id", path),
+                    model=optional_text(result, "model", path),
                     unit=None,
                     quantity=None,
                     cost=dollars_from_cents(result.get("amount"), f"{path}.amount"),
-                    line_item=_text(result, "description", path),
+                    line_item=optional_text(result, "description", path),
                     label=ALL_KEYS_LABEL,
                 )
             )

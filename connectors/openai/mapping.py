@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, Literal
 
 from connector_sdk.errors import ResponseError
+from connector_sdk.fields import json_list, json_number, json_object, optional_text, required_text
 from connector_sdk.models import SyncContext, UsageRow, floor_hour
 from connector_sdk.paging import unix_time
 
@@ -28,7 +28,6 @@ GROUPING_FIELDS = frozenset(
     {"object", "project_id", "user_id", "api_key_id", "model", "batch", "service_tier", "source", "size"}
     | {"context_level", "vector_store_id"}
 )
-MAX_DIGITS = 30
 
 
 def model_of_line_item(line_item: str | None) -> str | None:
@@ -87,36 +86,6 @@ class Directory:
 
 
 # -- small readers ----------------------------------------------------------------------------------------------
-def _object(value: Any, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ResponseError(f"{what}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _text(body: Mapping[str, Any], name: str, what: str) -> str | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise ResponseError(f"{what}: field {name!r} must be a string or null, got {value!r}")
-    return value
-
-
-def _required_text(body: Mapping[str, Any], name: str, what: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value:
-        raise ResponseError(f"{what}: field {name!r} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _number(value: Any, what: str) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | Decimal):
-        raise ResponseError(f"{what}: expected a JSON number, got {value!r}")
-    number = Decimal(value)
-    # 1e999999999 is valid JSON: bound the magnitude before any arithmetic or text conversion meets it.
-    if not number.is_finite() or not -MAX_DIGITS < number.adjusted() < MAX_DIGITS:
-        raise ResponseError(f"{what}: number out of range")
-    return number
-
-
 def _time(body: Mapping[str, Any], name: str, what: str) -> datetime | None:
     value = body.get(name)
     return None if value is None else unix_time(value, what=f"{what}.{name}")
@@ -124,27 +93,24 @@ def _time(body: Mapping[str, Any], name: str, what: str) -> datetime | None:
 
 def list_data(body: Any, what: str) -> list[dict[str, Any]]:
     """The items of a ``{object: "list", data, has_more, last_id}`` listing page."""
-    page = _object(body, what)
-    data = page.get("data")
-    if not isinstance(data, list):
-        raise ResponseError(f"{what}: field 'data' must be a list, got {type(data).__name__}")
-    return [_object(item, f"{what} data[{i}]") for i, item in enumerate(data)]
+    page = json_object(body, what)
+    return [json_object(item, f"{what} data[{i}]") for i, item in enumerate(json_list(page, "data", what))]
 
 
 def parse_project(raw: dict[str, Any], what: str) -> Project:
-    project_id = _required_text(raw, "id", what)
-    return Project(id=project_id, name=_text(raw, "name", what), archived=raw.get("archived_at") is not None)
+    project_id = required_text(raw, "id", what)
+    return Project(id=project_id, name=optional_text(raw, "name", what), archived=raw.get("archived_at") is not None)
 
 
 def parse_project_key(raw: dict[str, Any], project_id: str, what: str) -> OpenAIKey:
-    key_id = _required_text(raw, "id", what)
+    key_id = required_text(raw, "id", what)
     owner = raw.get("owner") if isinstance(raw.get("owner"), dict) else {}
     owner_type = owner.get("type") if isinstance(owner.get("type"), str) else None
     who = owner.get(owner_type) if owner_type in ("user", "service_account") else None
     who = who if isinstance(who, dict) else {}
     return OpenAIKey(
         id=key_id,
-        name=_text(raw, "name", what),
+        name=optional_text(raw, "name", what),
         scope="project",
         project_id=project_id,
         created_at=_time(raw, "created_at", what),
@@ -152,16 +118,16 @@ def parse_project_key(raw: dict[str, Any], project_id: str, what: str) -> OpenAI
         owner_type=owner_type,
         owner_name=who.get("name") if isinstance(who.get("name"), str) else None,
         owner_email=who.get("email") if isinstance(who.get("email"), str) else None,
-        owner_project_access=_text(raw, "owner_project_access", what),
+        owner_project_access=optional_text(raw, "owner_project_access", what),
     )
 
 
 def parse_admin_key(raw: dict[str, Any], what: str) -> OpenAIKey:
-    key_id = _required_text(raw, "id", what)
+    key_id = required_text(raw, "id", what)
     owner = raw.get("owner") if isinstance(raw.get("owner"), dict) else {}
     return OpenAIKey(
         id=key_id,
-        name=_text(raw, "name", what),
+        name=optional_text(raw, "name", what),
         scope="admin",
         project_id=None,
         created_at=_time(raw, "created_at", what),
@@ -177,13 +143,13 @@ def buckets(
 ) -> Iterator[tuple[datetime, datetime, list[dict[str, Any]], str]]:
     """``(period_start, period_end, results, where)`` of each bucket of a costs or usage page; each bucket must be
     whole hours that start inside ``[start, end)``."""
-    page = _object(body, what)
+    page = json_object(body, what)
     data = page.get("data")
     if not isinstance(data, list):
         raise ResponseError(f"{what}: field 'data' must be a list, got {type(data).__name__}")
     for i, raw in enumerate(data):
         where = f"{what} data[{i}]"
-        bucket = _object(raw, where)
+        bucket = json_object(raw, where)
         period_start = unix_time(bucket.get("start_time"), what=f"{where}.start_time")
         period_end = unix_time(bucket.get("end_time"), what=f"{where}.end_time")
         if floor_hour(period_start) != period_start or floor_hour(period_end) != period_end:
@@ -195,7 +161,7 @@ def buckets(
         results = bucket.get("results")
         if not isinstance(results, list):
             raise ResponseError(f"{where}.results must be a list, got {type(results).__name__}")
-        yield period_start, period_end, [_object(r, f"{where}.results[{j}]") for j, r in enumerate(results)], where
+        yield period_start, period_end, [json_object(r, f"{where}.results[{j}]") for j, r in enumerate(results)], where
 
 
 def cost_rows(
@@ -206,13 +172,13 @@ def cost_rows(
     for period_start, period_end, results, where in buckets(body, "OpenAI /organization/costs", start=start, end=end):
         for j, result in enumerate(results):
             path = f"{where}.results[{j}]"
-            amount = _object(result.get("amount"), f"{path}.amount")
-            currency = _required_text(amount, "currency", f"{path}.amount")
-            line_item = _text(result, "line_item", path)
-            api_key_id = _text(result, "api_key_id", path)
-            project_id = _text(result, "project_id", path)
+            amount = json_object(result.get("amount"), f"{path}.amount")
+            currency = required_text(amount, "currency", f"{path}.amount")
+            line_item = optional_text(result, "line_item", path)
+            api_key_id = optional_text(result, "api_key_id", path)
+            project_id = optional_text(result, "project_id", path)
             quantity = result.get("quantity")
-            unit = _text(result, "quantity_unit", path) if quantity is not None else None
+            unit = optional_text(result, "quantity_unit", path) if quantity is not None else None
             model = model_of_line_item(line_item)
             rows.append(
                 UsageRow(
@@ -239,12 +205,12 @@ def cost_rows(
                     login_username=None,
                     model=model,
                     unit=unit,
-                    quantity=None if quantity is None else _number(quantity, f"{path}.quantity"),
+                    quantity=None if quantity is None else json_number(quantity, f"{path}.quantity"),
                     unit_price=None,
                     percent_discount=None,
                     list_cost=None,
                     discount=None,
-                    cost=_number(amount.get("value"), f"{path}.amount.value"),
+                    cost=json_number(amount.get("value"), f"{path}.amount.value"),
                     currency=currency.upper(),
                     synced_at=context.synced_at,
                     kind="cost",
@@ -266,13 +232,13 @@ def usage_rows(
     for period_start, period_end, results, where in buckets(body, what, start=start, end=end):
         for j, result in enumerate(results):
             path = f"{where}.results[{j}]"
-            api_key_id = _text(result, "api_key_id", path)
-            project_id = _text(result, "project_id", path)
-            model = _text(result, "model", path)
+            api_key_id = optional_text(result, "api_key_id", path)
+            project_id = optional_text(result, "project_id", path)
+            model = optional_text(result, "model", path)
             for name, value in result.items():
                 if name in GROUPING_FIELDS or value is None or isinstance(value, str | bool):
                     continue
-                quantity = _number(value, f"{path}.{name}")
+                quantity = json_number(value, f"{path}.{name}")
                 if quantity == 0:
                     continue
                 rows.append(
