@@ -76,6 +76,32 @@ def day_spans(window: SyncWindow) -> Iterator[SyncWindow]:
         start = end
 
 
+def day_pages(
+    window: SyncWindow,
+    read: Callable[[datetime, datetime], list[UsageRow]],
+    *,
+    days_per_read: int,
+    requests_sent: Callable[[], int],
+) -> Iterator[Page]:
+    """One page per UTC day of ``window`` (the first and last may be partial), for a vendor that bills by the day:
+    ``read(start, end)`` fetches the rows of ``days_per_read`` days at once, and each day's rows become its page.
+    ``requests_sent`` is the client's request counter, so each page says what it cost."""
+    spans = list(day_spans(window))
+    sent = requests_sent()
+    for i in range(0, len(spans), days_per_read):
+        days = spans[i : i + days_per_read]
+        rows = read(days[0].start, days[-1].end)
+        for span in days:
+            in_span = [row for row in rows if span.start <= row.period_start < span.end]
+            yield Page(
+                rows=merge_duplicates(in_span),
+                covers_from=span.start,
+                complete_through=span.end,
+                requests=requests_sent() - sent,
+            )
+            sent = requests_sent()
+
+
 def unix_time(value: Any, *, what: str) -> datetime:
     """An aware UTC instant from whole Unix seconds (a JSON integer), as vendors' bucket times are sent."""
     if isinstance(value, bool) or not isinstance(value, int):

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from connector_sdk.errors import ResponseError
-from connector_sdk.models import SyncWindow
-from connector_sdk.paging import day_spans, follow_cursor, has_more_cursor, unix_time
+from connector_sdk.models import SyncWindow, UsageRow
+from connector_sdk.paging import day_pages, day_spans, follow_cursor, has_more_cursor, unix_time
+from tests.store_fixtures import hour, usage_row
 
 T0 = datetime(2026, 3, 4, 15, tzinfo=UTC)
 
@@ -51,3 +52,21 @@ def test_unix_times_are_whole_seconds() -> None:
     for bad in ("1772636400", 1.5, True, 10**20):
         with pytest.raises(ResponseError):
             unix_time(bad, what="x")
+
+
+def test_day_pages_read_several_days_at_once_and_give_each_day_its_own_page() -> None:
+    start = hour(12)  # noon: the first day is partial
+    window = SyncWindow(start=start, end=start + timedelta(days=4))
+    reads: list[tuple[datetime, datetime]] = []
+
+    def read(first: datetime, last: datetime) -> list[UsageRow]:
+        reads.append((first, last))
+        return [usage_row(at=h) for h in range(12, 12 + 96) if first <= hour(h) < last and h % 6 == 0]
+
+    pages = list(day_pages(window, read, days_per_read=3, requests_sent=lambda: len(reads)))
+    assert [(p.covers_from, p.complete_through) for p in pages] == [(s.start, s.end) for s in day_spans(window)]
+    midnight = pages[3].covers_from
+    assert reads == [(start, midnight), (midnight, window.end)]
+    assert all(p.covers_from <= r.period_start < p.complete_through for p in pages for r in p.rows)
+    assert sum(len(p.rows) for p in pages) == 16
+    assert [p.requests for p in pages] == [1, 0, 0, 1, 0]

@@ -23,10 +23,9 @@ from connector_sdk.models import (
     SyncWindow,
     UsageRow,
     iso,
-    merge_duplicates,
     utcnow,
 )
-from connector_sdk.paging import DAY, day_spans, floor_day, follow_cursor, has_more_cursor
+from connector_sdk.paging import DAY, day_pages, floor_day, follow_cursor, has_more_cursor
 from connectors.anthropic.config import AnthropicConfig
 from connectors.anthropic.mapping import (
     AnthropicKey,
@@ -307,19 +306,11 @@ class AnthropicConnector(Connector):
         day's cost rows and its hours' usage rows. A day whose midnight precedes ``window.start`` keeps the cost
         rows stored before; :meth:`sync_window` widens windows so that never leaves a settling day unread."""
         directory = self.directory()
-        spans = list(day_spans(window))
-        sent = 0
-        for i in range(0, len(spans), DAYS_PER_REQUEST):
-            week = spans[i : i + DAYS_PER_REQUEST]
-            start, end = week[0].start, week[-1].end
+
+        def read(start: datetime, end: datetime) -> list[UsageRow]:
             usage = self._usage(start, end, context, directory)
-            rows = self._costs(start, end, context, directory, usage) + usage
-            for span in week:
-                in_span = [row for row in rows if span.start <= row.period_start < span.end]
-                yield Page(
-                    rows=merge_duplicates(in_span),
-                    covers_from=span.start,
-                    complete_through=span.end,
-                    requests=self.client.requests_sent - sent,
-                )
-                sent = self.client.requests_sent
+            return self._costs(start, end, context, directory, usage) + usage
+
+        yield from day_pages(
+            window, read, days_per_read=DAYS_PER_REQUEST, requests_sent=lambda: self.client.requests_sent
+        )

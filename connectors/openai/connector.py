@@ -19,10 +19,9 @@ from connector_sdk.models import (
     SyncContext,
     SyncWindow,
     UsageRow,
-    merge_duplicates,
     utcnow,
 )
-from connector_sdk.paging import DAY, day_spans, floor_day, follow_cursor, has_more_cursor
+from connector_sdk.paging import DAY, day_pages, floor_day, follow_cursor, has_more_cursor
 from connectors.openai.config import OpenAIConfig
 from connectors.openai.mapping import (
     USAGE_ENDPOINTS,
@@ -204,18 +203,10 @@ class OpenAIConnector(Connector):
         day's cost row and its hours' usage rows. A day whose midnight precedes ``window.start`` keeps the cost
         rows stored before; :meth:`sync_window` widens windows so that never leaves a restated day unread."""
         directory = self.directory()
-        spans = list(day_spans(window))
-        sent = 0
-        for i in range(0, len(spans), DAYS_PER_REQUEST):
-            week = spans[i : i + DAYS_PER_REQUEST]
-            start, end = week[0].start, week[-1].end
-            rows = self._costs(start, end, context, directory) + self._usage(start, end, context, directory)
-            for span in week:
-                in_span = [row for row in rows if span.start <= row.period_start < span.end]
-                yield Page(
-                    rows=merge_duplicates(in_span),
-                    covers_from=span.start,
-                    complete_through=span.end,
-                    requests=self.client.requests_sent - sent,
-                )
-                sent = self.client.requests_sent
+
+        def read(start: datetime, end: datetime) -> list[UsageRow]:
+            return self._costs(start, end, context, directory) + self._usage(start, end, context, directory)
+
+        yield from day_pages(
+            window, read, days_per_read=DAYS_PER_REQUEST, requests_sent=lambda: self.client.requests_sent
+        )
