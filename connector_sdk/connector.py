@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import ClassVar
 
 from connector_sdk.errors import ConfigError, SyncCancelled
-from connector_sdk.models import AccountInfo, ConnectorConfig, Manifest, Page, Price, SyncContext, SyncWindow
+from connector_sdk.models import (
+    AccountInfo,
+    ConnectorConfig,
+    ListedKey,
+    Manifest,
+    Page,
+    Price,
+    SyncContext,
+    SyncWindow,
+)
 
 
 @cache
@@ -89,6 +98,16 @@ class Connector(ABC):
         enough back; the host then syncs (and replaces) the widened window. It never narrows the window.
         """
         return window
+
+    def list_keys(self) -> list[ListedKey] | None:
+        """Every key the vendor's listings name for this account (all statuses), or ``None`` when it cannot list keys.
+
+        The host calls it after each successful sync and keeps each key's history (:mod:`connector_sdk.inventory`):
+        a key that leaves the listing is marked gone, never forgotten. Include the connection's own credential when
+        the vendor leaves it out of its listings but reports its traffic (fal's Admin key), with ``scope="admin"``.
+        Raise like :meth:`sync` does (:class:`~connector_sdk.errors.CredentialError`, ``TransientError``...).
+        """
+        return None
 
     def prices(self, models: Sequence[str], *, now: datetime) -> list[Price]:
         """Current list prices of ``models``; a model the vendor does not know is left out."""

@@ -5,7 +5,7 @@ A plugin is a module (or object) listed under the ``connector_sdk`` entry-point 
 
 * ``connector_sdk_register_connectors`` is how connectors reach the host: the built-in fal connector uses it too;
   ``connector_sdk_register_sinks`` likewise for the destinations of rows (the built-in ones use it too).
-* The other three are events the host fires; a plugin implements them to forward rows, react to finished syncs or
+* The other four are events the host fires; a plugin implements them to forward rows, react to finished syncs or
   tell an admin that a connection needs a new key. An event hook that raises is logged and ignored: a broken
   listener never fails a sync.
 """
@@ -20,7 +20,7 @@ from connector_sdk import PROJECT_NAME
 
 if TYPE_CHECKING:
     from connector_sdk.connector import Connector
-    from connector_sdk.models import Alert, Connection, ConnectionState, SyncRun, UsageRow
+    from connector_sdk.models import Alert, Connection, ConnectionState, Finding, SyncRun, UsageRow
     from connector_sdk.sinks import Sink
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -74,6 +74,19 @@ def connector_sdk_alert(connection: Connection, alert: Alert) -> None:
 
     :param connection: the connection whose spend it concerns.
     :param alert: what happened, in words (``message``) and in figures (``evidence``).
+    """
+
+
+@hookspec
+def connector_sdk_finding(connection: Connection, finding: Finding, change: str) -> None:
+    """Called once when a finding opens and once when it resolves (see :mod:`connector_sdk.findings`).
+
+    A finding never opens twice while its condition holds; acknowledging one fires nothing. The host already logs
+    findings and queues them, in order, for the connection's webhook sinks.
+
+    :param connection: the connection the finding concerns.
+    :param finding: the finding as stored after the change (its ``id``, evidence, and ``resolved_at`` once resolved).
+    :param change: ``"opened"`` or ``"resolved"``.
     """
 
 

@@ -471,6 +471,133 @@ class Alert(BaseModel):
     evidence: dict[str, Any]
 
 
+class ListedKey(BaseModel):
+    """One key as a vendor's key listing names it (:meth:`Connector.list_keys`), verbatim where the vendor says.
+
+    ``scope`` is the vendor's word for what the key may do, lower case (``admin``, ``api``, ``project``,
+    ``workspace``); ``admin`` matters to the host, which flags an admin key's own traffic. ``owner`` is who the vendor
+    says owns or created the key (a user's name, e-mail or a service account), ``owner_active`` ``False`` when the
+    vendor says that owner no longer has access, ``None`` when it does not say. ``listing`` names the listing the key
+    came from (``fal /keys``), the evidence a finding quotes. Never carries a secret.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key_id: str = Field(min_length=1)
+    name: str | None = None
+    scope: str | None = None
+    owner: str | None = None
+    owner_email: str | None = None
+    owner_type: str | None = None
+    owner_active: bool | None = None
+    workspace_id: str | None = None
+    workspace_name: str | None = None
+    created_at: datetime | None = None
+    last_used_at: datetime | None = None
+    status: str = "active"
+    listing: str
+
+
+KeyEventKind = Literal["listed", "renamed", "gone", "returned", "changed"]
+
+
+class KeyEvent(BaseModel):
+    """One change in a key's history on a connection: never deleted, the evidence behind findings."""
+
+    connection: str
+    key_id: str
+    at: datetime
+    event: KeyEventKind
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class KeyRecord(BaseModel):
+    """A key in the inventory: what the last listing said, its history, and its spend from the rows.
+
+    A key some row names but no listing ever did has ``listed=False`` and ``first_listed_at`` null. Spend counts cost
+    rows only; ``*_usage_at`` counts any row (usage rows too). ``last_used_at`` is the vendor's, when it gives one.
+    """
+
+    connection: str
+    connector: str
+    key_id: str
+    name: str | None
+    scope: str | None = None
+    owner: str | None = None
+    owner_email: str | None = None
+    owner_type: str | None = None
+    owner_active: bool | None = None
+    workspace_id: str | None = None
+    workspace_name: str | None = None
+    created_at: datetime | None = None
+    last_used_at: datetime | None = None
+    status: str | None = None
+    listing: str | None = None
+    listed: bool = False
+    first_seen_at: datetime | None = None
+    first_listed_at: datetime | None = None
+    last_listed_at: datetime | None = None
+    gone_at: datetime | None = None
+    first_usage_at: datetime | None = None
+    last_usage_at: datetime | None = None
+    spend_7d: Decimal = Decimal(0)
+    spend_30d: Decimal = Decimal(0)
+    currency: str | None = None
+
+
+class Severity(StrEnum):
+    """How urgent a finding is, in rising order (``--fail-on`` compares them)."""
+
+    INFO = "info"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+    @property
+    def rank(self) -> int:
+        return list(Severity).index(self)
+
+
+class FindingKind(StrEnum):
+    """What a finding is about; the README's "Finding shadow AI spend" table says what each means and what to do."""
+
+    UNLISTED_KEY_SPEND = "unlisted_key_spend"
+    NEW_KEY = "new_key"
+    IDLE_KEY = "idle_key"
+    WEB_UI_SPEND = "web_ui_spend"
+    OWNER_GONE = "owner_gone"
+    ADMIN_KEY_TRAFFIC = "admin_key_traffic"
+    DUPLICATE_ACCOUNT = "duplicate_account"
+    SPEND_SPIKE = "spend_spike"
+
+
+class Finding(BaseModel):
+    """A condition worth an admin's attention, opened once while it holds and resolved when it clears.
+
+    ``subject`` is what it is about: a key id, a person (``login_username``, or ``User key`` when the vendor names no
+    one) or an account. ``evidence`` holds the figures (money as decimal text, dates as ISO 8601, the listing).
+    """
+
+    id: int | None = None
+    connection: str
+    connector: str
+    kind: FindingKind
+    severity: Severity
+    subject: str
+    subject_label: str
+    message: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    opened_at: datetime
+    updated_at: datetime | None = None
+    resolved_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    ack_note: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None
+
+
 class Price(BaseModel):
     model: str
     unit_price: Decimal
