@@ -75,10 +75,10 @@ GROUP_CAP = 100
 
 CostSource = Literal["cost analytics", "cost report"]
 COST_SOURCES: dict[CostSource, str] = {
-    "cost analytics": "per API key, from the cost analytics endpoint (billed, list price and discount)",
+    "cost analytics": "per API key, from cost analytics (billed cost, list price and discount)",
     "cost report": (
-        "per workspace, from the cost report: cost analytics refused this key (it needs the read:analytics scope) "
-        "or is not offered to this organization, so cost is not split by key"
+        "per workspace, from the cost report: cost analytics refused the key (no read:analytics scope, or the "
+        "organization lacks the beta)"
     ),
 }
 COST_SOURCE_STATE = "cost_source"
