@@ -240,7 +240,7 @@ def test_at_most_one_open_finding_per_connection_kind_and_subject_is_enforced_in
         "INSERT INTO findings (connection, connector, kind, subject, subject_label, severity, message, evidence, "
         "opened_at) VALUES ('acme', 'fal', 'idle_key', 'k1', 'x', 'low', 'x', '{}', '2026-01-05T00:00:00Z')"
     )
-    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
         raw_sql(store_url, insert)
 
 
