@@ -455,3 +455,57 @@ def test_the_inventory_through_the_host(world: World) -> None:
         world.host.acknowledge_finding(12345, "x")
     with pytest.raises(ConfigError, match="kind"):
         world.host.findings(kind="nonsense")
+
+
+def test_a_spend_spike_with_a_new_model_is_attributed_to_its_key(store_url: str, tmp_path: Path) -> None:
+    from connector_sdk.findings import Settings
+    from connector_sdk.inventory import evaluate_findings
+    from tests.store_fixtures import T0, page, usage_row
+
+    clock = [T0 + timedelta(days=20, hours=12)]
+    recorder = Recorder()
+    plugins = get_plugin_manager(load_entrypoints=False, plugins=[ListingPlugin(), recorder, connector_sdk.sinks])
+    with Host.open(tmp_path / "home", store_url=store_url, plugins=plugins, clock=lambda: clock[0]) as host:
+        host.store.add_connection(
+            name="acme", connector="fal", config={}, credential=b"sealed", account="acme-ai", now=T0
+        )
+        steady = [
+            usage_row(at=24 * day + 10, key=key, label=key, cost=f"1.0{day % 3}", model="fal-ai/a")
+            for day in range(20)
+            for key in ("k1", "k2")
+        ]
+        today = 24 * 20
+        spike = [
+            usage_row(at=today + 5, key="k1", label="k1", cost="6", model="fal-ai/a"),
+            usage_row(at=today + 6, key="k1", label="k1", cost="3", model="fal-ai/veo3"),
+            usage_row(at=today + 6, key="k2", label="k2", cost="1.01", model="fal-ai/a"),
+        ]
+        host.store.commit_page("acme", "-", page(steady + spike, 0, today + 12), watermark=clock[0])
+        quiet = Settings(web_ui_threshold=Decimal(1000))
+        ((finding, change),) = evaluate_findings(host, "acme", listed=False, settings=quiet)
+        assert (change, finding.kind, finding.subject, finding.severity) == (
+            "opened",
+            FindingKind.SPEND_SPIKE,
+            "k1",
+            Severity.MEDIUM,
+        )
+        evidence = finding.evidence
+        assert (evidence["day"], evidence["spend"], evidence["baseline_median"], evidence["currency"]) == (
+            "2026-01-25",
+            "9",
+            "1.01",
+            "USD",
+        )
+        assert (evidence["model"], evidence["new_models"]) == ("fal-ai/veo3", ["fal-ai/veo3"])
+        assert "started using fal-ai/veo3" in finding.message
+        assert evaluate_findings(host, "acme", listed=False, settings=quiet) == []  # holds: nothing new
+        # Two quiet days later the day is no longer today or yesterday, and the model is no longer new.
+        clock[0] += timedelta(days=2)
+        later = [usage_row(at=today + 24 * n + 10, key="k1", label="k1", cost="1", model="fal-ai/a") for n in (1, 2)]
+        host.store.commit_page("acme", "-", page(later, today + 12, today + 60), watermark=clock[0])
+        ((resolved, change),) = evaluate_findings(host, "acme", listed=False, settings=quiet)
+        assert (change, resolved.id, resolved.resolved_at) == ("resolved", finding.id, clock[0])
+        assert [(c, k, s) for _n, k, s, c in recorder.events] == [
+            ("opened", "spend_spike", "k1"),
+            ("resolved", "spend_spike", "k1"),
+        ]
