@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import json
 import re
@@ -15,6 +16,8 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 HOUR = timedelta(hours=1)
+#: Adds sums of exact decimals without rounding, whatever their number of digits (money is never rounded).
+EXACT = decimal.Context(prec=decimal.MAX_PREC, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
 
 
 def utcnow() -> datetime:
@@ -521,6 +524,14 @@ class ListedKey(BaseModel):
     status: str = "active"
     listing: str
 
+    @field_validator("created_at", "last_used_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        # A naive time would be read as the host's local time: a key's age and idleness off by the UTC offset.
+        if value is not None and value.tzinfo is None:
+            raise ValueError("a listed key's times are aware (UTC), not naive")
+        return value
+
 
 KeyEventKind = Literal["listed", "renamed", "gone", "returned", "changed"]
 
@@ -567,6 +578,10 @@ class KeyRecord(BaseModel):
     spend_7d: Decimal = Decimal(0)
     spend_30d: Decimal = Decimal(0)
     currency: str | None = None
+
+
+#: Who web-UI spend (rows no API key accounts for) is when the vendor names no one: fal's own word for it.
+USER_KEY = "User key"
 
 
 class Severity(StrEnum):
@@ -620,6 +635,58 @@ class Finding(BaseModel):
     @property
     def is_open(self) -> bool:
         return self.resolved_at is None
+
+
+#: Finding kinds an admin's acknowledgement closes: a new key is news, and once seen it is no longer new. Other
+#: kinds stay open, marked acknowledged, until their condition clears.
+ACK_RESOLVES: frozenset[FindingKind] = frozenset({FindingKind.NEW_KEY})
+
+
+class KeyListingInfo(BaseModel):
+    """When a connection's keys were listed: its first listing (the baseline, which opens no new-key finding) and
+    its last, and how many listings were recorded."""
+
+    connection: str
+    first_listed_at: datetime
+    last_listed_at: datetime
+    listings: int
+
+
+class SpendLine(BaseModel):
+    """One group of an overview (a vendor, a key, a person or a model) in one currency, this period and the one
+    before it. ``change_percent`` is ``None`` when the previous period had nothing to compare with."""
+
+    key: str
+    label: str
+    connector: str | None = None
+    currency: str
+    cost: Decimal
+    previous_cost: Decimal
+    change: Decimal
+    change_percent: Decimal | None
+    row_count: int = 0
+
+
+class Overview(BaseModel):
+    """Spend across every connection over ``[since, until)`` against ``[previous_since, since)``, by vendor, key,
+    person and model, with the open findings (highest severity first).
+
+    Money is per currency and never added across currencies. Each vendor account is counted once, from the
+    connection whose rows are freshest (as :meth:`Host.report` counts it), so ``totals`` equal the report's.
+    ``by_person`` is web-UI spend (rows no API key accounts for), named where the vendor names the person.
+    """
+
+    days: int
+    since: datetime
+    until: datetime
+    previous_since: datetime
+    connections: list[str]
+    totals: list[SpendLine]
+    by_vendor: list[SpendLine]
+    by_key: list[SpendLine]
+    by_person: list[SpendLine]
+    by_model: list[SpendLine]
+    open_findings: list[Finding]
 
 
 class Price(BaseModel):
