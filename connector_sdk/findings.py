@@ -90,8 +90,12 @@ class Facts:
 
     ``person_spend`` is web-UI spend (cost rows no key accounts for) over the last 30 days per person
     (``login_username``, or :data:`USER_KEY`) and currency. ``shared_with`` are the other connections to the same
-    vendor account and ``counted`` the one whose rows reports count. ``key_spend`` is billed cost per key id, UTC
-    day (``YYYY-MM-DD``), model (``None`` for rows without one) and currency, over at least the last 31 days.
+    vendor account and ``counted`` the one whose rows reports count. Billed cost per key id: ``key_daily`` per UTC
+    day (``YYYY-MM-DD``) and currency over at least the last 31 days; ``key_spend`` per day, model (``None`` for rows
+    without one) and currency for today and yesterday only; ``earlier_models`` the models each key (and currency)
+    was billed for in the :data:`NEW_MODEL_DAYS` days before yesterday. Days are totals and models a set, not a
+    month of per-model figures: the store reads them from its daily totals in a few milliseconds every sync.
+    :func:`key_activity` derives all three from per-model figures.
     """
 
     connection: str
@@ -104,6 +108,40 @@ class Facts:
     shared_with: Sequence[str] = ()
     counted: str | None = None
     key_spend: Mapping[tuple[str, str, str | None, str], Decimal] = field(default_factory=dict)
+    key_daily: Mapping[tuple[str, str, str], Decimal] = field(default_factory=dict)
+    earlier_models: Mapping[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+
+
+def recent_days(now: datetime) -> tuple[str, str]:
+    """Yesterday and today (UTC), the days a spike or a new model is news on."""
+    today = floor_hour(now).replace(hour=0)
+    return (today - timedelta(days=1)).strftime("%Y-%m-%d"), today.strftime("%Y-%m-%d")
+
+
+def earlier_window(now: datetime) -> tuple[datetime, datetime]:
+    """The :data:`NEW_MODEL_DAYS` whole days before yesterday: a model a key used in none of them is new on it."""
+    yesterday = floor_hour(now).replace(hour=0) - timedelta(days=1)
+    return yesterday - timedelta(days=NEW_MODEL_DAYS), yesterday
+
+
+def key_activity(
+    spend: Mapping[tuple[str, str, str | None, str], Decimal], now: datetime
+) -> dict[str, Mapping[Any, Any]]:
+    """``key_spend``, ``key_daily`` and ``earlier_models`` of :class:`Facts` from per key, day, model and currency
+    figures (the shape a reader without daily totals has)."""
+    recent = set(recent_days(now))
+    start, end = (moment.strftime("%Y-%m-%d") for moment in earlier_window(now))
+    key_spend: dict[tuple[str, str, str | None, str], Decimal] = {}
+    daily: dict[tuple[str, str, str], Decimal] = {}
+    earlier: dict[tuple[str, str], set[str]] = {}
+    for (key_id, day, model, currency), cost in spend.items():
+        daily[key_id, day, currency] = EXACT.add(daily.get((key_id, day, currency), Decimal(0)), cost)
+        if day in recent:
+            key_spend[key_id, day, model, currency] = cost
+        elif start <= day < end and model is not None:
+            earlier.setdefault((key_id, currency), set()).add(model)
+    models = {key: frozenset(names) for key, names in earlier.items()}
+    return {"key_spend": key_spend, "key_daily": daily, "earlier_models": models}
 
 
 def conditions(facts: Facts, settings: Settings | None = None, *, listed: bool = True) -> list[Finding]:
@@ -325,20 +363,22 @@ def duplicate_account(facts: Facts) -> list[Finding]:
 def spend_spike(facts: Facts) -> list[Finding]:
     """A key's spend today or yesterday far above its usual (the budgets' anomaly rule, on the key's daily spend),
     or a model the key had not used in the 30 days before: both are a key doing something new."""
-    by_key: dict[str, dict[str, dict[str, dict[str | None, Decimal]]]] = {}
+    by_key: dict[str, dict[str, dict[str, Decimal]]] = {}
+    for (key_id, day, currency), cost in facts.key_daily.items():
+        by_key.setdefault(key_id, {}).setdefault(currency, {})[day] = cost
+    recent_models: dict[tuple[str, str], dict[str, dict[str | None, Decimal]]] = {}
     for (key_id, day, model, currency), cost in facts.key_spend.items():
-        models = by_key.setdefault(key_id, {}).setdefault(currency, {}).setdefault(day, {})
+        models = recent_models.setdefault((key_id, currency), {}).setdefault(day, {})
         models[model] = EXACT.add(models.get(model, Decimal(0)), cost)
     labels = {key.key_id: _label(key) for key in facts.keys}
-    today = floor_hour(facts.now).replace(hour=0)
-    recent = [(today - timedelta(days=n)).strftime("%Y-%m-%d") for n in (1, 0)]
+    recent = recent_days(facts.now)
     found = []
     for key_id in sorted(by_key):
         for currency in sorted(by_key[key_id]):
-            days = by_key[key_id][currency]
-            daily = {day: _total(models.values()) for day, models in days.items()}
+            daily = by_key[key_id][currency]
+            days = recent_models.get((key_id, currency), {})
             unusual = unusual_days(daily, facts.now)
-            new_models = _new_models(days, recent, today)
+            new_models = _new_models(days, recent, facts.earlier_models.get((key_id, currency), frozenset()))
             if not unusual and not new_models:
                 continue
             label = labels.get(key_id, key_id)
@@ -383,15 +423,13 @@ def spend_spike(facts: Facts) -> list[Finding]:
 
 # -- helpers ---------------------------------------------------------------------------------------------------
 def _new_models(
-    days: Mapping[str, Mapping[str | None, Decimal]], recent: list[str], today: datetime
+    days: Mapping[str, Mapping[str | None, Decimal]], recent: Sequence[str], earlier: frozenset[str]
 ) -> set[tuple[str, str]]:
     """``(day, model)`` of today and yesterday whose model the key used on none of the 30 days before yesterday,
     given that it was used at all then (a new key's first model is not news)."""
-    window = {(today - timedelta(days=n)).strftime("%Y-%m-%d") for n in range(2, NEW_MODEL_DAYS + 2)}
-    before = {model for day, models in days.items() if day in window for model in models}
-    if not before:
+    if not earlier:
         return set()
-    return {(day, model) for day in recent for model in days.get(day, {}) if model is not None and model not in before}
+    return {(day, model) for day in recent for model in days.get(day, {}) if model is not None and model not in earlier}
 
 
 def _median_before(daily: Mapping[str, Decimal], day: str) -> Decimal:

@@ -57,17 +57,23 @@ def facts(host: Host, name: str) -> Facts:
     until = floor_hour(now) + timedelta(hours=1)
     people = store.person_spend(name, since=until - timedelta(days=findings.WEB_UI_DAYS), until=until)
     today = floor_hour(now).replace(hour=0)
-    by_day = store.grouped_spend(
+    # Three small reads of the daily totals instead of a month of per-model figures: see findings.Facts.
+    daily = store.grouped_spend(
         name,
         since=today - timedelta(days=findings.NEW_MODEL_DAYS + 1),
         until=until,
-        by=("api_key_id", "day", "model", "currency"),
+        by=("api_key_id", "day", "currency"),
     )
-    key_spend = {
-        (key_id, day, model, currency): cost
-        for (key_id, day, model, currency), (_count, cost) in by_day.items()
-        if key_id is not None and currency is not None
-    }
+    recent = store.grouped_spend(
+        name, since=today - timedelta(days=1), until=until, by=("api_key_id", "day", "model", "currency")
+    )
+    start, end = findings.earlier_window(now)
+    earlier: dict[tuple[str, str], set[str]] = {}
+    for key_id, model, currency in store.grouped_spend(
+        name, since=start, until=end, by=("api_key_id", "model", "currency")
+    ):
+        if key_id is not None and model is not None and currency is not None:
+            earlier.setdefault((key_id, currency), set()).add(model)
     shared_with: list[str] = []
     counted = None
     for shared in host.shared_accounts():
@@ -85,7 +91,17 @@ def facts(host: Host, name: str) -> Facts:
         person_spend=people,
         shared_with=shared_with,
         counted=counted,
-        key_spend=key_spend,
+        key_spend={
+            (key_id, day, model, currency): cost
+            for (key_id, day, model, currency), (_count, cost) in recent.items()
+            if key_id is not None and currency is not None
+        },
+        key_daily={
+            (key_id, day, currency): cost
+            for (key_id, day, currency), (_count, cost) in daily.items()
+            if key_id is not None and currency is not None
+        },
+        earlier_models={key: frozenset(models) for key, models in earlier.items()},
     )
 
 

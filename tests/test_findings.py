@@ -15,6 +15,7 @@ from connector_sdk.findings import (
     Facts,
     Settings,
     conditions,
+    key_activity,
 )
 from connector_sdk.models import Finding, FindingKind, KeyListingInfo, KeyRecord, Severity
 
@@ -228,7 +229,7 @@ def history(key_id: str = "k1", model: str = "fal-ai/flux/dev", days: int = 20) 
 
 def test_a_keys_day_far_above_its_usual_is_a_spike_naming_day_spend_baseline_and_model() -> None:
     spend = history() | {("k1", days_ago(0), "fal-ai/flux/dev", "USD"): Decimal("9.5")}
-    (finding,) = conditions(facts(key("k1"), key_spend=spend))
+    (finding,) = conditions(facts(key("k1"), **key_activity(spend, NOW)))
     assert (finding.kind, finding.subject, finding.subject_label, finding.severity) == (
         FindingKind.SPEND_SPIKE,
         "k1",
@@ -248,7 +249,7 @@ def test_a_keys_day_far_above_its_usual_is_a_spike_naming_day_spend_baseline_and
 
 def test_a_model_the_key_never_used_in_the_30_days_before_is_news_once_it_has_history() -> None:
     spend = history() | {("k1", days_ago(1), "fal-ai/veo3", "USD"): Decimal("0.5")}
-    (finding,) = conditions(facts(key("k1"), key_spend=spend))
+    (finding,) = conditions(facts(key("k1"), **key_activity(spend, NOW)))
     assert (finding.evidence["model"], finding.evidence["new_models"], finding.evidence["day"]) == (
         "fal-ai/veo3",
         ["fal-ai/veo3"],
@@ -256,18 +257,19 @@ def test_a_model_the_key_never_used_in_the_30_days_before_is_news_once_it_has_hi
     )
     assert "started using fal-ai/veo3" in finding.message
     # A key with no history before: its first model is not news.
-    assert conditions(facts(key("k1"), key_spend={("k1", days_ago(1), "fal-ai/veo3", "USD"): Decimal(1)})) == []
+    first = {("k1", days_ago(1), "fal-ai/veo3", "USD"): Decimal(1)}
+    assert conditions(facts(key("k1"), **key_activity(first, NOW))) == []
     # The same model used 20 days ago is not new.
     old = history() | {
         ("k1", days_ago(20), "fal-ai/veo3", "USD"): Decimal(1),
         ("k1", days_ago(1), "fal-ai/veo3", "USD"): Decimal(1),
     }
-    assert conditions(facts(key("k1"), key_spend=old)) == []
+    assert conditions(facts(key("k1"), **key_activity(old, NOW))) == []
 
 
 def test_steady_spend_is_no_spike() -> None:
     spend = history() | {("k1", days_ago(0), "fal-ai/flux/dev", "USD"): Decimal("1.02")}
-    assert conditions(facts(key("k1"), key_spend=spend)) == []
+    assert conditions(facts(key("k1"), **key_activity(spend, NOW))) == []
 
 
 def test_without_a_listing_only_the_row_kinds_are_judged() -> None:

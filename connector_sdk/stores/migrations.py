@@ -433,8 +433,35 @@ MIGRATIONS: tuple[Migration, ...] = (
         # that history is the evidence behind findings. key_usage is when rows first and last named a key (any
         # row kind), kept per page so the inventory never scans a connection's history; it starts from the rows
         # stored before. At most one open finding per (connection, kind, subject): a partial unique index. Evidence
-        # is JSON text on both backends, kept as written, like an alert's.
+        # is JSON text on both backends, kept as written, like an alert's. SQLite's daily totals gain the key id and
+        # the person, so spend per key per day (every sync's findings, the inventory, the overview) never scans rows.
         sqlite="""
+            DROP TABLE usage_daily;
+            CREATE TABLE usage_daily (
+                connection TEXT NOT NULL,
+                day TEXT NOT NULL,
+                n INTEGER NOT NULL,
+                connector TEXT NOT NULL,
+                api_key_label TEXT NOT NULL,
+                api_key_id TEXT,
+                login_username TEXT,
+                currency TEXT,
+                model TEXT,
+                row_count INTEGER NOT NULL,
+                cost_units INTEGER NOT NULL,
+                cost_nanos INTEGER NOT NULL,
+                inexact INTEGER NOT NULL,
+                PRIMARY KEY (connection, day, n)
+            ) WITHOUT ROWID;
+            CREATE INDEX usage_daily_day ON usage_daily (day);
+            INSERT INTO usage_daily
+                SELECT connection, substr(period_start, 1, 10),
+                    ROW_NUMBER() OVER (PARTITION BY connection, substr(period_start, 1, 10)),
+                    connector, api_key_label, api_key_id, login_username, currency, model, COUNT(*),
+                    COALESCE(SUM(cost_nanos / 1000000000), 0), COALESCE(SUM(cost_nanos % 1000000000), 0),
+                    COUNT(*) - COUNT(cost_nanos)
+                FROM usage_rows WHERE kind = 'cost'
+                GROUP BY connection, 2, connector, api_key_label, api_key_id, login_username, currency, model;
             CREATE TABLE api_keys (
                 connection TEXT NOT NULL,
                 key_id TEXT NOT NULL,

@@ -81,17 +81,22 @@ row_values = itemgetter(*ROW_FIELDS)  # of a row's __dict__: a third of the time
 # cost with more than nine decimals as a decimal.
 UNITS_AND_NANOS = "COALESCE(SUM(cost_nanos / 1000000000), 0), COALESCE(SUM(cost_nanos % 1000000000), 0)"
 DAY = timedelta(days=1)
-DAILY_COLUMNS = frozenset({"connection", "connector", "api_key_label", "currency", "model", "day"})
+# Key ids and people are kept too (schema v8): the inventory and its findings read spend per key per day every sync.
+DAILY_COLUMNS = frozenset(
+    {"connection", "connector", "api_key_label", "api_key_id", "login_username", "currency", "model", "day"}
+)
 
 
 # Billed money only: usage rows (kind 'usage') have no cost and are not in the daily totals.
 RECOUNT_DAY = f"""
-    INSERT INTO usage_daily
-        (connection, day, n, connector, api_key_label, currency, model, row_count, cost_units, cost_nanos, inexact)
-    SELECT connection, substr(period_start, 1, 10), ROW_NUMBER() OVER (), connector, api_key_label, currency, model,
-        COUNT(*), {UNITS_AND_NANOS}, COUNT(*) - COUNT(cost_nanos)
+    INSERT INTO usage_daily (
+        connection, day, n, connector, api_key_label, api_key_id, login_username, currency, model,
+        row_count, cost_units, cost_nanos, inexact
+    )
+    SELECT connection, substr(period_start, 1, 10), ROW_NUMBER() OVER (), connector, api_key_label, api_key_id,
+        login_username, currency, model, COUNT(*), {UNITS_AND_NANOS}, COUNT(*) - COUNT(cost_nanos)
     FROM usage_rows WHERE connection = ? AND period_start >= ? AND period_start < ? AND kind = 'cost'
-    GROUP BY 2, connector, api_key_label, currency, model
+    GROUP BY 2, connector, api_key_label, api_key_id, login_username, currency, model
 """
 
 
@@ -425,7 +430,7 @@ class SQLiteStore(SQLStore):
             f"GROUP BY {groups}"
         )
         edges = [(which, named, since, until)]
-        # The daily totals keep some columns only; spend by key id or person is read from the rows.
+        # The daily totals keep some columns only (not workspaces or line items); the rest is read from the rows.
         daily = {*keys, *only} <= DAILY_COLUMNS
         if daily and (days := _whole_days(since, until)):
             # Whole days from the daily totals, except days a page changed since they were counted; those days and
