@@ -28,6 +28,10 @@ and registers its operations in ``self.routes``. The base gives it, without anot
   ``GET /_sim/requests``      the request log
   ==========================  ==================================================================================
 
+  A vendor adds its own operations (a scenario to drive: traffic from a new key, an owner losing access) to
+  ``self.control_routes``, usually as :func:`control_call` of a Python method, so tests in-process and a person
+  with ``curl`` drive the same code.
+
 Paging helpers cover the three common styles: offset cursors (fal's ``cursor``/``next_cursor``, OpenAI's
 ``page``/``next_page`` are both an opaque offset), :func:`after_page` for ``after``/``has_more``/``last_id``
 listings, and :class:`PageSize` for a ``limit`` parameter with a default, a silent cap and a hard maximum.
@@ -69,9 +73,12 @@ __all__ = [
     "SimKey",
     "Simulator",
     "after_page",
+    "control_call",
+    "control_json",
     "credentials",
     "decode_offset",
     "encode_offset",
+    "instant",
     "json_bytes",
     "json_response",
     "offset_page",
@@ -91,6 +98,16 @@ def utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+def instant(value: datetime | str) -> datetime:
+    """A moment given as a ``datetime`` (Python callers) or ISO 8601 text (the control plane's JSON), as aware UTC;
+    ``ValueError`` for anything else."""
+    if isinstance(value, datetime):
+        return utc(value)
+    if isinstance(value, str):
+        return utc(datetime.fromisoformat(value.strip().replace("Z", "+00:00")))
+    raise ValueError(f"expected an ISO 8601 date-time, got {value!r}")
 
 
 class ApiError(Exception):
@@ -631,7 +648,8 @@ class Simulator:
       ``error_kinds`` (status -> the envelope's error type; ``default_error_kind`` for the rest);
     * :meth:`error_body` in the vendor's envelope, :meth:`authenticate` for its auth scheme;
     * ``self.routes.add(...)`` for each operation, in ``__init__`` after ``super().__init__()``;
-    * for the control plane: :meth:`issue_key`, :meth:`revoke_key`, :meth:`truth` and :meth:`describe`.
+    * for the control plane: :meth:`issue_key`, :meth:`revoke_key`, :meth:`truth` and :meth:`describe`, and
+      its own operations in ``self.control_routes`` (paths after ``/_sim``; see :func:`control_call`).
 
     ``now`` is the simulated present (aware UTC): pinned at the value given (the wall clock at construction when
     ``None``) until set, or following the wall clock after ``follow_wall_clock()``.
@@ -658,6 +676,7 @@ class Simulator:
         self.port = port
         self.latency = latency
         self.routes = Routes()
+        self.control_routes = Routes()
         self.keyring = KeyRing()
         self.requests: list[dict[str, Any]] = []
         self._now: datetime | None = utc(now if now is not None else datetime.now(UTC))
@@ -857,7 +876,7 @@ class Simulator:
         if path == "/" and method == "GET":
             return json_response(self.describe())
         if path == "/keys" and method == "POST":
-            options = _control_json(request)
+            options = control_json(request)
             account = options.pop("account", None)
             if not isinstance(account, str):
                 raise ApiError(400, 'say which account the key is for: {"account": ...}')
@@ -878,7 +897,7 @@ class Simulator:
             return json_response({"key_id": key_id, "revoked": True})
         if path == "/faults" and method == "POST":
             try:
-                fault = Fault.from_json(_control_json(request))
+                fault = Fault.from_json(control_json(request))
                 self.inject(fault)
             except (TypeError, ValueError) as error:
                 raise ApiError(400, str(error)) from None
@@ -901,7 +920,7 @@ class Simulator:
             except KeyError as error:
                 raise ApiError(404, str(error.args[0] if error.args else error)) from None
         if path == "/now" and method == "PUT":
-            value = _control_json(request).get("now")
+            value = control_json(request).get("now")
             if value is None:
                 self.follow_wall_clock()
             else:
@@ -912,6 +931,17 @@ class Simulator:
             return json_response({"now": self.now.isoformat(), "follows_wall_clock": self._now is None})
         if path == "/requests" and method == "GET":
             return json_response(list(self.requests))
+        found = self.control_routes.match(path)
+        if found is not None:
+            operations, request.params = found
+            route = operations.get(method)
+            if route is not None:
+                try:
+                    return _as_response(route.handler(request))
+                except KeyError as error:
+                    raise ApiError(404, str(error.args[0] if error.args else error)) from None
+                except (TypeError, ValueError) as error:
+                    raise ApiError(400, str(error)) from None
         raise ApiError(404, f"no control operation {method} {CONTROL_PREFIX}{path}")
 
     def _key_id_of(self, key: str) -> str | None:
@@ -922,7 +952,8 @@ class Simulator:
         return None if found is None else found.key_id
 
 
-def _control_json(request: Request) -> dict[str, Any]:
+def control_json(request: Request) -> dict[str, Any]:
+    """A control-plane request's JSON object body (``{}`` when empty); a 400 otherwise."""
     if not request.body:
         return {}
     try:
@@ -932,6 +963,18 @@ def _control_json(request: Request) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ApiError(400, "the body must be a JSON object")
     return value
+
+
+def control_call(operation: Callable[..., Any], *, status: int = 200) -> Handler:
+    """A control-plane handler that calls ``operation`` with the JSON body's fields and the route's path parameters
+    as keyword arguments, and answers what it returns as JSON with ``status``: ``control_routes.add("POST",
+    "/traffic", control_call(self.add_traffic, status=201))``. A ``KeyError`` it raises answers 404 (an unknown
+    account or key), a ``ValueError`` or ``TypeError`` (a wrong or unknown field) 400."""
+
+    def handler(request: Request) -> Response:
+        return json_response(operation(**control_json(request), **request.params), status)
+
+    return handler
 
 
 def _as_response(value: Response | bytes | dict[str, Any] | list[Any]) -> Response:

@@ -17,6 +17,7 @@ from connector_sdk.http import ApiClient, RetryPolicy
 from connector_sdk.models import (
     HOUR,
     AccountInfo,
+    ListedKey,
     Manifest,
     Page,
     SyncContext,
@@ -35,6 +36,7 @@ from connectors.anthropic.mapping import (
     beyond_cap_row,
     cost_report_rows,
     list_data,
+    listed_keys,
     organization_name,
     parse_key,
     parse_workspace,
@@ -169,6 +171,10 @@ class AnthropicConnector(Connector):
     def inventory(self) -> list[AnthropicKey]:
         """The organization's API keys, whatever their status."""
         return list(self.directory().keys.values())
+
+    def list_keys(self) -> list[ListedKey]:
+        """The organization's API keys of every status, with creator and workspace."""
+        return listed_keys(self.directory())
 
     # -- usage and cost ------------------------------------------------------------------------------------------
     def _pages(self, path: str, params: dict[str, Any], headers: dict[str, str] | None = None) -> Iterator[Any]:

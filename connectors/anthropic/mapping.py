@@ -15,7 +15,7 @@ from typing import Any
 
 from connector_sdk.errors import ResponseError
 from connector_sdk.fields import bounded, json_list, json_number, json_object, optional_text, required_text
-from connector_sdk.models import HOUR, SyncContext, UsageRow
+from connector_sdk.models import HOUR, ListedKey, SyncContext, UsageRow
 from connector_sdk.paging import hour_of
 
 USER_KEY_LABEL = "User key"
@@ -24,6 +24,7 @@ DEFAULT_WORKSPACE_NAME = "Default workspace"
 """Anthropic reports the organization's default workspace as ``workspace_id`` null."""
 ALL_KEYS_LABEL = "All keys"
 """The label of cost-report rows: that report has no per-key dimension, so the cost is every key's in the workspace."""
+KEYS_LISTING = "Anthropic /organizations/api_keys"
 BEYOND_CAP_LABEL = "Beyond the 100-group cap"
 BEYOND_CAP_LINE_ITEM = "Spend Anthropic did not attribute: its cost buckets hold at most 100 groups"
 
@@ -52,6 +53,9 @@ class AnthropicKey:
     status: str | None
     workspace_id: str | None
     created_at: datetime | None
+    created_by: str | None = None
+    created_by_type: str | None = None
+    scope: str | None = None
 
     @property
     def label(self) -> str:
@@ -117,13 +121,43 @@ def parse_key(raw: dict[str, Any], what: str) -> AnthropicKey:
             created_at = datetime.fromisoformat(created.replace("Z", "+00:00"))
         except ValueError:
             raise ResponseError(f"{what}: created_at {created!r} is not an RFC 3339 time") from None
+        if created_at.tzinfo is None:
+            raise ResponseError(f"{what}: created_at {created!r} has no UTC offset")
+    creator = raw.get("created_by")
+    if creator is not None:
+        creator = json_object(creator, f"{what}.created_by")
+    scope = raw.get("scope")  # newer API versions only; its shape is not documented, so only a word is read
     return AnthropicKey(
         id=required_text(raw, "id", what),
         name=optional_text(raw, "name", what),
         status=optional_text(raw, "status", what),
         workspace_id=optional_text(raw, "workspace_id", what),
         created_at=created_at,
+        created_by=None if creator is None else optional_text(creator, "id", f"{what}.created_by"),
+        created_by_type=None if creator is None else optional_text(creator, "type", f"{what}.created_by"),
+        scope=scope.lower() if isinstance(scope, str) and scope else None,
     )
+
+
+def listed_keys(directory: Directory) -> list[ListedKey]:
+    """Every key of the directory as the host's inventory takes it: who created it (Anthropic gives an id and a
+    type, no name), its workspace (the default one by name), status as Anthropic says it. Anthropic gives no
+    ``last_used_at``: idle keys are found from usage."""
+    return [
+        ListedKey(
+            key_id=key.id,
+            name=key.name,
+            scope=key.scope or "api",
+            owner=key.created_by,
+            owner_type=key.created_by_type,
+            workspace_id=key.workspace_id,
+            workspace_name=directory.workspace_name(key.workspace_id),
+            created_at=key.created_at,
+            status=key.status or "active",
+            listing=KEYS_LISTING,
+        )
+        for key in directory.keys.values()
+    ]
 
 
 def parse_workspace(raw: dict[str, Any], what: str) -> tuple[str, str | None]:

@@ -19,6 +19,11 @@ Choices made where the facts are silent:
   paged by buckets; a grouped bucket holds the ``max_groups`` (100) largest groups and no remainder row.
 * ``analytics`` of an organization is ``"on"``, ``"forbidden"`` (403: the key lacks ``read:analytics``) or
   ``"absent"`` (404: the beta is not offered), for the connector's fallback to the cost report.
+* A deleted key (:meth:`AnthropicSimulator.revoke_key` on a listed key) leaves every listing; its usage goes on
+  being reported under its id.
+* Traffic added by :meth:`AnthropicSimulator.add_traffic` is steady (a random stream of its own, so the rest of the
+  organization's usage stays as it was) and, like any source stopped by :meth:`AnthropicSimulator.stop_traffic`,
+  shows only in hours that start in its ``[since, until)``.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import itertools
 import json
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
@@ -42,8 +47,10 @@ from connector_sdk.kit.simulator import (
     SimKey,
     Simulator,
     after_page,
+    control_call,
     decode_offset,
     encode_offset,
+    instant,
     utc,
 )
 
@@ -104,6 +111,12 @@ def _text(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _hour_at_or_after(moment: datetime) -> datetime:
+    """The start of the first hour that starts at or after ``moment``."""
+    hour = utc(moment).replace(minute=0, second=0, microsecond=0)
+    return hour if hour == utc(moment) else hour + HOUR
+
+
 def _cents(value: Decimal) -> str:
     """Exact decimal text of an amount of cents, no exponent: ``"123.45"``, ``"0.0003"``."""
     return "0" if value == 0 else format(value.normalize(), "f")
@@ -152,6 +165,11 @@ class _Key:
     workspace_id: str | None
     created_at: datetime
     listed: bool = True
+    created_by: str | None = None
+
+    @property
+    def creator(self) -> str:
+        return self.created_by or "user_01" + self.id[-22:]
 
 
 @dataclass
@@ -164,13 +182,31 @@ class _Workspace:
 
 @dataclass(frozen=True)
 class _Source:
-    """Who uses what: a key (or ``None``: the Workbench) in a workspace (``None``: the default one), on a model."""
+    """Who uses what: a key (or ``None``: the Workbench) in a workspace (``None``: the default one), on a model.
+
+    A ``steady`` source (a scenario's) draws from a random stream of its own; any source shows usage only in hours
+    that start in ``[since, until)`` (``None``: unbounded)."""
 
     api_key_id: str | None
     workspace_id: str | None
     model: str
     activity: float
     scale: int
+    steady: bool = False
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def shows(self, hour: datetime) -> bool:
+        return (self.since is None or self.since <= hour) and (self.until is None or hour < self.until)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "api_key_id": self.api_key_id,
+            "workspace_id": self.workspace_id,
+            "model": self.model,
+            "since": None if self.since is None else _text(self.since),
+            "until": None if self.until is None else _text(self.until),
+        }
 
 
 @dataclass
@@ -202,11 +238,14 @@ def _hour_usage(
 ) -> tuple[tuple[_Source, str, tuple[int, ...]], ...]:
     if hour < first_hour:
         return ()
-    rng = random.Random(f"{seed}:{name}:{hour.isoformat()}")
+    shared = random.Random(f"{seed}:{name}:{hour.isoformat()}")
     busy = []
-    for source in sources:
+    for index, source in enumerate(sources):
+        rng = random.Random(f"{seed}:{name}:{hour.isoformat()}:{index}") if source.steady else shared
         if rng.random() >= source.activity:
             continue
+        # Bounds are applied after the draws, so a source stopped early leaves the others' usage as it was.
+        shown = source.shows(hour)
         for tier in ("standard", "batch") if rng.random() < 0.3 else ("standard",):
             requests = rng.randint(1, source.scale)
             uncached = requests * rng.randint(200, 6000)
@@ -215,7 +254,8 @@ def _hour_usage(
             write_1h = rng.choice((0, 0, requests * rng.randint(100, 2000)))
             write_5m = rng.choice((0, requests * rng.randint(100, 4000)))
             searches = rng.choice((0, 0, 0, rng.randint(1, 5)))
-            busy.append((source, tier, (uncached, output, cache_read, write_1h, write_5m, searches, requests)))
+            if shown:
+                busy.append((source, tier, (uncached, output, cache_read, write_1h, write_5m, searches, requests)))
     return tuple(busy)
 
 
@@ -280,6 +320,9 @@ class AnthropicSimulator(Simulator):
             ("/organizations/workspaces", self._get_workspaces),
         ):
             self.routes.add("GET", path, handler, auth="admin")
+        self.control_routes.add("PATCH", "/keys/{key_id}", control_call(self.update_key))
+        self.control_routes.add("POST", "/traffic", control_call(self.add_traffic, status=201))
+        self.control_routes.add("POST", "/traffic/stop", control_call(self.stop_traffic))
 
     # -- organizations and keys ------------------------------------------------------------------------------
     def add_organization(self, name: str, *, analytics: str = "on") -> str:
@@ -332,25 +375,139 @@ class AnthropicSimulator(Simulator):
         self._orgs[name] = org
         return self.issue_key(name, scope="admin", name="Spend reader")
 
-    def issue_key(self, account: str, *, scope: str = "admin", name: str | None = None) -> str:
+    def issue_key(
+        self,
+        account: str,
+        *,
+        scope: str = "admin",
+        name: str | None = None,
+        workspace_id: str | None = None,
+        created_at: datetime | str | None = None,
+        created_by: str | None = None,
+    ) -> str:
         """Issue an Admin key (``scope="admin"``) or a workspace API key (``"workspace"``, listed by
-        ``/api_keys`` and refused by the Admin API with 403); returns the secret."""
+        ``/api_keys`` and refused by the Admin API with 403); returns the secret. A workspace key is made in
+        ``workspace_id`` (default: the first workspace; ``"default"``: the default workspace) by the user
+        ``created_by``; ``created_at`` (default ``now``) back-dates it, as a key made long ago and never used."""
         if scope not in ("admin", "workspace"):
             raise ValueError("scope must be 'admin' or 'workspace'")
         org = self._org(account)
+        workspace = self._workspace(org, workspace_id)
         key_id = org.new_id("apikey_" if scope == "workspace" else "adminkey_")
         prefix = "sk-ant-admin01-" if scope == "admin" else "sk-ant-api03-"
         secret = prefix + hashlib.sha256(f"{org.seed}:{key_id}:secret".encode()).hexdigest()
-        now = self.now.replace(microsecond=0)
-        self.keyring.add(SimKey(key_id, secret, account, scope, name or key_id, now.isoformat()))
+        created = (self.now if created_at is None else instant(created_at)).replace(microsecond=0)
+        self.keyring.add(SimKey(key_id, secret, account, scope, name or key_id, created.isoformat()))
         if scope == "workspace":
-            org.keys.append(_Key(key_id, name or "Issued key", "active", org.workspaces[0].id, now))
+            org.keys.append(_Key(key_id, name or "Issued key", "active", workspace, created, created_by=created_by))
         return secret
 
     def revoke_key(self, key: str) -> None:
-        """Revoke a key by its id or its secret: it gets 401 from then on."""
+        """Revoke a key by its id or its secret: it gets 401 from then on. A key the listing names (by its id) is
+        deleted: no listing names it any more, and its usage goes on being reported."""
         found = self.keyring.verify(key)
-        self.keyring.revoke(found.key_id if found is not None else key)
+        key_id = found.key_id if found is not None else key
+        listed = [k for org in self._orgs.values() for k in org.keys if k.id == key_id and k.listed]
+        for record in listed:
+            record.listed = False
+        try:
+            self.keyring.revoke(key_id)
+        except KeyError:
+            if not listed:
+                raise
+
+    def update_key(self, key_id: str, *, name: str | None = None, status: str | None = None) -> dict[str, Any]:
+        """Change what ``/api_keys`` says of a listed key (``PATCH /_sim/keys/{key_id}``): rename it, or set its
+        status (``active``, ``inactive``, ``archived``, ``expired``), as an admin or the calendar would."""
+        record = self._listed(key_id)
+        if status is not None:
+            if status not in ("active", "inactive", "archived", "expired"):
+                raise ValueError("status must be 'active', 'inactive', 'archived' or 'expired'")
+            record.status = status
+        if name is not None:
+            if not name.strip():
+                raise ValueError("'name' must not be empty")
+            record.name = name
+        return {"key_id": key_id, "name": record.name, "status": record.status}
+
+    def add_traffic(
+        self,
+        account: str,
+        *,
+        key_id: str | None = None,
+        workspace_id: str | None = None,
+        model: str = SONNET,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        activity: float = 1.0,
+        scale: int = 5,
+    ) -> dict[str, Any]:
+        """Make requests from now on, as a scenario needs (``POST /_sim/traffic``); returns the source described.
+
+        ``key_id`` spends with a key of the organization (listed or deleted) in its workspace; an id the
+        organization never issued spends in ``workspace_id`` (default: the default workspace), a key no listing
+        names. Without ``key_id`` it is Workbench use (``api_key_id`` null) in ``workspace_id``. Usage shows in
+        hours that start in ``[since, until)``; ``since`` defaults to the key's creation for a known key, else the
+        start of the history. Each hour it is busy with chance ``activity`` (1: every hour), up to ``scale``
+        requests, on ``model``.
+        """
+        org = self._org(account)
+        if model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)}")
+        if not 0 < activity <= 1 or scale < 1:
+            raise ValueError("'activity' must be in (0, 1] and 'scale' >= 1")
+        known = next((k for k in org.keys if k.id == key_id), None)
+        if known is not None:
+            workspace = known.workspace_id
+        else:
+            workspace = None if workspace_id in (None, "default") else self._workspace(org, workspace_id)
+        start = instant(since) if since is not None else known.created_at if known is not None else None
+        source = _Source(
+            key_id,
+            workspace,
+            model,
+            activity,
+            scale,
+            steady=True,
+            since=None if start is None else _hour_at_or_after(start),
+            until=None if until is None else _hour_at_or_after(instant(until)),
+        )
+        org.sources.append(source)
+        return {"account": account, **source.describe()}
+
+    def stop_traffic(self, account: str, *, key_id: str, at: datetime | str | None = None) -> dict[str, Any]:
+        """End the usage of every source of ``key_id`` from the first hour starting at or after ``at`` (default
+        ``now``), the organization's own sources included: an idle key from then on (``POST /_sim/traffic/stop``).
+        ``KeyError`` when the key has no traffic."""
+        org = self._org(account)
+        end = _hour_at_or_after(self.now if at is None else instant(at))
+        stopped = []
+        for index, source in enumerate(org.sources):
+            if source.api_key_id == key_id:
+                until = end if source.until is None else min(source.until, end)
+                org.sources[index] = replace(source, until=until)
+                stopped.append(org.sources[index])
+        if not stopped:
+            raise KeyError(f"no traffic from {key_id!r} in organization {account!r}")
+        return {"account": account, "stopped": [source.describe() for source in stopped]}
+
+    def _listed(self, key_id: str) -> _Key:
+        for org in self._orgs.values():
+            for record in org.keys:
+                if record.id == key_id and record.listed:
+                    return record
+        raise KeyError(f"no listed key {key_id!r}")
+
+    @staticmethod
+    def _workspace(org: _Organization, workspace_id: str | None) -> str | None:
+        """The id of ``workspace_id`` (default: the first workspace; ``"default"``: the default one, ``None``)."""
+        if workspace_id == "default":
+            return None
+        if workspace_id is None:
+            return org.workspaces[0].id
+        if not any(w.id == workspace_id for w in org.workspaces):
+            raise KeyError(f"unknown workspace {workspace_id!r}")
+        return workspace_id
 
     def restate(self, account: str, day: datetime) -> None:
         """Change the cost of the UTC day containing ``day`` by 3%, as cost that lands late does."""
@@ -364,6 +521,12 @@ class AnthropicSimulator(Simulator):
                 "account": name,
                 "analytics": org.analytics,
                 "keys": [{"key_id": k.key_id, "scope": k.scope, "revoked": k.revoked} for k in self.keyring.of(name)],
+                "api_keys": [
+                    {"id": k.id, "name": k.name, "status": k.status, "workspace_id": k.workspace_id, "listed": k.listed}
+                    for k in org.keys
+                ],
+                "workspaces": [{"id": w.id, "name": w.name} for w in org.workspaces],
+                "traffic": [source.describe() for source in org.sources],
             }
             for name, org in self._orgs.items()
         ]
@@ -657,7 +820,7 @@ class AnthropicSimulator(Simulator):
                 "type": "api_key",
                 "name": k.name,
                 "created_at": _text(k.created_at),
-                "created_by": {"id": "user_01" + k.id[-22:], "type": "user"},
+                "created_by": {"id": k.creator, "type": "user"},
                 "expires_at": None,
                 "partial_key_hint": f"sk-ant-api03-{k.id[-3:]}...{k.id[-6:-3]}",
                 "status": k.status,

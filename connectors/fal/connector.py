@@ -14,10 +14,17 @@ import structlog
 from connector_sdk.connector import Connector, packaged_manifest
 from connector_sdk.errors import ApiError, ConfigError, CredentialError, ResponseError
 from connector_sdk.http import ApiClient, RetryPolicy
-from connector_sdk.models import AccountInfo, Manifest, Page, Price, SyncContext, SyncWindow, iso
+from connector_sdk.models import AccountInfo, ListedKey, Manifest, Page, Price, SyncContext, SyncWindow, iso
 from connector_sdk.paging import HourlyPages, follow_cursor
 from connectors.fal.config import FalConfig
-from connectors.fal.mapping import UsagePage, UsageReader, parse_usage_page
+from connectors.fal.mapping import (
+    KEYS_LISTING,
+    UsagePage,
+    UsageReader,
+    own_admin_key,
+    parse_listed_key,
+    parse_usage_page,
+)
 
 SETUP_HINT = "In the fal dashboard open API Keys, click Add key, set Scope to Admin, then reconnect with the new key."
 ESTIMATE_PATH = "/models/pricing/estimate"
@@ -26,6 +33,7 @@ PRICE_BATCH = 50
 # first of these, and step down when fal says ``limit`` is too large. The size that worked is remembered.
 PAGE_SIZES = (1000, 500, 200, 100, 50)
 PAGE_SIZE_STATE = "usage_page_size"
+KEYS_PAGE_SIZE = 100
 LIMIT = re.compile(r"\blimit\b", re.IGNORECASE)
 MAXIMUM = re.compile(r"(?:at most|less than or equal to|maximum(?: is| of)?|<=|≤)\s*:?\s*(\d+)", re.IGNORECASE)
 
@@ -111,24 +119,32 @@ class FalConnector(Connector):
             }
         return AccountInfo(account=body["username"], details=details)
 
-    def key_aliases(self) -> dict[str, str]:
-        """``key_id → alias`` of every API-scope key ``/keys`` lists."""
-        aliases: dict[str, str] = {}
+    def listed_keys(self) -> list[ListedKey]:
+        """Every key ``GET /keys`` lists (fal lists API-scope keys only), with its creator, every page of it."""
 
         def fetch(cursor: str | None) -> Any:
-            params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+            params = {"limit": KEYS_PAGE_SIZE, "expand": "creator_info", **({"cursor": cursor} if cursor else {})}
             return self.client.get_json("/keys", params)
 
-        for page in follow_cursor(fetch, what="fal /keys"):
+        listed: list[ListedKey] = []
+        for page in follow_cursor(fetch, what=KEYS_LISTING):
             keys = page.get("keys")
             if not isinstance(keys, list):
-                raise ResponseError(f"fal /keys: field 'keys' must be a list, got {type(keys).__name__}")
-            for i, key in enumerate(keys):
-                if not isinstance(key, dict) or not isinstance(key.get("key_id"), str):
-                    raise ResponseError(f"fal /keys: keys[{i}].key_id is missing or not a string")
-                alias = key.get("alias")
-                aliases[key["key_id"]] = alias if isinstance(alias, str) and alias else key["key_id"]
-        return aliases
+                raise ResponseError(f"{KEYS_LISTING}: field 'keys' must be a list, got {type(keys).__name__}")
+            # Items are numbered across pages, so a message names the one item of the listing that is wrong.
+            listed += [parse_listed_key(key, f"{KEYS_LISTING} item {len(listed) + i}") for i, key in enumerate(keys)]
+        return listed
+
+    def key_aliases(self) -> dict[str, str]:
+        """``key_id → alias`` of every API-scope key ``/keys`` lists."""
+        return {key.key_id: key.name or key.key_id for key in self.listed_keys()}
+
+    def list_keys(self) -> list[ListedKey]:
+        """The keys ``/keys`` lists, and the connection's own Admin key, which no listing names though fal reports
+        its traffic (by key id only: the secret never leaves the config)."""
+        listed = self.listed_keys()
+        own = own_admin_key(self.config.api_key)
+        return listed if any(key.key_id == own.key_id for key in listed) else [*listed, own]
 
     def prices(self, models: Sequence[str], *, now: datetime) -> list[Price]:
         """``GET /models/pricing`` 50 ids at a time; fal fails a whole batch with 404 for one unknown id, so such a

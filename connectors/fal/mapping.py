@@ -1,4 +1,4 @@
-"""From fal's ``/models/usage`` responses to normalized rows: pure functions, no I/O.
+"""From fal's ``/models/usage`` and ``/keys`` responses to normalized rows and listed keys: pure functions, no I/O.
 
 Two readers give the same rows. :func:`parse_usage_page` is the exact one: it takes the decoded JSON and names the
 first field that breaks fal's schema. :class:`UsageReader` is the fast one, for the millions of items of a big
@@ -16,14 +16,18 @@ from hashlib import sha256
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, SecretStr, ValidationError
 
 from connector_sdk.errors import ResponseError
-from connector_sdk.models import HOUR, SyncContext, UsageRow, decimal_text, iso
+from connector_sdk.fields import json_object, optional_text, required_text
+from connector_sdk.models import HOUR, ListedKey, SyncContext, UsageRow, decimal_text, iso
 from connector_sdk.paging import hour_of
 
 USER_KEY_LABEL = "User key"
 """What the product calls activity not made with an API key: the web UI, the playground, login tokens."""
+KEYS_LISTING = "fal /keys"
+OWN_KEY_LISTING = "the connection's own Admin key"
+"""Where the connection's Admin key comes from: fal's ``/keys`` lists API-scope keys only."""
 
 
 MAX_DIGITS = 30
@@ -70,6 +74,39 @@ class UsageItem(BaseModel):
     currency: str
     auth_method: str | None = None
     auth_method_structured: AuthMethod
+
+
+def parse_listed_key(raw: Any, what: str) -> ListedKey:
+    """One item of ``GET /keys?expand=creator_info``: the key, its alias, scope and when and by whom it was made."""
+    key = json_object(raw, what)
+    created = optional_text(key, "created_at", what)
+    created_at = None
+    if created is not None:
+        try:
+            created_at = datetime.fromisoformat(created.replace("Z", "+00:00"))
+        except ValueError:
+            raise ResponseError(f"{what}: field 'created_at' is not an ISO 8601 time: {created!r}") from None
+        if created_at.tzinfo is None:
+            raise ResponseError(f"{what}: field 'created_at' has no UTC offset: {created!r}")
+    scope = optional_text(key, "scope", what)
+    nickname = optional_text(key, "creator_nickname", what) or None
+    email = optional_text(key, "creator_email", what) or None
+    return ListedKey(
+        key_id=required_text(key, "key_id", what),
+        name=optional_text(key, "alias", what) or None,
+        scope=scope.lower() if scope else None,
+        owner=nickname or email,
+        owner_email=email,
+        owner_type="user" if nickname or email else None,
+        created_at=created_at,
+        listing=KEYS_LISTING,
+    )
+
+
+def own_admin_key(api_key: SecretStr) -> ListedKey:
+    """The connection's own credential as a listed key: its id (``KEY_ID`` of ``KEY_ID:KEY_SECRET``), never the
+    secret. fal reports its traffic like any key's, so an Admin key used for traffic can be told apart."""
+    return ListedKey(key_id=api_key.get_secret_value().partition(":")[0], scope="admin", listing=OWN_KEY_LISTING)
 
 
 def _where(path: str, error: ValidationError) -> str:

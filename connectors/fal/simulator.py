@@ -21,8 +21,11 @@ Choices made where fal's documentation is silent:
   like fal at its least generous: 50 items without a ``limit``, at most 200, and a 400 ``validation_error``
   about ``limit`` above ``reject_above`` (200 unless given).
 * Only the ``UTC`` (or ``Etc/UTC``) timezone is accepted; any other is a 400 ``validation_error``.
-* Keys made by :meth:`FalSimulator.issue_key` carry no usage. A revoked key leaves ``/keys`` but keeps
-  its past usage, like a deleted key.
+* Keys made by :meth:`FalSimulator.issue_key` carry no usage until :meth:`FalSimulator.add_traffic` gives them
+  some. A revoked key leaves ``/keys`` but its usage goes on being reported, like a deleted key's.
+* Traffic added by :meth:`FalSimulator.add_traffic` (a scenario's) is steady: drawn from its own random stream, so
+  the rest of the account's usage stays exactly as it was, and shown only between its ``since`` and ``until``;
+  :meth:`FalSimulator.stop_traffic` ends any source's traffic, the account's own included, at a moment.
 * ``/models/pricing/estimate`` rounds ``total_cost`` to cents; ``historical_api_price`` assumes a
   typical number of billing units per call for each model.
 """
@@ -49,9 +52,11 @@ from connector_sdk.kit.simulator import (
     Request,
     SimKey,
     Simulator,
+    control_call,
     credentials,
     decode_offset,
     encode_offset,
+    instant,
     offset_page,
     utc,
 )
@@ -143,7 +148,11 @@ class _Model:
 
 @dataclass(slots=True)
 class _Source:
-    """Who made requests: an API key (listed, admin or deleted), a member's login, or a bare user token."""
+    """Who made requests: an API key (listed, admin or deleted), a member's login, or a bare user token.
+
+    ``steady`` sources are a scenario's (:meth:`FalSimulator.add_traffic`): they draw from a stream of their own.
+    Any source shows traffic only at moments in ``[since, until)`` (Unix seconds; ``None``: unbounded).
+    """
 
     label: str
     key_id: str | None
@@ -153,6 +162,28 @@ class _Source:
     models: tuple[int, ...]
     am_json: str = ""
     ams_json: str = ""
+    steady: bool = False
+    since: float | None = None
+    until: float | None = None
+
+    def render_auth(self) -> None:
+        self.am_json = f',"auth_method":{json.dumps(self.label)}'
+        self.ams_json = f',"auth_method_structured":{json.dumps(self.structured(), separators=(",", ":"))}'
+
+    def shows(self, moment: float) -> bool:
+        return (self.since is None or self.since <= moment) and (self.until is None or moment < self.until)
+
+    def describe(self) -> dict[str, Any]:
+        def text(moment: float | None) -> str | None:
+            return None if moment is None else datetime.fromtimestamp(moment, UTC).isoformat()
+
+        return {
+            "label": self.label,
+            "key_id": self.key_id,
+            "login": self.login,
+            "since": text(self.since),
+            "until": text(self.until),
+        }
 
     def structured(self) -> dict[str, str]:
         out = {"detail": self.label}
@@ -422,11 +453,10 @@ class _Account:
                 source.models = tuple(sorted(source.models))
         for source in sources:
             source.p_active = min(1.0, source.p_active * activity)
-            source.am_json = f',"auth_method":{json.dumps(source.label)}'
-            source.ams_json = f',"auth_method_structured":{json.dumps(source.structured(), separators=(",", ":"))}'
+            source.render_auth()
         self.sources = sources
 
-    def _new_key(self, scope: str, alias: str, created_at: datetime) -> SimKey:
+    def _new_key(self, scope: str, alias: str, created_at: datetime, creator: str | None = None) -> SimKey:
         key = SimKey(
             key_id=f"{self.rng.getrandbits(64):016x}",
             secret=f"{self.rng.getrandbits(128):032x}",
@@ -434,10 +464,14 @@ class _Account:
             scope=scope,
             alias=alias,
             created_at=created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            creator=self.members[len(self.keys) % len(self.members)],
+            creator=creator or self.members[len(self.keys) % len(self.members)],
         )
         self.keys.append(key)
         return key
+
+    def forget_usage(self) -> None:
+        """Drop the cached hours: the sources changed, so every hour is generated again."""
+        self.cache.clear()
 
     def generate(self, hour: int, revision: int) -> tuple[_Item, ...]:
         """The usage of one hour at one revision: a pure function of (seed, username, hour, revision)."""
@@ -452,6 +486,8 @@ class _Account:
         models, discount = self.models, self.discount
         items: list[_Item] = []
         for index, source in enumerate(self.sources):
+            if source.steady:
+                continue
             if rand() >= source.p_active * busy:
                 continue
             for m in source.models:
@@ -472,7 +508,27 @@ class _Account:
                 else:
                     chosen = pct if roll < _DISCOUNTED_ONLY_CHANCE else None
                     items.append(_Item(index, m, offset, count * model.step, model.unit_price, chosen))
-        return tuple(items)
+        items += self._steady(hour, revision)
+        # Bounds are applied after every draw, so a source stopped early leaves the others' usage as it was.
+        return tuple(item for item in items if self.sources[item.source].shows(hour + item.offset))
+
+    def _steady(self, hour: int, revision: int) -> list[_Item]:
+        """The items of the scenario sources in ``hour``, each from a random stream of its own."""
+        items: list[_Item] = []
+        for index, source in enumerate(self.sources):
+            if not source.steady:
+                continue
+            seed = hashlib.blake2b(f"{hour}:{revision}:{index}".encode(), key=self.hash_key, digest_size=8).digest()
+            rng = random.Random(int.from_bytes(seed, "big"))
+            if rng.random() >= source.p_active:
+                continue
+            for m in source.models:
+                model = self.models[m]
+                count = rng.randint(model.low, model.high) * source.scale
+                items.append(
+                    _Item(index, m, rng.randrange(_HOUR), count * model.step, model.unit_price, self.discount[m])
+                )
+        return items
 
     def hour_items(self, hour: int) -> tuple[_Item, ...]:
         revision = self.revisions.get(hour, 0)
@@ -608,6 +664,9 @@ class FalSimulator(Simulator):
         self.routes.add("GET", "/account/billing", self._get_billing, auth="ADMIN")
         self.routes.add("GET", "/models/pricing", self._get_pricing, auth="ANY")
         self.routes.add("POST", "/models/pricing/estimate", self._post_estimate, auth="ANY")
+        self.control_routes.add("PATCH", "/keys/{key_id}", control_call(self.update_key))
+        self.control_routes.add("POST", "/traffic", control_call(self.add_traffic, status=201))
+        self.control_routes.add("POST", "/traffic/stop", control_call(self.stop_traffic))
 
     def add_account(
         self,
@@ -662,17 +721,118 @@ class FalSimulator(Simulator):
         self._accounts[username] = account
         return f"{account.admin_key.key_id}:{account.admin_key.secret}"
 
-    def issue_key(self, account: str, *, scope: str = "ADMIN", alias: str | None = None) -> str:
+    def issue_key(
+        self,
+        account: str,
+        *,
+        scope: str = "ADMIN",
+        alias: str | None = None,
+        created_at: datetime | str | None = None,
+        creator: str | None = None,
+    ) -> str:
         """Create another key for the team ``account`` (``scope`` ``"ADMIN"`` or ``"API"``); returns
-        ``"key_id:key_secret"``."""
+        ``"key_id:key_secret"``. ``created_at`` (default ``now``) back-dates it, as a key made long ago and never
+        used; ``creator`` is the member's nickname ``/keys`` names (``creator_email`` is made from it)."""
         if scope not in ("ADMIN", "API"):
             raise ValueError("scope must be 'ADMIN' or 'API'")
         team = self._account(account)
         team.issued += 1
         if alias is None:
             alias = f"Issued {scope.title()} Key {team.issued}"
-        key = self.keyring.add(team._new_key(scope, alias, self.now.replace(microsecond=0)))
+        created = self.now if created_at is None else instant(created_at)
+        key = self.keyring.add(team._new_key(scope, alias, created.replace(microsecond=0), creator))
         return f"{key.key_id}:{key.secret}"
+
+    def update_key(self, key_id: str, *, alias: str) -> dict[str, Any]:
+        """Rename a key (``PATCH /_sim/keys/{key_id}`` ``{"alias": ...}``): ``/keys`` and the usage's
+        ``auth_method`` show the new alias from now on."""
+        key = self.keyring.get(key_id)
+        if not isinstance(alias, str) or not alias.strip():
+            raise ValueError("'alias' must be a non-empty string")
+        key.alias = alias
+        team = self._account(key.account)
+        for source in team.sources:
+            if source.key_id == key_id:
+                source.label = alias
+                source.render_auth()
+        self._usage_cache.clear()
+        return {"key_id": key_id, "alias": alias}
+
+    def add_traffic(
+        self,
+        account: str,
+        *,
+        key_id: str | None = None,
+        login: str | None = None,
+        label: str | None = None,
+        models: Sequence[str] | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        activity: float = 1.0,
+        scale: int = 1,
+    ) -> dict[str, Any]:
+        """Make requests from now on, as a scenario needs (``POST /_sim/traffic``); returns the source described.
+
+        ``key_id`` spends with that key (listed, issued, revoked, or an id fal never listed: a key no listing
+        names); ``login`` alone is a member working in fal's web UI (``auth_method_structured.login_username``, no
+        ``api_key_id``); both is that member's login token on a key. ``label`` is ``auth_method`` (default: the
+        key's alias, the login, or the key id). ``models`` are endpoint ids of the account (default: its first
+        two). Traffic shows at moments in ``[since, until)``: ``since`` defaults to the key's creation when it is a
+        known key, else the start of the history. Each hour it is active with chance ``activity`` (1: every
+        hour), using every model, ``scale`` times a typical quantity.
+        """
+        team = self._account(account)
+        if key_id is None and login is None:
+            raise ValueError("say whose traffic it is: 'key_id', 'login' or both")
+        if not 0 < activity <= 1 or scale < 1:
+            raise ValueError("'activity' must be in (0, 1] and 'scale' >= 1")
+        known = next((key for key in team.keys if key.key_id == key_id), None)
+        wanted = list(models) if models is not None else [model.endpoint_id for model in team.models[:2]]
+        by_id = {model.endpoint_id: index for index, model in enumerate(team.models)}
+        unknown = [endpoint for endpoint in wanted if endpoint not in by_id]
+        if unknown or not wanted:
+            raise ValueError(f"models must be endpoint ids the account uses: {', '.join(by_id)}")
+        start = instant(since) if since is not None else instant(known.created_at) if known is not None else None
+        end = None if until is None else instant(until)
+        source = _Source(
+            label or (known.alias if known is not None else login or key_id or ""),
+            key_id,
+            login,
+            activity,
+            scale,
+            tuple(sorted({by_id[endpoint] for endpoint in wanted})),
+            steady=True,
+            since=None if start is None else start.timestamp(),
+            until=None if end is None else end.timestamp(),
+        )
+        source.render_auth()
+        team.sources.append(source)
+        team.forget_usage()
+        self._usage_cache.clear()
+        return {"account": account, **source.describe()}
+
+    def stop_traffic(
+        self, account: str, *, key_id: str | None = None, login: str | None = None, at: datetime | str | None = None
+    ) -> dict[str, Any]:
+        """End the traffic of every source with ``key_id`` and/or ``login`` at ``at`` (default ``now``), the
+        account's own sources included: an idle key from then on (``POST /_sim/traffic/stop``). Traffic before
+        ``at`` stays as it was. ``KeyError`` when no source matches."""
+        team = self._account(account)
+        if key_id is None and login is None:
+            raise ValueError("say whose traffic to stop: 'key_id', 'login' or both")
+        moment = (self.now if at is None else instant(at)).timestamp()
+        stopped = [
+            source
+            for source in team.sources
+            if (key_id is None or source.key_id == key_id) and (login is None or source.login == login)
+        ]
+        if not stopped:
+            raise KeyError(f"no traffic from {key_id or login!r} in account {account!r}")
+        for source in stopped:
+            source.until = moment if source.until is None else min(source.until, moment)
+        team.forget_usage()
+        self._usage_cache.clear()
+        return {"account": account, "stopped": [source.describe() for source in stopped]}
 
     def revoke_key(self, key: str) -> None:
         """Revoke a key (``"key_id:key_secret"`` or a bare key id): it gets 401 and leaves ``/keys``."""
@@ -709,8 +869,10 @@ class FalSimulator(Simulator):
                     {"key_id": key.key_id, "alias": key.alias, "scope": key.scope, "revoked": key.revoked}
                     for key in self.keyring.of(name)
                 ],
+                "admin_key_id": team.admin_key.key_id,
+                "traffic": [source.describe() for source in team.sources],
             }
-            for name in self._accounts
+            for name, team in self._accounts.items()
         ]
         paging = {"page_size": self.page_size, "max_page_size": self.max_page_size, "reject_above": self.reject_above}
         return {**super().describe(), "accounts": accounts, "paging": paging}

@@ -14,6 +14,7 @@ from connector_sdk.http import ApiClient, RetryPolicy
 from connector_sdk.models import (
     HOUR,
     AccountInfo,
+    ListedKey,
     Manifest,
     Page,
     SyncContext,
@@ -29,6 +30,7 @@ from connectors.openai.mapping import (
     OpenAIKey,
     cost_rows,
     list_data,
+    listed_keys,
     parse_admin_key,
     parse_project,
     parse_project_key,
@@ -44,7 +46,7 @@ DAYS_PER_REQUEST = 7
 """Days read per request: 168 hourly buckets, the most one usage page holds."""
 LIST_LIMIT = 100
 GROUP_COSTS_BY = ["api_key_id", "project_id", "line_item"]
-GROUP_USAGE_BY = ["api_key_id", "project_id", "model"]
+GROUP_USAGE_BY = ["api_key_id", "project_id", "model", "user_id"]
 
 
 def openai_auth_error(status: int, message: str) -> CredentialError:
@@ -148,6 +150,10 @@ class OpenAIConnector(Connector):
     def inventory(self) -> list[OpenAIKey]:
         """The organization's key inventory: project keys with their owners, and Admin keys."""
         return list(self.directory().keys.values())
+
+    def list_keys(self) -> list[ListedKey]:
+        """Every project's keys (archived projects' too) with their owners and owners' access, and the Admin keys."""
+        return listed_keys(self.directory(), now=utcnow())
 
     # -- costs and usage -----------------------------------------------------------------------------------------
     def _buckets(self, path: str, params: dict[str, Any], read: Callable[[Any], list[UsageRow]]) -> list[UsageRow]:

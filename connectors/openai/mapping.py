@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from connector_sdk.errors import ResponseError
 from connector_sdk.fields import json_list, json_number, json_object, optional_text, required_text
-from connector_sdk.models import SyncContext, UsageRow, floor_hour
+from connector_sdk.models import ListedKey, SyncContext, UsageRow, floor_hour
 from connector_sdk.paging import unix_time
 
 USER_KEY_LABEL = "User key"
@@ -58,10 +58,18 @@ class OpenAIKey:
     owner_name: str | None = None
     owner_email: str | None = None
     owner_project_access: str | None = None
+    expires_at: datetime | None = None
 
     @property
     def label(self) -> str:
         return self.name or self.id
+
+    @property
+    def listing(self) -> str:
+        """The listing that names the key, as a finding quotes it."""
+        if self.scope == "admin":
+            return "OpenAI /organization/admin_api_keys"
+        return f"OpenAI /organization/projects/{self.project_id}/api_keys"
 
 
 @dataclass
@@ -134,7 +142,45 @@ def parse_admin_key(raw: dict[str, Any], what: str) -> OpenAIKey:
         last_used_at=_time(raw, "last_used_at", what),
         owner_type=owner.get("type") if isinstance(owner.get("type"), str) else None,
         owner_name=owner.get("name") if isinstance(owner.get("name"), str) else None,
+        owner_email=owner.get("email") if isinstance(owner.get("email"), str) else None,
+        expires_at=_time(raw, "expires_at", what),
     )
+
+
+OWNER_ACCESS = {"active": True, "inactive": False}
+"""``owner_project_access`` as whether the key's owner still has access to its project."""
+
+
+def listed_keys(directory: Directory, *, now: datetime) -> list[ListedKey]:
+    """Every key of the directory as the host's inventory takes it: the project (archived or not) as the workspace,
+    the owner and whether they still have access, and a status: ``archived`` for a key of an archived project,
+    ``expired`` for an Admin key past its ``expires_at`` (``now``), else ``active``."""
+    listed = []
+    for key in directory.keys.values():
+        project = directory.projects.get(key.project_id) if key.project_id is not None else None
+        status = "active"
+        if project is not None and project.archived:
+            status = "archived"
+        elif key.expires_at is not None and key.expires_at <= now:
+            status = "expired"
+        listed.append(
+            ListedKey(
+                key_id=key.id,
+                name=key.name,
+                scope=key.scope,
+                owner=key.owner_name or key.owner_email,
+                owner_email=key.owner_email,
+                owner_type=key.owner_type,
+                owner_active=OWNER_ACCESS.get(key.owner_project_access or ""),
+                workspace_id=key.project_id,
+                workspace_name=directory.project_name(key.project_id),
+                created_at=key.created_at,
+                last_used_at=key.last_used_at,
+                status=status,
+                listing=key.listing,
+            )
+        )
+    return listed
 
 
 # -- costs and usage ----------------------------------------------------------------------------------------------
@@ -235,6 +281,8 @@ def usage_rows(
             api_key_id = optional_text(result, "api_key_id", path)
             project_id = optional_text(result, "project_id", path)
             model = optional_text(result, "model", path)
+            # The person whose use it was, when OpenAI names one (the Playground's, under group_by=user_id).
+            user_id = optional_text(result, "user_id", path) or None
             for name, value in result.items():
                 if name in GROUPING_FIELDS or value is None or isinstance(value, str | bool):
                     continue
@@ -247,7 +295,7 @@ def usage_rows(
                             connection=context.connection,
                             period_start=period_start,
                             api_key_id=api_key_id,
-                            login_username=None,
+                            login_username=user_id,
                             model=model,
                             unit=name,
                             unit_price=None,
@@ -262,7 +310,7 @@ def usage_rows(
                         period_end=period_end,
                         api_key_id=api_key_id,
                         api_key_label=directory.key_label(api_key_id),
-                        login_username=None,
+                        login_username=user_id,
                         model=model,
                         unit=name,
                         quantity=quantity,

@@ -18,6 +18,13 @@ Choices made where OpenAI's documentation is silent:
 * ``next_page`` is ``page_`` and the base64 of the next bucket's offset; list cursors are key or project ids (an
   ``after`` that names none is a 400).
 * A project key (``sk-proj-``) gets 403, an unknown or revoked key 401, in OpenAI's error envelope.
+* ``user_id`` (under ``group_by=user_id``) is the person whose Playground use it was; key traffic carries none.
+  The organization's own Playground use names nobody; :meth:`OpenAISimulator.add_traffic` adds a named person's.
+* A key's ``last_used_at`` is the start of the last hour its usage shows (or a moment set by
+  :meth:`OpenAISimulator.update_key`, whichever is later); ``null`` when it has none. Admin keys show none.
+* Traffic added by :meth:`OpenAISimulator.add_traffic` is steady (a random stream of its own, so the rest of the
+  organization's usage stays as it was) and, like any source stopped by :meth:`OpenAISimulator.stop_traffic`,
+  shows only in hours that start in its ``[since, until)``.
 """
 
 from __future__ import annotations
@@ -44,9 +51,11 @@ from connector_sdk.kit.simulator import (
     SimKey,
     Simulator,
     after_page,
+    control_call,
     credentials,
     decode_offset,
     encode_offset,
+    instant,
     json_bytes,
     offset_page,
 )
@@ -107,9 +116,11 @@ class _Project:
     archived_at: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Source:
-    """Who uses what: a key (or ``None``: the Playground) in a project, on one model of one endpoint."""
+    """Who uses what: a key (or ``None``: the Playground, by ``user_id`` when named) in a project, on one model of
+    one endpoint. A ``steady`` source (a scenario's) draws from a random stream of its own; any source shows usage
+    only in hours that start in ``[since, until)`` (Unix seconds; ``None``: unbounded)."""
 
     api_key_id: str | None
     project_id: str
@@ -117,6 +128,27 @@ class _Source:
     model: str
     activity: float  # chance that the source is busy in an hour
     scale: int  # typical requests per busy hour
+    user_id: str | None = None
+    steady: bool = False
+    since: int | None = None
+    until: int | None = None
+
+    def shows(self, hour: int) -> bool:
+        return (self.since is None or self.since <= hour) and (self.until is None or hour < self.until)
+
+    def describe(self) -> dict[str, Any]:
+        def text(moment: int | None) -> str | None:
+            return None if moment is None else datetime.fromtimestamp(moment, UTC).isoformat()
+
+        return {
+            "api_key_id": self.api_key_id,
+            "user_id": self.user_id,
+            "project_id": self.project_id,
+            "endpoint": self.endpoint,
+            "model": self.model,
+            "since": text(self.since),
+            "until": text(self.until),
+        }
 
 
 class _Organization:
@@ -161,9 +193,10 @@ class _Organization:
         """The quantities of every busy source in ``hour``: a pure function of (seed, organization, hour)."""
         if hour < self.first_hour:
             return ()
-        rng = random.Random(f"{self.seed}:{self.name}:{hour}")
+        shared = random.Random(f"{self.seed}:{self.name}:{hour}")
         busy = []
-        for source in self.sources:
+        for index, source in enumerate(self.sources):
+            rng = random.Random(f"{self.seed}:{self.name}:{hour}:{index}") if source.steady else shared
             if rng.random() >= source.activity:
                 continue
             requests = rng.randint(1, source.scale)
@@ -181,8 +214,14 @@ class _Organization:
                     quantities[name] = requests * rng.randint(100, 3000)
                 elif name == "seconds":
                     quantities[name] = requests * rng.randint(5, 600)
-            busy.append((source, tuple(quantities.items())))
+            # Bounds are applied after the draws, so a source stopped early leaves the others' usage as it was.
+            if source.shows(hour):
+                busy.append((source, tuple(quantities.items())))
         return tuple(busy)
+
+    def sources_changed(self) -> None:
+        """Forget every generated hour: the sources changed."""
+        _Organization.hour_usage.cache_clear()
 
     def day_costs(self, day: int, now: int) -> list[tuple[str | None, str, str, Decimal, int, str]]:
         """``(api_key_id, project_id, line_item, amount, quantity, quantity_unit)`` of ``day`` as billed by ``now``."""
@@ -261,6 +300,9 @@ class OpenAISimulator(Simulator):
         self.routes.add("GET", "/organization/projects", self._get_projects, auth="admin")
         self.routes.add("GET", "/organization/projects/{project_id}/api_keys", self._get_project_keys, auth="admin")
         self.routes.add("GET", "/organization/admin_api_keys", self._get_admin_keys, auth="admin")
+        self.control_routes.add("PATCH", "/keys/{key_id}", control_call(self.update_key))
+        self.control_routes.add("POST", "/traffic", control_call(self.add_traffic, status=201))
+        self.control_routes.add("POST", "/traffic/stop", control_call(self.stop_traffic))
         for endpoint in USAGE_FIELDS:
             self.routes.add("GET", f"/organization/usage/{endpoint}", self._usage_handler(endpoint), auth="admin")
 
@@ -313,16 +355,159 @@ class OpenAISimulator(Simulator):
             self._orgs[name] = org
         return admin.secret
 
-    def issue_key(self, account: str, *, scope: str = "admin", name: str | None = None) -> str:
-        """Create a key for the organization ``account`` (``"admin"`` or ``"project"``, in the default project)
-        and return its secret."""
+    def issue_key(
+        self,
+        account: str,
+        *,
+        scope: str = "admin",
+        name: str | None = None,
+        project_id: str | None = None,
+        owner_name: str = "Ann Owner",
+        owner_email: str = "ann@example.test",
+        owner_type: str = "user",
+        created_at: datetime | str | None = None,
+    ) -> str:
+        """Create a key for the organization ``account`` and return its secret: ``"admin"``, or ``"project"`` in
+        ``project_id`` (default: the first project). Its owner is a user (``owner_name``, ``owner_email``) or, with
+        ``owner_type="service_account"``, a service account named ``owner_name``. ``created_at`` (default ``now``)
+        back-dates it, as a key made long ago and never used."""
         if scope not in ("admin", "project"):
             raise ValueError("scope must be 'admin' or 'project'")
+        if owner_type not in ("user", "service_account"):
+            raise ValueError("owner_type must be 'user' or 'service_account'")
         org = self._org(account)
+        created = self._unix_now if created_at is None else int(instant(created_at).timestamp())
         with self._org_lock:
-            project = org.projects[0].id if scope == "project" else None
+            if scope == "admin":
+                project, owner = None, {"type": "user", "name": owner_name}
+            else:
+                project = project_id or org.projects[0].id
+                if not any(p.id == project for p in org.projects):
+                    raise KeyError(f"unknown project {project!r}")
+                person = _slug(owner_name)
+                who = (
+                    _user(f"user_{person}", owner_email, owner_name, created)
+                    if owner_type == "user"
+                    else _service_account(f"svc_{person}", owner_name, created)
+                )
+                owner = {"type": owner_type, owner_type: who}
             label = name or f"Issued {scope} key {len(org.keys) + 1}"
-            return self.keyring.add(org.add_key(scope, label, self._unix_now, project)).secret
+            return self.keyring.add(org.add_key(scope, label, created, project, owner=owner)).secret
+
+    def update_key(
+        self,
+        key_id: str,
+        *,
+        name: str | None = None,
+        owner_project_access: str | None = None,
+        last_used_at: datetime | str | None = None,
+        expires_at: datetime | str | None = None,
+    ) -> dict[str, Any]:
+        """Change what the listings say of a key (``PATCH /_sim/keys/{key_id}``): rename it, say its owner lost
+        (``"inactive"``) or regained (``"active"``) access to its project, set when it was last used (the later of
+        this and its usage counts), or when an Admin key expires."""
+        key = self.keyring.get(key_id)
+        if owner_project_access is not None:
+            if owner_project_access not in ("active", "inactive"):
+                raise ValueError("owner_project_access must be 'active' or 'inactive'")
+            if key.scope != "project":
+                raise ValueError("only project keys have owner_project_access")
+            key.extra["owner_project_access"] = owner_project_access
+        if name is not None:
+            if not name.strip():
+                raise ValueError("'name' must not be empty")
+            key.alias = name
+        if last_used_at is not None:
+            key.extra["last_used_at"] = int(instant(last_used_at).timestamp())
+        if expires_at is not None:
+            key.extra["expires_at"] = int(instant(expires_at).timestamp())
+        return {"key_id": key_id, "name": key.alias, "owner_project_access": key.extra["owner_project_access"]}
+
+    def add_traffic(
+        self,
+        account: str,
+        *,
+        key_id: str | None = None,
+        user_id: str | None = None,
+        project_id: str | None = None,
+        endpoint: str = "completions",
+        model: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        activity: float = 1.0,
+        scale: int = 5,
+    ) -> dict[str, Any]:
+        """Make requests from now on, as a scenario needs (``POST /_sim/traffic``); returns the source described.
+
+        ``key_id`` spends with a project key of the organization (listed or deleted: a key no listing names) in
+        its project; an id the organization never issued needs ``project_id``. Without ``key_id`` it is Playground
+        use (``api_key_id`` null), by the person ``user_id`` when given, in ``project_id`` (default: the first
+        project). ``endpoint`` and ``model`` (default: the endpoint's first) say what is used. Usage shows in hours
+        that start in ``[since, until)``; ``since`` defaults to the key's creation for a known key, else the start
+        of the history. Each hour it is busy with chance ``activity`` (1: every hour), up to ``scale`` requests.
+        """
+        org = self._org(account)
+        if endpoint not in USAGE_FIELDS:
+            raise ValueError(f"endpoint must be one of {', '.join(USAGE_FIELDS)}")
+        models = [m for e, m, _prices in _CATALOGUE if e == endpoint]
+        chosen = model or models[0]
+        if chosen not in models:
+            raise ValueError(f"the {endpoint} endpoint serves {', '.join(models)}")
+        if not 0 < activity <= 1 or scale < 1:
+            raise ValueError("'activity' must be in (0, 1] and 'scale' >= 1")
+        known = next((key for key in org.keys if key.key_id == key_id), None)
+        if known is not None and known.scope == "admin":
+            raise ValueError("an Admin key cannot make model requests")
+        project = known.extra["project_id"] if known is not None else project_id or org.projects[0].id
+        if key_id is not None and known is None and project_id is None:
+            raise ValueError("a key the organization never issued needs a 'project_id'")
+        if not any(p.id == project for p in org.projects):
+            raise KeyError(f"unknown project {project!r}")
+        start = since if since is not None else known.created_at if known is not None else None
+        source = _Source(
+            key_id,
+            project,
+            endpoint,
+            chosen,
+            activity,
+            scale,
+            user_id=user_id,
+            steady=True,
+            since=None if start is None else _hour_at_or_after(instant(start)),
+            until=None if until is None else _hour_at_or_after(instant(until)),
+        )
+        with self._org_lock:
+            org.sources.append(source)
+            org.sources_changed()
+        return {"account": account, **source.describe()}
+
+    def stop_traffic(
+        self,
+        account: str,
+        *,
+        key_id: str | None = None,
+        user_id: str | None = None,
+        at: datetime | str | None = None,
+    ) -> dict[str, Any]:
+        """End the usage of every source with ``key_id`` and/or ``user_id`` from the first hour starting at or after
+        ``at`` (default ``now``), the organization's own sources included: an idle key from then on
+        (``POST /_sim/traffic/stop``). ``KeyError`` when no source matches."""
+        org = self._org(account)
+        if key_id is None and user_id is None:
+            raise ValueError("say whose traffic to stop: 'key_id', 'user_id' or both")
+        end = _hour_at_or_after(self.now if at is None else instant(at))
+        with self._org_lock:
+            stopped = [
+                source
+                for source in org.sources
+                if (key_id is None or source.api_key_id == key_id) and (user_id is None or source.user_id == user_id)
+            ]
+            if not stopped:
+                raise KeyError(f"no traffic from {key_id or user_id!r} in organization {account!r}")
+            for source in stopped:
+                source.until = end if source.until is None else min(source.until, end)
+            org.sources_changed()
+        return {"account": account, "stopped": [source.describe() for source in stopped]}
 
     def revoke_key(self, key: str) -> None:
         """Revoke a key (its secret or id): it gets 401 and leaves the listings, and keeps its past usage."""
@@ -374,6 +559,7 @@ class OpenAISimulator(Simulator):
                                 "kind": "usage",
                                 "period_start": datetime.fromtimestamp(hour, UTC),
                                 "api_key_id": source.api_key_id,
+                                "user_id": source.user_id,
                                 "project_id": source.project_id,
                                 "model": source.model,
                                 "unit": name,
@@ -390,6 +576,8 @@ class OpenAISimulator(Simulator):
                     {"key_id": key.key_id, "name": key.alias, "scope": key.scope, "revoked": key.revoked}
                     for key in org.keys
                 ],
+                "projects": [{"id": p.id, "name": p.name, "archived": p.archived_at is not None} for p in org.projects],
+                "traffic": [source.describe() for source in org.sources],
             }
             for name, org in self._orgs.items()
         ]
@@ -493,8 +681,8 @@ class OpenAISimulator(Simulator):
                 "name": k.alias,
                 "redacted_value": _redacted(k),
                 "created_at": _unix(k.created_at),
-                "expires_at": None,
-                "last_used_at": None,
+                "expires_at": k.extra.get("expires_at"),
+                "last_used_at": k.extra.get("last_used_at"),
                 "owner": {"type": "user", "object": "organization.user", "id": "user_ann", **k.extra["owner"]},
             }
             for k in org.keys
@@ -503,11 +691,14 @@ class OpenAISimulator(Simulator):
         return self._listing(items, request)
 
     def _last_used(self, org: _Organization, key: SimKey) -> int | None:
+        set_by_hand = key.extra.get("last_used_at")
+        if not any(source.api_key_id == key.key_id for source in org.sources):
+            return set_by_hand
         now = self._unix_now
-        for hour in range(now - now % HOUR, max(org.first_hour, now - 7 * DAY) - 1, -HOUR):
+        for hour in range(now - now % HOUR, org.first_hour - 1, -HOUR):
             if any(source.api_key_id == key.key_id for source, _ in org.hour_usage(hour)):
-                return hour
-        return None
+                return hour if set_by_hand is None else max(hour, set_by_hand)
+        return set_by_hand
 
     def _buckets(self, request: Request, width: int, sizes: PageSize) -> tuple[list[int], str | None]:
         now = self._unix_now
@@ -579,6 +770,7 @@ class OpenAISimulator(Simulator):
                             source.api_key_id if "api_key_id" in groups else None,
                             source.project_id if "project_id" in groups else None,
                             source.model if "model" in groups else None,
+                            source.user_id if "user_id" in groups else None,
                         )
                         slot = totals.setdefault(group, dict.fromkeys(USAGE_FIELDS[endpoint], 0))
                         for name, value in quantities:
@@ -588,11 +780,11 @@ class OpenAISimulator(Simulator):
                         "object": f"organization.usage.{endpoint}.result",
                         **counts,
                         "project_id": project,
-                        "user_id": None,
+                        "user_id": user,
                         "api_key_id": key,
                         "model": model,
                     }
-                    for (key, project, model), counts in totals.items()
+                    for (key, project, model, user), counts in totals.items()
                 ]
                 data.append({"object": "bucket", "start_time": bucket, "end_time": bucket + width, "results": results})
             return self._page(data, next_page)
@@ -606,6 +798,16 @@ def _user(user_id: str, email: str, name: str, created: int) -> dict[str, Any]:
 
 def _service_account(account_id: str, name: str, created: int) -> dict[str, Any]:
     return {"id": account_id, "name": name, "created_at": created, "role": "member"}
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_") or "someone"
+
+
+def _hour_at_or_after(moment: datetime) -> int:
+    """The start of the first hour that starts at or after ``moment`` (Unix seconds)."""
+    ts = _ts(moment)
+    return ts if ts % HOUR == 0 else ts - ts % HOUR + HOUR
 
 
 def _one(request: Request, name: str) -> str | None:
