@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -47,24 +46,15 @@ def pages(finding: Finding, level: Severity) -> bool:
     return finding_state(finding) == "open" and finding.severity.rank >= level.rank
 
 
-def in_order(findings: Iterable[Finding]) -> list[Finding]:
-    """Open findings first, most severe first, then acknowledged ones, then resolved; newest first within each."""
-    rank = {"open": 0, "acknowledged": 1, "resolved": 2}
-
-    def order(f: Finding) -> tuple[int, int, float, int]:
-        moment = f.resolved_at if f.resolved_at is not None else f.opened_at
-        return rank[finding_state(f)], -f.severity.rank, -moment.timestamp(), -(f.id or 0)
-
-    return sorted(findings, key=order)
-
-
 def _stamp(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%MZ") if moment else "-"
 
 
 def _money(amount: Decimal, currency: str | None) -> str:
-    """Two decimals, as `report` shows money, unless that would round a small spend away (0.004 is not 0.00)."""
-    shown = f"{amount:,.2f}" if amount == amount.quantize(Decimal("0.01")) else f"{amount.normalize():,f}"
+    """Two decimals, as `report` shows money; a spend too small for them is "<0.01", never a misleading 0.00."""
+    if currency is None and not amount:
+        return "-"
+    shown = "<0.01" if 0 < amount < Decimal("0.005") else f"{amount:,.2f}"
     return f"{shown} {currency}" if currency else shown
 
 
@@ -220,8 +210,6 @@ def keys(ctx: Ctx, name: str | None, key_id: str | None, vendor: str | None, fmt
         _show_key(ctx, name or "", key_id, fmt)
         return
     with handled(), ctx.host() as host:
-        if name is not None:
-            host.store.get_connection(name)
         found = host.keys(name, vendor=vendor)
         vendors = {k.connector: vendor_name(host, k.connector) for k in found}
     if fmt == "json":
@@ -243,7 +231,6 @@ def _event_text(event: KeyEvent) -> str:
 
 def _show_key(ctx: Ctx, name: str, wanted: str, fmt: str) -> None:
     with handled(), ctx.host() as host:
-        host.store.get_connection(name)
         key = _one_key(host, name, wanted)
         history = host.key_history(name, key.key_id)
         about = [f for f in host.findings(name, open_only=False) if f.subject == key.key_id]
@@ -253,7 +240,7 @@ def _show_key(ctx: Ctx, name: str, wanted: str, fmt: str) -> None:
             {
                 "key": key_json(key, vendor),
                 "history": [e.model_dump(mode="json") for e in history],
-                "findings": [finding_json(f) for f in in_order(about)],
+                "findings": [finding_json(f) for f in about],
             }
         )
         return
@@ -276,7 +263,7 @@ def _show_key(ctx: Ctx, name: str, wanted: str, fmt: str) -> None:
         out.print("  (nothing yet: no listing has named this key)", markup=False)
     if about:
         out.print("")
-        out.print(_findings_table(in_order(about), f"Findings about {key.key_id}"))
+        out.print(_findings_table(about, f"Findings about {key.key_id}"))
 
 
 # -- findings --------------------------------------------------------------------------------------------------
@@ -290,7 +277,8 @@ def _evidence_lines(evidence: dict[str, Any]) -> str:
             return json.dumps(value, default=_plain, separators=(", ", ": "))
         return str(_plain(value))
 
-    return "\n".join(f"{name}: {shown(value)}" for name, value in evidence.items())
+    # Blank fields say nothing a person needs; JSON keeps every one.
+    return "\n".join(f"{name}: {shown(value)}" for name, value in evidence.items() if value not in (None, "", [], {}))
 
 
 def _state_text(finding: Finding) -> Text:
@@ -340,8 +328,8 @@ def findings(
     """What needs an admin's attention: spend from keys no listing names, new and idle keys, web-UI spend by a
     person, keys whose owner left, admin keys used for traffic, an account connected twice, spend spikes.
 
-    Open findings first, most severe first; each with its evidence. A finding resolves by itself when its condition
-    clears; `findings ack ID --note TEXT` records that an admin has seen it.
+    Open findings first, most severe first, newest first; each with its evidence. A finding resolves by itself when
+    its condition clears; `findings ack ID --note TEXT` records that an admin has seen it.
 
     Exit status: 0, or with --fail-on SEVERITY, 6 when an open finding at or above SEVERITY (info, low, medium,
     high) has not been acknowledged; 2 for a usage error or an unknown connection.
@@ -351,9 +339,7 @@ def findings(
     ctx = click_ctx.find_object(Ctx)
     assert ctx is not None  # the group's callback always sets it
     with handled(), ctx.host() as host:
-        if name is not None:
-            host.store.get_connection(name)
-        found = in_order(host.findings(name, open_only=open_only, kind=FindingKind(kind) if kind else None))
+        found = host.findings(name, open_only=open_only, kind=kind)
     if fmt == "json":
         emit_json([finding_json(f) for f in found])
     elif not found:
@@ -368,8 +354,9 @@ def findings(
         if paging:
             worst = max(f.severity.rank for f in paging)
             err.print(
-                f"{len(paging)} open finding{'s' if len(paging) != 1 else ''} at or above {level.value} "
-                f"(the worst: {list(Severity)[worst].value}) not acknowledged",
+                f"{len(paging)} open finding{'s' if len(paging) != 1 else ''} at or above {level.value} severity "
+                f"(the worst: {list(Severity)[worst].value}) not acknowledged; "
+                "`connector-host findings ack ID --note TEXT` once handled",
                 markup=False,
             )
             sys.exit(EXIT_FINDINGS)
@@ -391,12 +378,11 @@ def findings_ack(ctx: Ctx, finding_id: int, note: str, fmt: str) -> None:
     if fmt == "json":
         emit_json(finding_json(finding))
         return
-    out.print(
-        f"Acknowledged finding {finding.id} ({finding.kind.value}, {finding.subject_label} on {finding.connection}): "
-        + (
-            "it stays listed while its condition holds; --fail-on no longer counts it."
-            if finding.is_open
-            else "it had already resolved."
-        ),
-        markup=False,
-    )
+    if finding.is_open:
+        outcome = "it stays open while its condition holds, but --fail-on no longer counts it."
+    elif finding.resolved_at == finding.acknowledged_at:
+        outcome = f"resolved (a {finding.kind.value} finding needs nothing more once seen)."
+    else:
+        outcome = f"it had already resolved on {_stamp(finding.resolved_at)}; the note is kept."
+    subject = f"{finding.kind.value}, {finding.subject_label} on {finding.connection}"
+    out.print(f"Acknowledged finding {finding.id} ({subject}): {outcome}", markup=False)

@@ -140,7 +140,8 @@ class KeyLine(KeyRecord):
 class KeysAnswer(BaseModel):
     keys: list[KeyLine] = Field(description="Highest 30-day spend first.")
     history: list[KeyEvent] = Field(
-        default_factory=list, description="When one key is asked for: its history (listed, renamed, gone...), oldest first."
+        default_factory=list,
+        description="When one key is asked for: its history (listed, renamed, gone...), oldest first.",
     )
     notes: list[str] = Field(default_factory=list)
 
@@ -155,7 +156,7 @@ class FindingLine(Finding):
 
 class FindingsAnswer(BaseModel):
     findings: list[FindingLine] = Field(
-        description="Open findings first, most severe first, then acknowledged, then resolved; newest first within."
+        description="Open findings first (acknowledged ones too), most severe first, then newest first."
     )
     open_by_severity: dict[str, int] = Field(description="Open, unacknowledged findings per severity.")
     notes: list[str] = Field(default_factory=list)

@@ -432,13 +432,6 @@ def findings(
         for f in host.findings(connection, open_only=not include_resolved, kind=FindingKind(kind) if kind else None)
         if f.severity.rank >= least
     ]
-    order = {"open": 0, "acknowledged": 1, "resolved": 2}
-
-    def rank(f: Finding) -> tuple[int, int, float, int]:
-        moment = f.resolved_at or f.opened_at
-        return order[finding_state(f)], -f.severity.rank, -moment.timestamp(), -(f.id or 0)
-
-    found.sort(key=rank)
     counts: dict[str, int] = {}
     for f in found:
         if finding_state(f) == "open":
