@@ -58,6 +58,11 @@ GUIDE = """\
   out (UTC). By default a period is the last 30 days up to the end of the current hour, as `connector-host report`
   counts it.
 - Recent hours may still change: vendors revise them, and each sync polls the last two days again.
+- The key inventory (`keys`) is what the vendors' key listings say after each sync, kept with its history: a key
+  that left a listing is `gone`, one that rows bill but no listing ever named is `never listed`. Findings
+  (`findings`) are conditions the host judged after a sync (spend from a key no listing names, an idle key, web-UI
+  spend by a person...), each with its evidence; they open once, resolve when the condition clears, and an
+  acknowledged one has been seen by an admin (it stays open while the condition holds).
 """
 
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
