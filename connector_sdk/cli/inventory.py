@@ -193,7 +193,9 @@ def _one_key(host: Host, name: str, wanted: str) -> KeyRecord:
 )
 @pass_ctx
 def keys(ctx: Ctx, name: str | None, key_id: str | None, vendor: str | None, fmt: str) -> None:
-    """The key inventory: every key a vendor lists or bills, with its owner, scope, last use and spend.
+    """The key inventory: each key's owner, scope, last use, spend and status.
+
+    Every key a vendor's key listing names (read after each sync) and every key id the rows bill.
 
     \b
     connector-host keys                  every connection's keys
@@ -325,8 +327,10 @@ SEVERITIES = [level.value for level in Severity]
 def findings(
     click_ctx: click.Context, open_only: bool, kind: str | None, name: str | None, fmt: str, fail_on: str | None
 ) -> None:
-    """What needs an admin's attention: spend from keys no listing names, new and idle keys, web-UI spend by a
-    person, keys whose owner left, admin keys used for traffic, an account connected twice, spend spikes.
+    """Findings: what in the keys and the spend needs an admin's attention, with the evidence.
+
+    Spend from keys no listing names, new and idle keys, web-UI spend by a person, keys whose owner left, admin keys
+    used for traffic, an account connected twice, spend spikes on a key (README: "Finding shadow AI spend").
 
     Open findings first, most severe first, newest first; each with its evidence. A finding resolves by itself when
     its condition clears; `findings ack ID --note TEXT` records that an admin has seen it.
