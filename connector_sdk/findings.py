@@ -25,6 +25,7 @@ from typing import Any
 from connector_sdk.budgets import BASELINE_DAYS, unusual_days
 from connector_sdk.environment import amount, number
 from connector_sdk.models import (
+    USER_KEY,
     Finding,
     FindingKind,
     KeyListingInfo,
@@ -62,7 +63,6 @@ ROW_KINDS = frozenset(FindingKind) - LISTING_KINDS
 RECENT_DAYS = 7  # "in the last 7 days": unlisted-key spend and admin-key traffic
 WEB_UI_DAYS = 30
 NEW_MODEL_DAYS = 30  # a model the key used in none of these days before is new on it
-USER_KEY = "User key"  # who web-UI spend is, when the vendor names no one (fal's own word for it)
 ADMIN_SCOPE = "admin"
 
 

@@ -27,6 +27,7 @@ from connector_sdk.errors import (
 )
 from connector_sdk.models import (
     ACK_RESOLVES,
+    USER_KEY,
     Connection,
     ConnectionState,
     ConnectionStatus,
@@ -609,7 +610,7 @@ class Host:
                     "model": (model or "", connector, currency),
                 }
                 if key_id is None:
-                    groups["person"] = (person or "User key", connector, currency)
+                    groups["person"] = (person or USER_KEY, connector, currency)
                 for breakdown, group in groups.items():
                     sums = breakdowns[breakdown].setdefault(group, [Decimal(0), Decimal(0), 0])
                     sums[which] += cost

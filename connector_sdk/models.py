@@ -497,6 +497,14 @@ class ListedKey(BaseModel):
     status: str = "active"
     listing: str
 
+    @field_validator("created_at", "last_used_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        # A naive time would be read as the host's local time: a key's age and idleness off by the UTC offset.
+        if value is not None and value.tzinfo is None:
+            raise ValueError("a listed key's times are aware (UTC), not naive")
+        return value
+
 
 KeyEventKind = Literal["listed", "renamed", "gone", "returned", "changed"]
 
@@ -543,6 +551,10 @@ class KeyRecord(BaseModel):
     spend_7d: Decimal = Decimal(0)
     spend_30d: Decimal = Decimal(0)
     currency: str | None = None
+
+
+#: Who web-UI spend (rows no API key accounts for) is when the vendor names no one: fal's own word for it.
+USER_KEY = "User key"
 
 
 class Severity(StrEnum):
