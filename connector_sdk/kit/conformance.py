@@ -307,7 +307,9 @@ def listed_keys_are_unique_records_without_secrets(session: Session) -> None:
     keys = session.connector().list_keys()
     if keys is None:
         return  # the connector cannot list keys (the default): there is nothing more to check
-    assert isinstance(keys, list) and keys, "list_keys() returned no keys; return None when the vendor cannot list"
+    assert isinstance(keys, list) and keys, (
+        "list_keys() returned no keys: make_account must create an account whose keys the vendor lists"
+    )
     strays = [type(key).__name__ for key in keys if not isinstance(key, ListedKey)]
     assert not strays, f"list_keys() must return ListedKey records, not {', '.join(sorted(set(strays)))}"
     ids = [key.key_id for key in keys]
