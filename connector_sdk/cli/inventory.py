@@ -25,25 +25,10 @@ EXIT_FINDINGS = 6
 SEVERITY_STYLE = {Severity.HIGH: "bold red", Severity.MEDIUM: "yellow", Severity.LOW: "cyan", Severity.INFO: "dim"}
 
 
-def listing_status(key: KeyRecord) -> str:
-    """Where the vendor's listings stand on a key: ``listed`` now, ``gone`` from them, or ``never listed`` (only
-    the rows name it: billed, yet no listing ever showed it)."""
-    if key.listed:
-        return "listed"
-    return "gone" if key.first_listed_at is not None else "never listed"
-
-
-def finding_state(finding: Finding) -> str:
-    """``open``, ``acknowledged`` (still open, an admin has seen it) or ``resolved`` (the condition cleared)."""
-    if not finding.is_open:
-        return "resolved"
-    return "acknowledged" if finding.acknowledged_at is not None else "open"
-
-
 def pages(finding: Finding, level: Severity) -> bool:
     """Whether ``--fail-on level`` counts the finding: open, at or above the level, and not acknowledged (an admin
     who acknowledged it has seen it; cron must not page them again every hour while it stays open)."""
-    return finding_state(finding) == "open" and finding.severity.rank >= level.rank
+    return finding.state == "open" and finding.severity.rank >= level.rank
 
 
 def _stamp(moment: datetime | None) -> str:
@@ -105,7 +90,7 @@ def key_json(key: KeyRecord, vendor: str) -> dict[str, Any]:
         "spend_7d": decimal_text(key.spend_7d),
         "spend_30d": decimal_text(key.spend_30d),
         "vendor": vendor,
-        "listing_status": listing_status(key),
+        "listing_status": key.listing_status,
     }
 
 
@@ -125,7 +110,7 @@ def _last_used(key: KeyRecord) -> str:
 
 
 def _status_text(key: KeyRecord) -> Text:
-    standing = listing_status(key)
+    standing = key.listing_status
     style = {"listed": "green", "gone": "yellow", "never listed": "red"}[standing]
     text = Text(standing, style=style)
     if key.listed and key.status and key.status != "active":
@@ -270,7 +255,7 @@ def _show_key(ctx: Ctx, name: str, wanted: str, fmt: str) -> None:
 
 # -- findings --------------------------------------------------------------------------------------------------
 def finding_json(finding: Finding) -> dict[str, Any]:
-    return {**finding.model_dump(mode="json"), "state": finding_state(finding)}
+    return {**finding.model_dump(mode="json"), "state": finding.state}
 
 
 def _evidence_lines(evidence: dict[str, Any]) -> str:
@@ -284,7 +269,7 @@ def _evidence_lines(evidence: dict[str, Any]) -> str:
 
 
 def _state_text(finding: Finding) -> Text:
-    state = finding_state(finding)
+    state = finding.state
     if state == "resolved":
         return Text(f"resolved {_stamp(finding.resolved_at)}", style="green")
     if state == "acknowledged":

@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from connector_sdk.models import Finding, KeyEvent, KeyRecord
 
@@ -130,11 +130,16 @@ FindingState = Literal["open", "acknowledged", "resolved"]
 class KeyLine(KeyRecord):
     """A key of the inventory as the vendor lists it and the rows bill it."""
 
+    model_config = ConfigDict(json_schema_mode_override="serialization")  # the schema names listing_status
     vendor: str = Field(description="The vendor's name, from the connector's manifest.")
-    listing_status: ListingStatus = Field(
+
+    @computed_field(  # type: ignore[prop-decorator]
         description="listed: in the vendor's key listing now; gone: it left the listing (its history is kept); "
         "never listed: rows bill it but no listing ever named it (a deleted or hidden key)."
     )
+    @property
+    def listing_status(self) -> ListingStatus:
+        return super().listing_status
 
 
 class KeysAnswer(BaseModel):
@@ -149,9 +154,14 @@ class KeysAnswer(BaseModel):
 class FindingLine(Finding):
     """A finding: what it is about, how severe, the evidence in figures, and where it stands."""
 
-    state: FindingState = Field(
+    model_config = ConfigDict(json_schema_mode_override="serialization")  # the schema names state
+
+    @computed_field(  # type: ignore[prop-decorator]
         description="open; acknowledged (still open, an admin has seen it and left a note); resolved (it cleared)."
     )
+    @property
+    def state(self) -> FindingState:
+        return super().state
 
 
 class FindingsAnswer(BaseModel):

@@ -34,7 +34,7 @@ from connector_sdk.mcp.answers import (
     TopSpendersAnswer,
     UsageRowsAnswer,
 )
-from connector_sdk.models import Finding, FindingKind, KeyRecord, Overview, Severity, UsageRow, floor_hour, iso
+from connector_sdk.models import FindingKind, Overview, Severity, UsageRow, floor_hour, iso
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 3660  # as `report --days`: ten years
@@ -221,7 +221,7 @@ def spend(
         notes.append(f"{usage} usage rows (quantities without money) are left out of every amount")
     return SpendAnswer(
         period=window,
-        group_by=group_by,  # type: ignore[arg-type]
+        group_by=group_by,
         filters=filters.given(),
         totals=[Amount(currency=c, cost=v) for c, v in sorted(totals.items())],
         lines=lines,
@@ -266,7 +266,7 @@ def top_spenders(
     return TopSpendersAnswer(
         period=window,
         previous_period=before,
-        by=by,  # type: ignore[arg-type]
+        by=by,
         spenders=spenders[:n],
         connections=names,
         notes=_merged_notes(host, filters.connection),
@@ -370,12 +370,6 @@ def _vendor_name(host: Host, connector: str) -> str:
         return connector
 
 
-def listing_status(key: KeyRecord) -> str:
-    if key.listed:
-        return "listed"
-    return "gone" if key.first_listed_at is not None else "never listed"
-
-
 def keys(host: Host, *, vendor: str | None, connection: str | None, key: str | None) -> KeysAnswer:
     """The inventory, highest 30-day spend first; with ``key`` (an id, or a name), that key and its history."""
     connections(host, connection, vendor)  # an unknown connection or vendor is said so
@@ -394,7 +388,6 @@ def keys(host: Host, *, vendor: str | None, connection: str | None, key: str | N
         KeyLine(
             **k.model_dump(),
             vendor=_vendor_name(host, k.connector),
-            listing_status=listing_status(k),  # type: ignore[arg-type]
         )
         for k in found[:MAX_LINES]
     ]
@@ -404,12 +397,6 @@ def keys(host: Host, *, vendor: str | None, connection: str | None, key: str | N
             history += host.key_history(k.connection, k.key_id)
         history.sort(key=lambda event: event.at)
     return KeysAnswer(keys=lines, history=history, notes=notes)
-
-
-def finding_state(finding: Finding) -> str:
-    if not finding.is_open:
-        return "resolved"
-    return "acknowledged" if finding.acknowledged_at is not None else "open"
 
 
 def findings(
@@ -434,15 +421,12 @@ def findings(
     ]
     counts: dict[str, int] = {}
     for f in found:
-        if finding_state(f) == "open":
+        if f.state == "open":
             counts[f.severity.value] = counts.get(f.severity.value, 0) + 1
     notes = []
     if len(found) > MAX_LINES:
         notes.append(f"{len(found)} findings: the first {MAX_LINES} are listed; narrow by kind or connection")
-    lines = [
-        FindingLine(**f.model_dump(), state=finding_state(f))  # type: ignore[arg-type]
-        for f in found[:MAX_LINES]
-    ]
+    lines = [FindingLine(**f.model_dump()) for f in found[:MAX_LINES]]
     return FindingsAnswer(findings=lines, open_by_severity=counts, notes=notes)
 
 

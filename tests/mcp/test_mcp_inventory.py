@@ -141,3 +141,18 @@ def test_bad_arguments_are_tool_errors_that_say_what_to_fix(filled: Filled) -> N
     for (call, said), result in zip(bad, results, strict=True):
         assert result.is_error, call
         assert said in text(result), (call, text(result))
+
+
+def test_the_tools_are_read_only_and_their_schemas_name_what_the_faces_derive(filled: Filled) -> None:
+    async def tools(client: Client) -> dict[str, Any]:
+        return {tool.name: tool for tool in (await client.list_tools()).tools}
+
+    with filled.host() as host:
+        listed = session(build_server(host), tools)
+
+    for name in ("keys", "findings", "overview"):
+        assert listed[name].annotations.read_only_hint and not listed[name].annotations.destructive_hint
+    key_line = listed["keys"].output_schema["$defs"]["KeyLine"]["properties"]
+    assert {"listing_status", "spend_7d", "spend_30d", "owner", "scope", "vendor"} <= set(key_line)
+    assert "state" in listed["findings"].output_schema["$defs"]["FindingLine"]["properties"]
+    assert "open_findings" in listed["overview"].output_schema["properties"]
