@@ -24,6 +24,7 @@ from connector_sdk.host import Host
 from connector_sdk.models import RunOutcome, floor_hour, utcnow
 from connector_sdk.sync import sync_now
 from connectors.fal.simulator import FalSimulator
+from connectors.openai.simulator import OpenAISimulator
 from tests.conftest import TEAM, CliRunner, fal_plugins
 
 EXIT_FINDINGS = 6
@@ -332,3 +333,42 @@ def test_fail_on_counts_only_what_the_filters_keep(cli: CliRunner, quiet: Quiet)
     assert cli("findings", "--kind", "idle_key", "--fail-on", "low").returncode == EXIT_FINDINGS
     assert cli("findings", "--kind", "unlisted_key_spend", "--fail-on", "low").returncode == 0
     assert cli("findings", "--connection", "prod", "--fail-on", "low", "--format", "json").returncode == EXIT_FINDINGS
+
+
+def test_two_vendors_in_one_inventory_and_a_key_whose_owner_lost_access(cli: CliRunner, quiet: Quiet) -> None:
+    synced(cli, connect(cli, quiet))
+    with OpenAISimulator(now=quiet.now, history_days=5, seed=7) as openai:
+        admin_key = openai.add_organization("Acme Research", user_traffic=False)
+        made = cli("connect", "openai", "--name", "oa", "--base-url", openai.base_url, "--backfill-days", "2",
+                   env={"OPENAI_ADMIN_KEY": admin_key})  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        synced(cli, "oa")
+        (org,) = openai.describe()["accounts"]
+        staging = next(key["key_id"] for key in org["keys"] if key["name"] == "Staging")
+
+        everything = as_json(cli, "keys")
+        assert {k["connector"] for k in everything} == {"fal", "openai"}
+        assert {k["connection"] for k in as_json(cli, "keys", "--vendor", "openai")} == {"oa"}
+        assert {k["connection"] for k in as_json(cli, "keys", "--vendor", "fal")} == {"prod"}
+        (key,) = [k for k in everything if k["key_id"] == staging]
+        assert (key["owner_email"], key["owner_active"], key["workspace_name"], key["vendor"]) == (
+            "bo@example.test",
+            False,
+            "Default project",
+            "OpenAI",
+        )
+        table = cli("keys", "oa").stdout
+        assert "Bo Builder" in table and "access)" in table and staging[:12] in table
+
+        (gone,) = as_json(cli, "findings", "--kind", "owner_gone")
+        assert (gone["connection"], gone["subject"], gone["severity"]) == ("oa", staging, "high")
+        assert gone["evidence"]["owner_email"] == "bo@example.test" and gone["evidence"]["owner_active"] is False
+        assert cli("findings", "--connection", "prod", "--fail-on", "high").returncode == 0
+        assert cli("findings", "--connection", "oa", "--fail-on", "high").returncode == EXIT_FINDINGS
+
+        openai.update_key(staging, owner_project_access="active")  # access given back
+        synced(cli, "oa")
+
+        assert as_json(cli, "findings", "--kind", "owner_gone") == []
+        (resolved,) = as_json(cli, "findings", "--all", "--kind", "owner_gone")
+        assert (resolved["id"], resolved["state"]) == (gone["id"], "resolved")

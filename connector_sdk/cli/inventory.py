@@ -106,7 +106,7 @@ def _last_used(key: KeyRecord) -> str:
     """The vendor's last use when it says, else the last hour a row names the key."""
     if key.last_used_at is not None:
         return _stamp(key.last_used_at)
-    return _stamp(key.last_usage_at) + (" (rows)" if key.last_usage_at else "")
+    return _stamp(key.last_usage_at) + ("\n(rows)" if key.last_usage_at else "")
 
 
 def _status_text(key: KeyRecord) -> Text:
@@ -114,24 +114,32 @@ def _status_text(key: KeyRecord) -> Text:
     style = {"listed": "green", "gone": "yellow", "never listed": "red"}[standing]
     text = Text(standing, style=style)
     if key.listed and key.status and key.status != "active":
-        text.append(f" ({key.status})")
+        text.append(f"\n({key.status})")
     if standing == "gone" and key.gone_at is not None:
-        text.append(f" since {key.gone_at:%Y-%m-%d}")
+        text.append(f"\nsince {key.gone_at:%Y-%m-%d}")
     return text
 
 
+def _key_text(key: KeyRecord) -> Text:
+    """The key's name over its id; a key named by its id alone (the rows gave no other name) shows it once."""
+    if key.name == key.key_id:
+        return Text(key.key_id)
+    return Text.assemble(key.name or "(no name)", ("\n" + key.key_id, "dim"))
+
+
 def _keys_table(keys: list[KeyRecord], vendors: dict[str, str], title: str) -> Table:
-    table = Table(
-        "connection", "vendor", "key", "owner", "scope", "workspace", "last used", title=title, title_justify="left"
-    )
+    table = Table("connection", title=title, title_justify="left")
+    # A key id is what `keys NAME KEY_ID` takes: folded onto more lines, never cut short with an ellipsis.
+    table.add_column("key", overflow="fold", min_width=max((len(k.key_id) for k in keys), default=3))
+    for column in ("owner", "scope", "workspace", "last used"):
+        table.add_column(column)
     table.add_column("7 days", justify="right")
     table.add_column("30 days", justify="right")
     table.add_column("status")
     for key in keys:
         table.add_row(
-            Text(key.connection),
-            Text(vendors[key.connector]),
-            Text.assemble(key.name or "(no name)", ("\n" + key.key_id, "dim")),
+            Text.assemble(key.connection, ("\n" + vendors[key.connector], "dim")),
+            _key_text(key),
             _owner(key),
             Text(key.scope or "-"),
             Text(key.workspace_name or key.workspace_id or "-"),
@@ -278,7 +286,10 @@ def _state_text(finding: Finding) -> Text:
 
 
 def _findings_table(findings: list[Finding], title: str) -> Table:
-    table = Table("id", "severity", "kind", "connection", "about", "opened", "state", title=title, title_justify="left")
+    table = Table("id", "severity", "kind", "connection", title=title, title_justify="left")
+    table.add_column("about", overflow="fold")
+    table.add_column("opened")
+    table.add_column("state")
     table.add_column("what and the evidence", ratio=1)
     for f in findings:
         table.add_row(
