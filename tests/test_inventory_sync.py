@@ -17,14 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 import connector_sdk.sinks
 from connector_sdk import hookimpl
 from connector_sdk.connector import Connector
-from connector_sdk.errors import ConfigError, TransientError
+from connector_sdk.errors import ConfigError, CredentialError, ResponseError, TransientError
 from connector_sdk.host import Host
 from connector_sdk.models import (
     Connection,
+    ConnectionState,
     Finding,
     FindingKind,
     ListedKey,
@@ -426,6 +428,27 @@ def test_a_failed_listing_leaves_the_inventory_and_its_findings_as_they_were(wor
     world.advance(1)
     world.sync()
     assert world.opened() == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [CredentialError("the key may not list keys"), ResponseError("fal sent a listing it cannot read"), KeyError("id")],
+    ids=["refused", "unreadable", "connector bug"],
+)
+def test_a_listing_that_fails_never_fails_the_sync_or_the_connection(world: World, error: Exception) -> None:
+    baseline(world)
+    LISTING.error = error
+    world.advance(1)
+    with capture_logs() as logs:
+        world.sync()
+    connection = world.host.store.get_connection(NAME)
+    assert (connection.state, connection.reason) == (ConnectionState.CONNECTED, None)
+    assert [e["event"] for e in logs if e["event"].startswith("key_listing")] in (
+        ["key_listing_failed"],
+        ["key_listing_crashed"],
+    )
+    info = world.host.store.key_listing(NAME)
+    assert info is not None and info.listings == 1, "the inventory stays as it was"
 
 
 def test_a_connector_that_cannot_list_keys_still_gets_the_row_findings(

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from connector_sdk.models import (
+    EXACT,
     USER_KEY,
     Alert,
     Budget,
@@ -309,7 +310,7 @@ class Store(ABC):
         for (key_id, person, currency), (_count, cost) in spend.items():
             if key_id is None and currency is not None:
                 who = (person or USER_KEY, currency)
-                people[who] = people.get(who, Decimal(0)) + cost
+                people[who] = EXACT.add(people.get(who, Decimal(0)), cost)
         return dict(sorted(people.items()))
 
     # -- key inventory -------------------------------------------------------------------------------------
