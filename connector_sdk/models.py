@@ -579,6 +579,14 @@ class KeyRecord(BaseModel):
     spend_30d: Decimal = Decimal(0)
     currency: str | None = None
 
+    @property
+    def listing_status(self) -> Literal["listed", "gone", "never listed"]:
+        """Where the vendor's listings stand on the key: ``listed`` now, ``gone`` from them, or ``never listed``
+        (rows bill it, no listing ever named it)."""
+        if self.listed:
+            return "listed"
+        return "gone" if self.first_listed_at is not None else "never listed"
+
 
 #: Who web-UI spend (rows no API key accounts for) is when the vendor names no one: fal's own word for it.
 USER_KEY = "User key"
@@ -635,6 +643,13 @@ class Finding(BaseModel):
     @property
     def is_open(self) -> bool:
         return self.resolved_at is None
+
+    @property
+    def state(self) -> Literal["open", "acknowledged", "resolved"]:
+        """``acknowledged``: still open, an admin has seen it (``--fail-on`` no longer counts it)."""
+        if not self.is_open:
+            return "resolved"
+        return "acknowledged" if self.acknowledged_at is not None else "open"
 
 
 #: Finding kinds an admin's acknowledgement closes: a new key is news, and once seen it is no longer new. Other

@@ -32,6 +32,8 @@ NO_STORE = "no store in {home}; connect a vendor first or check --home"
         ("report",),
         ("rows",),
         ("alerts",),
+        ("keys",),
+        ("findings",),
         ("sync", "prod"),
         ("sync", "--all"),
         ("run", "--once"),
@@ -105,6 +107,8 @@ def read_only_home(cli: CliRunner, home: Path, sim: FalSimulator, admin_key: str
         (("report", "--format", "json"), '"api_key_label"'),
         (("rows", "prod"), '"connection":"prod"'),
         (("alerts",), ""),
+        (("keys", "--format", "json"), '"listing_status": "listed"'),
+        (("findings", "--all", "--format", "json"), "["),
         (("plugins",), "fal"),
         (("manifest", "fal"), '"id": "fal"'),
     ],
@@ -127,6 +131,7 @@ def test_read_commands_work_on_a_read_only_home(
         ("run", "--once"),
         ("disconnect", "prod"),
         ("budget", "set", "prod", "--monthly", "10"),
+        ("findings", "ack", "1", "--note", "seen"),
     ],
 )
 def test_write_commands_on_a_read_only_home_say_so_in_one_line(

@@ -7,11 +7,14 @@ import sys
 import types
 from pathlib import Path
 
+import click
 import pytest
 
 from connector_sdk.cli import cli
+from connector_sdk.cli.inventory import EXIT_FINDINGS
+from connector_sdk.findings import SEVERITY
 from connector_sdk.host import Host
-from connector_sdk.models import RunOutcome
+from connector_sdk.models import FindingKind, RunOutcome
 from connector_sdk.plugins import get_plugin_manager
 from connector_sdk.sync import sync_now
 
@@ -33,8 +36,20 @@ def test_the_plugin_example_loads_connects_and_syncs(tmp_path: Path, monkeypatch
 
 
 def test_every_cli_command_is_in_the_readme_table() -> None:
-    for name in cli.commands:
+    # The group imports its commands lazily (`cli.commands` stays empty): list them as `--help` does.
+    names = cli.list_commands(click.Context(cli))
+    assert {"status", "keys", "findings"} <= set(names)
+    for name in names:
         assert f"| `{name}" in README, name
+
+
+def test_the_findings_section_has_a_row_for_every_finding_kind_and_the_exit_table_its_code() -> None:
+    section = README.split("## Finding shadow AI spend", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split(" | ")[0].strip("| `"): line for line in section.splitlines() if line.startswith("| `")}
+    assert set(rows) == {kind.value for kind in FindingKind}
+    for kind, severity in SEVERITY.items():
+        assert rows[kind.value].endswith(f"| {severity.value} |"), f"{kind.value}: the default severity is {severity}"
+    assert f"| {EXIT_FINDINGS} | `findings --fail-on SEVERITY`" in README
 
 
 def test_the_readme_test_command_is_the_one_ci_runs() -> None:

@@ -1,7 +1,7 @@
 """``connector-host``: connect vendor accounts, sync their usage hourly, and read the spend.
 
-The group is here; each command lives in the module of its group (connections, reading, sinks, budgets, prices,
-services, serve, workers, demo) and is imported only when it runs, so ``status`` never pays for the portal.
+The group is here; each command lives in the module of its group (connections, reading, inventory, sinks, budgets,
+prices, services, serve, workers, demo) and is imported only when it runs, so ``status`` never pays for the portal.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, tuple[str, ...], str, str]] = {
     "sink": ("sinks:sink", (), "", ""),
     "budget": ("budgets:budget", (), "", ""),
     "alerts": ("budgets:alerts", (), "", ""),
+    "keys": ("inventory:keys", (), "", ""),
+    "findings": ("inventory:findings", (), "", ""),
     "prices": ("prices:prices", (), "", ""),
     "estimate": ("prices:estimate", (), "", ""),
     "run": ("services:run", (), "", ""),

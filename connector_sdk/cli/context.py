@@ -72,8 +72,9 @@ def parse_moment(value: str | None, option: str) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-# Commands that only read the store: they work on a read-only home (the store opened read-only there).
-READ_ONLY_COMMANDS = frozenset({"status", "report", "rows", "alerts"})
+# Commands that only read the store: they work on a read-only home (the store opened read-only there). A group's
+# subcommand that writes (`findings ack`) asks for a writable host itself.
+READ_ONLY_COMMANDS = frozenset({"status", "report", "rows", "alerts", "keys", "findings"})
 # Only these make a new home and store; any other command on a home without a store says so (a mistyped --home).
 CREATING_COMMANDS = frozenset({"connect", "demo", "serve"})
 
@@ -84,8 +85,10 @@ class Ctx:
         self.store_url = store_url
         self.command = command
 
-    def host(self) -> Host:
-        read_only = self.command in READ_ONLY_COMMANDS and not store_is_writable(self.home, self.store_url)
+    def host(self, *, writes: bool = False) -> Host:
+        """The host for this command; ``writes`` for a subcommand that writes under a reading command's name."""
+        reads = self.command in READ_ONLY_COMMANDS and not writes
+        read_only = reads and not store_is_writable(self.home, self.store_url)
         return Host.open(
             self.home, store_url=self.store_url, read_only=read_only, create=self.command in CREATING_COMMANDS
         )

@@ -87,7 +87,8 @@ def http_app(host: Host, *, bind: str, token: str | None) -> ASGIApp:
 @click.option("--admin-token", hidden=True, expose_value=False, callback=_refuse_token_on_argv)
 @pass_ctx
 def mcp(ctx: Ctx, use_http: bool, bind: str, port: int, admin_token_file: Path | None) -> None:
-    """Serve the spend data to AI assistants over MCP (read-only): connections, spend, top spenders, budgets, rows.
+    """Serve the spend data to AI assistants over MCP (read-only): connections, spend, top spenders, budgets, rows,
+    the key inventory, findings and an overview.
 
     stdio by default: point an MCP client at `connector-host mcp` (README: "Ask the spend data (MCP)"). With --http,
     the streamable HTTP transport on http://127.0.0.1:8090/mcp; on loopback no token is needed, anywhere else an

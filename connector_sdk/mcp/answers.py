@@ -10,7 +10,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+from connector_sdk.models import Finding, KeyEvent, KeyRecord
 
 Dimension = Literal["vendor", "connection", "key", "person", "model", "day"]
 Ranked = Literal["key", "person", "model"]
@@ -118,4 +120,53 @@ class UsageRowsAnswer(BaseModel):
     capped: bool = Field(description="True when more rows were asked for than the cap allows.")
     more: bool = Field(description="True when rows follow this page: ask again with offset + len(rows).")
     rows: list[dict[str, Any]] = Field(description="Normalized rows; money and quantities as exact decimal text.")
+    notes: list[str] = Field(default_factory=list)
+
+
+ListingStatus = Literal["listed", "gone", "never listed"]
+FindingState = Literal["open", "acknowledged", "resolved"]
+
+
+class KeyLine(KeyRecord):
+    """A key of the inventory as the vendor lists it and the rows bill it."""
+
+    model_config = ConfigDict(json_schema_mode_override="serialization")  # the schema names listing_status
+    vendor: str = Field(description="The vendor's name, from the connector's manifest.")
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="listed: in the vendor's key listing now; gone: it left the listing (its history is kept); "
+        "never listed: rows bill it but no listing ever named it (a deleted or hidden key)."
+    )
+    @property
+    def listing_status(self) -> ListingStatus:
+        return super().listing_status
+
+
+class KeysAnswer(BaseModel):
+    keys: list[KeyLine] = Field(description="Highest 30-day spend first.")
+    history: list[KeyEvent] = Field(
+        default_factory=list,
+        description="When one key is asked for: its history (listed, renamed, gone...), oldest first.",
+    )
+    notes: list[str] = Field(default_factory=list)
+
+
+class FindingLine(Finding):
+    """A finding: what it is about, how severe, the evidence in figures, and where it stands."""
+
+    model_config = ConfigDict(json_schema_mode_override="serialization")  # the schema names state
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="open; acknowledged (still open, an admin has seen it and left a note); resolved (it cleared)."
+    )
+    @property
+    def state(self) -> FindingState:
+        return super().state
+
+
+class FindingsAnswer(BaseModel):
+    findings: list[FindingLine] = Field(
+        description="Open findings first (acknowledged ones too), most severe first, then newest first."
+    )
+    open_by_severity: dict[str, int] = Field(description="Open, unacknowledged findings per severity.")
     notes: list[str] = Field(default_factory=list)

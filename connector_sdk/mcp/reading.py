@@ -23,6 +23,10 @@ from connector_sdk.mcp.answers import (
     BudgetStatusAnswer,
     ConnectionLine,
     ConnectionsAnswer,
+    FindingLine,
+    FindingsAnswer,
+    KeyLine,
+    KeysAnswer,
     Period,
     SpendAnswer,
     Spender,
@@ -30,13 +34,14 @@ from connector_sdk.mcp.answers import (
     TopSpendersAnswer,
     UsageRowsAnswer,
 )
-from connector_sdk.models import UsageRow, floor_hour, iso
+from connector_sdk.models import FindingKind, Overview, Severity, UsageRow, floor_hour, iso
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 3660  # as `report --days`: ten years
 MAX_ROWS_SCANNED = 2_000_000
 ROWS_CAP = 200
 MAX_TOP = 100
+MAX_LINES = 500  # keys or findings in one answer
 DIMENSIONS = ("vendor", "connection", "key", "person", "model", "day")
 RANKED = ("key", "person", "model")
 
@@ -216,7 +221,7 @@ def spend(
         notes.append(f"{usage} usage rows (quantities without money) are left out of every amount")
     return SpendAnswer(
         period=window,
-        group_by=group_by,  # type: ignore[arg-type]
+        group_by=group_by,
         filters=filters.given(),
         totals=[Amount(currency=c, cost=v) for c, v in sorted(totals.items())],
         lines=lines,
@@ -261,7 +266,7 @@ def top_spenders(
     return TopSpendersAnswer(
         period=window,
         previous_period=before,
-        by=by,  # type: ignore[arg-type]
+        by=by,
         spenders=spenders[:n],
         connections=names,
         notes=_merged_notes(host, filters.connection),
@@ -356,3 +361,76 @@ def usage_rows(
         rows=page,
         notes=notes,
     )
+
+
+def _vendor_name(host: Host, connector: str) -> str:
+    try:
+        return host.plugins.connector(connector).manifest().display_name
+    except ConfigError:  # a connector whose plugin is not loaded here: its keys are still readable
+        return connector
+
+
+def keys(host: Host, *, vendor: str | None, connection: str | None, key: str | None) -> KeysAnswer:
+    """The inventory, highest 30-day spend first; with ``key`` (an id, or a name), that key and its history."""
+    connections(host, connection, vendor)  # an unknown connection or vendor is said so
+    # Every connection's keys, a shared account's too: each line names its connection, and a key listed by two
+    # connections of one account is what the duplicate_account finding is about.
+    found = host.keys(connection, vendor=vendor)
+    if key is not None:
+        found = [k for k in found if k.key_id == key] or [k for k in found if k.name == key]
+        if not found:
+            raise Question(f"no key has the id or name {key[:64]!r}: call keys without `key` to list them")
+    found.sort(key=lambda k: (-k.spend_30d, k.connection, k.name or "", k.key_id))
+    notes = []
+    if len(found) > MAX_LINES:
+        notes.append(f"{len(found)} keys: the first {MAX_LINES} are listed; narrow by vendor or connection")
+    lines = [
+        KeyLine(
+            **k.model_dump(),
+            vendor=_vendor_name(host, k.connector),
+        )
+        for k in found[:MAX_LINES]
+    ]
+    history = []
+    if key is not None:
+        for k in found:
+            history += host.key_history(k.connection, k.key_id)
+        history.sort(key=lambda event: event.at)
+    return KeysAnswer(keys=lines, history=history, notes=notes)
+
+
+def findings(
+    host: Host,
+    *,
+    include_resolved: bool,
+    kind: str | None,
+    connection: str | None,
+    min_severity: str | None,
+) -> FindingsAnswer:
+    """Findings, open first and most severe first, narrowed by kind, connection and least severity."""
+    if kind is not None and kind not in {k.value for k in FindingKind}:
+        raise Question(f"no finding kind {kind[:40]!r}: ask for one of {', '.join(k.value for k in FindingKind)}")
+    if min_severity is not None and min_severity not in {s.value for s in Severity}:
+        raise Question(f"no severity {min_severity[:40]!r}: ask for info, low, medium or high")
+    connections(host, connection)
+    least = Severity(min_severity).rank if min_severity else 0
+    found = [
+        f
+        for f in host.findings(connection, open_only=not include_resolved, kind=FindingKind(kind) if kind else None)
+        if f.severity.rank >= least
+    ]
+    counts: dict[str, int] = {}
+    for f in found:
+        if f.state == "open":
+            counts[f.severity.value] = counts.get(f.severity.value, 0) + 1
+    notes = []
+    if len(found) > MAX_LINES:
+        notes.append(f"{len(found)} findings: the first {MAX_LINES} are listed; narrow by kind or connection")
+    lines = [FindingLine(**f.model_dump()) for f in found[:MAX_LINES]]
+    return FindingsAnswer(findings=lines, open_by_severity=counts, notes=notes)
+
+
+def overview(host: Host, *, days: int) -> Overview:
+    if not 1 <= days <= MAX_DAYS:
+        raise Question(f"days must be between 1 and {MAX_DAYS} (got {days})")
+    return host.overview(days)

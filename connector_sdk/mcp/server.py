@@ -26,12 +26,15 @@ from connector_sdk.mcp.answers import (
     BudgetStatusAnswer,
     ConnectionsAnswer,
     Dimension,
+    FindingsAnswer,
+    KeysAnswer,
     Ranked,
     SpendAnswer,
     TopSpendersAnswer,
     UsageRowsAnswer,
 )
-from connector_sdk.models import iso
+from connector_sdk.models import Overview, iso
+from connector_sdk.models import SpendLine as OverviewLine
 
 GUIDE_URI = "connector-host://guide"
 MANIFEST_URI = "connector-host://manifests/{connector}"
@@ -55,6 +58,11 @@ GUIDE = """\
   out (UTC). By default a period is the last 30 days up to the end of the current hour, as `connector-host report`
   counts it.
 - Recent hours may still change: vendors revise them, and each sync polls the last two days again.
+- The key inventory (`keys`) is what the vendors' key listings say after each sync, kept with its history: a key
+  that left a listing is `gone`, one that rows bill but no listing ever named is `never listed`. Findings
+  (`findings`) are conditions the host judged after a sync (spend from a key no listing names, an idle key, web-UI
+  spend by a person...), each with its evidence; they open once, resolve when the condition clears, and an
+  acknowledged one has been seen by an admin (it stays open while the condition holds).
 """
 
 AnswerT = TypeVar("AnswerT", bound=BaseModel)
@@ -127,6 +135,50 @@ def _budgets_text(answer: BudgetStatusAnswer) -> str:
     return "\n".join(lines)
 
 
+def _keys_text(answer: KeysAnswer) -> str:
+    if not answer.keys:
+        return "No keys yet: a connection's keys are read at each sync."
+    lines = [
+        f"{k.name or '(no name)'} [{k.key_id}] on {k.connection} ({k.vendor}): {k.listing_status}"
+        + (f", owner {k.owner or k.owner_email}" if k.owner or k.owner_email else "")
+        + (" (no longer has access)" if k.owner_active is False else "")
+        + (f", scope {k.scope}" if k.scope else "")
+        + (f"; 30 days {_money(k.spend_30d, k.currency)}" if k.currency else "; no spend")
+        for k in answer.keys[:30]
+    ]
+    if len(answer.keys) > 30:
+        lines.append(f"... and {len(answer.keys) - 30} more keys in the structured answer")
+    lines += [f"{iso(e.at)} {e.event} {e.key_id}" for e in answer.history]
+    return "\n".join([*lines, *answer.notes])
+
+
+def _findings_text(answer: FindingsAnswer) -> str:
+    if not answer.findings:
+        return "No findings."
+    lines = [
+        f"#{f.id} {f.severity.value} {f.kind.value} on {f.connection} ({f.state}): {f.message}"
+        for f in answer.findings[:30]
+    ]
+    if len(answer.findings) > 30:
+        lines.append(f"... and {len(answer.findings) - 30} more findings in the structured answer")
+    return "\n".join([*lines, *answer.notes])
+
+
+def _overview_text(answer: Overview) -> str:
+    def shown(line: OverviewLine) -> str:
+        change = f"{line.change_percent:+}%" if line.change_percent is not None else "new"
+        return f"{line.label}: {_money(line.cost, line.currency)} ({change})"
+
+    totals = ", ".join(shown(t) for t in answer.totals) or "nothing"
+    lines = [f"Billed spend {iso(answer.since)} to {iso(answer.until)}: {totals}."]
+    for title, group in (("vendor", answer.by_vendor), ("key", answer.by_key), ("person", answer.by_person)):
+        lines += [f"- {title} {shown(line)}" for line in group[:5]]
+    open_findings = answer.open_findings
+    lines.append(f"{len(open_findings)} open findings" + (":" if open_findings else "."))
+    lines += [f"- #{f.id} {f.severity.value} {f.kind.value}: {f.message}" for f in open_findings[:10]]
+    return "\n".join(lines)
+
+
 def _rows_text(answer: UsageRowsAnswer) -> str:
     head = f"{len(answer.rows)} rows from offset {answer.offset}, {_period_text(answer)}"
     more = "; more follow (ask again with a higher offset)" if answer.more else ""
@@ -149,10 +201,17 @@ ConnectionName = Annotated[str | None, Field(description="Only this connection (
 Key = Annotated[str | None, Field(description='Only this API key label ("User key" for spend without a key).')]
 Person = Annotated[str | None, Field(description="Only this person (login username).")]
 Model = Annotated[str | None, Field(description="Only this model (the vendor's model or endpoint id).")]
+FindingKindName = Annotated[
+    str | None,
+    Field(
+        description="Only this kind: unlisted_key_spend, new_key, idle_key, web_ui_spend, owner_gone, "
+        "admin_key_traffic, duplicate_account, spend_spike."
+    ),
+]
 
 
 def build_server(host: Host) -> MCPServer:
-    """The server over ``host`` (opened read-only by the caller): five tools and the resources."""
+    """The server over ``host`` (opened read-only by the caller): eight tools and the resources."""
     server: MCPServer = MCPServer(
         "connector-host",
         version=__version__,
@@ -260,6 +319,56 @@ def build_server(host: Host) -> MCPServer:
             )
         )
         return _answer(answer, _rows_text(answer))
+
+    @server.tool(annotations=READ_ONLY)
+    def keys(
+        vendor: Vendor = None,
+        connection: ConnectionName = None,
+        key: Annotated[
+            str | None, Field(description="One key, by its id or its name: its record and its history.")
+        ] = None,
+    ) -> Annotated[CallToolResult, KeysAnswer]:
+        """The key inventory: every API key the vendors' listings name or the rows bill, with its owner (and whether
+        the owner still has access), scope, workspace, last use, billed spend over 7 and 30 days, and
+        `listing_status`: listed, gone (it left the listing; its history is kept), or never listed (billed, yet no
+        listing ever named it: a deleted or hidden key). Highest 30-day spend first. With `key`, that key's history
+        too (first listed, renamed, gone, returned).
+        """
+        answer = _asked(lambda: reading.keys(host, vendor=vendor, connection=connection, key=key))
+        return _answer(answer, _keys_text(answer))
+
+    @server.tool(annotations=READ_ONLY)
+    def findings(
+        include_resolved: Annotated[bool, Field(description="Also findings whose condition has cleared.")] = False,
+        kind: FindingKindName = None,
+        connection: ConnectionName = None,
+        min_severity: Annotated[
+            str | None, Field(description="Only findings at least this severe: info, low, medium or high.")
+        ] = None,
+    ) -> Annotated[CallToolResult, FindingsAnswer]:
+        """What needs an admin's attention (shadow AI spend): spend from a key no listing names, new keys, idle
+        keys, web-UI spend by a person, keys whose owner lost access, admin keys used for traffic, an account
+        connected twice, spend spikes on a key. Each with its severity, the key or person, the evidence in figures
+        and its state: open, acknowledged (an admin has seen it; still open) or resolved (the condition cleared).
+        Open ones first, most severe first. Read-only: acknowledging is `connector-host findings ack`.
+        """
+        answer = _asked(
+            lambda: reading.findings(
+                host, include_resolved=include_resolved, kind=kind, connection=connection, min_severity=min_severity
+            )
+        )
+        return _answer(answer, _findings_text(answer))
+
+    @server.tool(annotations=READ_ONLY)
+    def overview(
+        days: Annotated[int, Field(description="The period: this many days up to the end of this hour (1-3660).")] = 30,
+    ) -> Annotated[CallToolResult, Overview]:
+        """Spend across every connection over the last `days` against the period of equal length before it, by
+        vendor, key, person (web-UI spend) and model, each with its change, and the open findings, most severe
+        first. Billed cost only, per currency; each vendor account counted once, as `report` counts it.
+        """
+        answer = _asked(lambda: reading.overview(host, days=days))
+        return _answer(answer, _overview_text(answer))
 
     @server.resource(GUIDE_URI, name="guide", title="How to read this data", mime_type="text/markdown")
     def guide() -> str:

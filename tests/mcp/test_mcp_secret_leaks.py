@@ -52,6 +52,20 @@ CALLS = st.one_of(
         ),
     ),
     st.tuples(st.just("budget_status"), st.fixed_dictionaries({}, optional={"connection": NAMES})),
+    st.tuples(st.just("keys"), st.fixed_dictionaries({}, optional={n: NAMES for n in ("vendor", "connection", "key")})),
+    st.tuples(
+        st.just("findings"),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "include_resolved": st.booleans(),
+                "kind": st.sampled_from(["unlisted_key_spend", "admin_key_traffic", "web_ui_spend"]) | NAMES,
+                "connection": NAMES,
+                "min_severity": st.sampled_from(["info", "high"]) | NAMES,
+            },
+        ),
+    ),
+    st.tuples(st.just("overview"), st.fixed_dictionaries({}, optional={"days": st.integers(-5, 4000)})),
     st.tuples(
         st.just("usage_rows"),
         st.builds(

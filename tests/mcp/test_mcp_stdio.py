@@ -17,7 +17,7 @@ from connector_sdk.models import iso
 from tests.conftest import CliRunner
 from tests.mcp.mcp_client import Filled, session, stdio, text
 
-TOOLS = {"list_connections", "spend", "top_spenders", "budget_status", "usage_rows"}
+TOOLS = {"list_connections", "spend", "top_spenders", "budget_status", "usage_rows", "keys", "findings", "overview"}
 
 
 def money(lines: list[dict[str, Any]], *fields: str) -> dict[tuple[Any, ...], Decimal]:
