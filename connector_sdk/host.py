@@ -101,7 +101,7 @@ def _prepare_home(home: Path, url: str | None) -> None:
         folder = (sqlite_path(url, home=home) or home).parent
         raise ConfigError(
             f"the folder {folder} is read-only: this command writes to the store "
-            "(status, report, rows and alerts can still read it)"
+            "(status, report, rows, alerts, keys and findings can still read it)"
         )
 
 

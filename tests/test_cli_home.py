@@ -141,7 +141,7 @@ def test_write_commands_on_a_read_only_home_say_so_in_one_line(
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
         f"error: the folder {read_only_home} is read-only: this command writes to the store "
-        "(status, report, rows and alerts can still read it)"
+        "(status, report, rows, alerts, keys and findings can still read it)"
     ]
 
 
