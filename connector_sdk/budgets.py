@@ -14,6 +14,7 @@ next one. Today is judged on its spend so far (it can only grow), yesterday on i
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import pairwise
@@ -130,10 +131,27 @@ def budget_alerts(budget: Budget, spent: Decimal, now: datetime) -> list[Alert]:
     return alerts
 
 
-def anomaly_alerts(budget: Budget, daily: dict[str, Decimal], now: datetime) -> list[Alert]:
-    """Today (so far) and yesterday, each judged against the 14 complete days before it."""
+@dataclass(frozen=True)
+class UnusualDay:
+    """A day whose spend the anomaly rule finds far above its baseline, with the figures that say so."""
+
+    day: datetime
+    label: str
+    spent: Decimal
+    median: Decimal
+    mad: Decimal
+    limit: Decimal
+    today: bool
+
+
+def unusual_days(daily: dict[str, Decimal], now: datetime) -> list[UnusualDay]:
+    """The anomaly rule: today (so far) and yesterday, each judged against the 14 complete days before it.
+
+    ``daily`` is spend per UTC day (``YYYY-MM-DD``) in one currency. Budgets use it on a connection's (or a label's)
+    spend, findings on one key's.
+    """
     today = floor_hour(now).replace(hour=0)
-    alerts = []
+    unusual = []
     for day in (today - timedelta(days=1), today):
         baseline = [daily.get((day - timedelta(days=n)).strftime("%Y-%m-%d"), Decimal(0)) for n in range(1, 15)]
         if sum(1 for value in baseline if value > 0) < MIN_HISTORY_DAYS:
@@ -144,30 +162,36 @@ def anomaly_alerts(budget: Budget, daily: dict[str, Decimal], now: datetime) -> 
         label = day.strftime("%Y-%m-%d")
         spent = daily.get(label, Decimal(0))
         if spent > limit and spent > 0:
-            alerts.append(
-                Alert(
-                    connection=budget.connection,
-                    budget_id=budget.id,
-                    kind="anomaly",
-                    dedupe_key=f"anomaly:{budget.id}:{label}",
-                    fired_at=now,
-                    message=(
-                        f"{budget.connection}: spend on {label}{' so far' if day == today else ''} is "
-                        f"{spent:,.2f} {budget.currency}, far above its usual {centre:,.2f} a day ({budget.scope})"
-                    ),
-                    evidence={
-                        "day": label,
-                        "spent": decimal_text(spent),
-                        "baseline_median": decimal_text(centre),
-                        "baseline_mad": decimal_text(mad),
-                        "limit": decimal_text(limit),
-                        "baseline_days": BASELINE_DAYS,
-                        "currency": budget.currency,
-                        "scope": budget.scope,
-                    },
-                )
-            )
-    return alerts
+            unusual.append(UnusualDay(day, label, spent, centre, mad, limit, day == today))
+    return unusual
+
+
+def anomaly_alerts(budget: Budget, daily: dict[str, Decimal], now: datetime) -> list[Alert]:
+    """Today (so far) and yesterday, each judged against the 14 complete days before it."""
+    return [
+        Alert(
+            connection=budget.connection,
+            budget_id=budget.id,
+            kind="anomaly",
+            dedupe_key=f"anomaly:{budget.id}:{day.label}",
+            fired_at=now,
+            message=(
+                f"{budget.connection}: spend on {day.label}{' so far' if day.today else ''} is "
+                f"{day.spent:,.2f} {budget.currency}, far above its usual {day.median:,.2f} a day ({budget.scope})"
+            ),
+            evidence={
+                "day": day.label,
+                "spent": decimal_text(day.spent),
+                "baseline_median": decimal_text(day.median),
+                "baseline_mad": decimal_text(day.mad),
+                "limit": decimal_text(day.limit),
+                "baseline_days": BASELINE_DAYS,
+                "currency": budget.currency,
+                "scope": budget.scope,
+            },
+        )
+        for day in unusual_days(daily, now)
+    ]
 
 
 def evaluate(host: Host, name: str) -> list[Alert]:

@@ -10,6 +10,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 
 from connector_sdk.errors import ConfigError
 
@@ -31,6 +32,12 @@ NUMBERS: dict[str, Number] = {
     "CONNECTOR_HOST_BACKOFF_BASE": Number(False, 0, 0.5, "seconds before the first HTTP retry"),
     "CONNECTOR_HOST_VISIBILITY_TIMEOUT": Number(True, 1, 4 * 3600, "seconds before Redis re-delivers a task"),
     "CONNECTOR_HOST_TASK_RETRY_BASE": Number(False, 0, 10, "seconds before a worker retries a task"),
+    # The findings' thresholds (connector_sdk.findings): an admin tunes them to the account's habits.
+    "CONNECTOR_HOST_IDLE_KEY_DAYS": Number(True, 1, 30, "days without use before a listed key is idle"),
+    "CONNECTOR_HOST_NEW_KEY_DAYS": Number(True, 1, 7, "days a new key stays an open finding"),
+    "CONNECTOR_HOST_WEB_UI_THRESHOLD": Number(
+        False, 0, 10, "web-UI spend per person over 30 days, in the rows' currency, above which it is a finding"
+    ),
 }
 
 
@@ -48,6 +55,14 @@ def number(name: str, environ: Mapping[str, str] | None = None) -> float:
     if not math.isfinite(value) or value < spec.minimum:
         raise ConfigError(f"{name}={text!r}: {spec.meaning} must be {kind} of at least {spec.minimum:g}")
     return value
+
+
+def amount(name: str, environ: Mapping[str, str] | None = None) -> Decimal:
+    """The value of a numeric variable ``name`` that holds money, as the exact decimal it was written as (checked
+    like :func:`number`), or its default."""
+    number(name, environ)
+    text = (os.environ if environ is None else environ).get(name, "").strip()
+    return Decimal(text) if text else Decimal(str(NUMBERS[name].default))
 
 
 def check_numbers(environ: Mapping[str, str] | None = None) -> None:

@@ -26,13 +26,21 @@ from connector_sdk.errors import (
     validation_reason,
 )
 from connector_sdk.models import (
+    ACK_RESOLVES,
     Connection,
     ConnectionState,
     ConnectionStatus,
     ConnectorConfig,
+    Finding,
+    FindingKind,
+    KeyEvent,
+    KeyRecord,
+    Overview,
     Price,
     ReportLine,
     SinkRecord,
+    SpendLine,
+    decimal_text,
     floor_hour,
     utcnow,
 )
@@ -384,6 +392,18 @@ class Host:
         self._remember(secrets)
         return cls(cls.config_model.model_validate({**record.config, **secrets}), connection=name)
 
+    def sinks_taking(self, name: str, what: str) -> list[str]:
+        """The connection's sinks whose kind takes payloads of type ``what`` (``rows``, ``alert``, ``finding``); one
+        whose plugin is missing is skipped with a warning."""
+        names = []
+        for record in self.store.list_sinks(name):
+            kind = self.plugins.sinks.get(record.kind)
+            if kind is None:
+                log.warning("sink_kind_not_loaded", sink=record.name, kind=record.kind)
+            elif what in kind.accepts:
+                names.append(record.name)
+        return names
+
     @staticmethod
     def scrub(text: str) -> str:
         """``text`` without any secret this process knows."""
@@ -478,6 +498,165 @@ class Host:
         counted = [c.name for c in self.store.list_connections() if c.name not in left_out]
         lines = [line for each in counted for line in self.store.report(each, since=since, until=until)]
         return since, until, merge_report_lines(lines)
+
+    # -- key inventory and findings -------------------------------------------------------------------------
+    def keys(self, name: str | None = None, *, vendor: str | None = None) -> list[KeyRecord]:
+        """The key inventory of one connection or all (of one vendor's connections with ``vendor``): every key a
+        listing named or rows name, with its owner, scope, status, history dates and 7- and 30-day spend."""
+        if name is not None:
+            self.store.get_connection(name)
+        keys = self.store.key_inventory(name, now=self.now())
+        return [key for key in keys if vendor is None or key.connector == vendor]
+
+    def key_history(self, name: str, key_id: str) -> list[KeyEvent]:
+        """What the listings said of a key over time (listed, renamed, changed, gone, returned), oldest first."""
+        return self.store.key_events(name, key_id)
+
+    def findings(
+        self, name: str | None = None, *, open_only: bool = True, kind: FindingKind | str | None = None
+    ) -> list[Finding]:
+        """Findings of one connection or all, open ones first, then the most severe, then the newest."""
+        if kind is not None:
+            try:
+                kind = FindingKind(kind)
+            except ValueError:
+                known = ", ".join(k.value for k in FindingKind)
+                raise ConfigError(f"there is no finding kind {kind!r}; the kinds are {known}") from None
+        found = self.store.list_findings(name, open_only=open_only, kind=kind)
+        return sorted(found, key=lambda f: (not f.is_open, -f.severity.rank, -f.opened_at.timestamp(), -(f.id or 0)))
+
+    def acknowledge_finding(self, finding_id: int, note: str) -> Finding:
+        """Record that an admin has seen a finding, with a note saying what they did or decided.
+
+        The finding stays open until its condition clears, marked acknowledged; a kind that acknowledgement closes
+        (a new key: see :data:`~connector_sdk.models.ACK_RESOLVES`) resolves now, which fires
+        ``connector_sdk_finding`` and queues it for the webhook sinks. :class:`ConfigError` for an unknown id or a
+        blank note.
+        """
+        from connector_sdk.sinks import FINDING, finding_payload
+
+        if not note or not note.strip():
+            raise ConfigError("acknowledging a finding needs a note saying what was done or decided")
+        finding = self.store.get_finding(finding_id)
+        sinks = self.sinks_taking(finding.connection, FINDING)
+        acknowledged, resolved = self.store.acknowledge_finding(
+            finding_id,
+            note.strip(),
+            now=self.now(),
+            resolve=finding.kind in ACK_RESOLVES,
+            outbox=lambda f, change: [(sink, finding_payload(f.connection, f, change)) for sink in sinks],
+        )
+        log.info("finding_acknowledged", connection=finding.connection, finding=finding_id, kind=finding.kind.value)
+        if resolved:
+            self.announce_finding(acknowledged, "resolved")
+        return acknowledged
+
+    def announce_finding(self, finding: Finding, change: str) -> None:
+        """Log a finding that opened or resolved and fire ``connector_sdk_finding`` (its payload is queued already)."""
+        log.warning(
+            "finding",
+            connection=finding.connection,
+            change=change,
+            kind=finding.kind.value,
+            severity=finding.severity.value,
+            subject=finding.subject,
+            message=finding.message,
+        )
+        self.fire(
+            "connector_sdk_finding",
+            connection=self.store.get_connection(finding.connection),
+            finding=finding,
+            change=change,
+        )
+
+    def overview(self, days: int = 30, *, now: datetime | None = None) -> Overview:
+        """Spend over the last ``days`` across every connection, by vendor, key, person and model, against the
+        ``days`` before, and the open findings, most severe first.
+
+        Each vendor account is counted once, from the connection :meth:`shared_accounts` counts (so the totals equal
+        :meth:`report`'s); money stays per currency.
+        """
+        if days < 1:
+            raise ConfigError("an overview covers at least one day")
+        until = floor_hour(now or self.now()) + timedelta(hours=1)
+        since = until - timedelta(days=days)
+        previous_since = since - timedelta(days=days)
+        left_out = {other for account in self.shared_accounts() for other in account.merged}
+        counted = [c.name for c in self.store.list_connections() if c.name not in left_out]
+        by = ("connection", "connector", "api_key_id", "api_key_label", "login_username", "model", "currency")
+        periods = [
+            self.store.grouped_spend(None, since=start, until=end, by=by)
+            for start, end in ((since, until), (previous_since, since))
+        ]
+        names = {(k.connection, k.key_id): k.name for k in self.store.key_inventory(None, now=until)}
+        # Per breakdown: group -> [cost now, cost before, rows now], and a label per group.
+        breakdowns: dict[str, dict[tuple[str, str | None, str], list[Any]]] = {
+            "totals": {},
+            "vendor": {},
+            "key": {},
+            "person": {},
+            "model": {},
+        }
+        labels: dict[tuple[str, str | None, str], dict[str, Decimal]] = {}
+        for which, spend in enumerate(periods):
+            for (connection, connector, key_id, label, person, model, currency), (count, cost) in spend.items():
+                if connection not in counted or currency is None:
+                    continue
+                groups = {
+                    "totals": (currency, None, currency),
+                    "vendor": (connector, connector, currency),
+                    "key": (key_id or label, connector, currency),
+                    "model": (model or "", connector, currency),
+                }
+                if key_id is None:
+                    groups["person"] = (person or "User key", connector, currency)
+                for breakdown, group in groups.items():
+                    sums = breakdowns[breakdown].setdefault(group, [Decimal(0), Decimal(0), 0])
+                    sums[which] += cost
+                    if which == 0:
+                        sums[2] += count
+                if key_id is not None:
+                    name = names.get((connection, key_id)) or label
+                    seen = labels.setdefault((key_id, connector, currency), {})
+                    seen[name] = seen.get(name, Decimal(0)) + cost
+
+        def lines(breakdown: str) -> list[SpendLine]:
+            out = []
+            for (key, connector, currency), (cost, before, count) in breakdowns[breakdown].items():
+                label = key
+                if breakdown == "key" and (seen := labels.get((key, connector, currency))):
+                    label = max(seen.items(), key=lambda item: (item[1], item[0]))[0]
+                elif breakdown == "model" and not key:
+                    label = "(no model)"
+                change = cost - before
+                out.append(
+                    SpendLine(
+                        key=key,
+                        label=label,
+                        connector=connector if breakdown != "totals" else None,
+                        currency=currency,
+                        cost=Decimal(decimal_text(cost)),
+                        previous_cost=Decimal(decimal_text(before)),
+                        change=Decimal(decimal_text(change)),
+                        change_percent=None if not before else (change * 100 / before).quantize(Decimal("0.1")),
+                        row_count=count,
+                    )
+                )
+            return sorted(out, key=lambda line: (line.currency, -line.cost, -line.previous_cost, line.key))
+
+        return Overview(
+            days=days,
+            since=since,
+            until=until,
+            previous_since=previous_since,
+            connections=counted,
+            totals=lines("totals"),
+            by_vendor=lines("vendor"),
+            by_key=lines("key"),
+            by_person=lines("person"),
+            by_model=lines("model"),
+            open_findings=self.findings(None, open_only=True),
+        )
 
 
 __all__ = ["CredentialError", "Host", "default_home"]

@@ -598,6 +598,58 @@ class Finding(BaseModel):
         return self.resolved_at is None
 
 
+#: Finding kinds an admin's acknowledgement closes: a new key is news, and once seen it is no longer new. Other
+#: kinds stay open, marked acknowledged, until their condition clears.
+ACK_RESOLVES: frozenset[FindingKind] = frozenset({FindingKind.NEW_KEY})
+
+
+class KeyListingInfo(BaseModel):
+    """When a connection's keys were listed: its first listing (the baseline, which opens no new-key finding) and
+    its last, and how many listings were recorded."""
+
+    connection: str
+    first_listed_at: datetime
+    last_listed_at: datetime
+    listings: int
+
+
+class SpendLine(BaseModel):
+    """One group of an overview (a vendor, a key, a person or a model) in one currency, this period and the one
+    before it. ``change_percent`` is ``None`` when the previous period had nothing to compare with."""
+
+    key: str
+    label: str
+    connector: str | None = None
+    currency: str
+    cost: Decimal
+    previous_cost: Decimal
+    change: Decimal
+    change_percent: Decimal | None
+    row_count: int = 0
+
+
+class Overview(BaseModel):
+    """Spend across every connection over ``[since, until)`` against ``[previous_since, since)``, by vendor, key,
+    person and model, with the open findings (highest severity first).
+
+    Money is per currency and never added across currencies. Each vendor account is counted once, from the
+    connection whose rows are freshest (as :meth:`Host.report` counts it), so ``totals`` equal the report's.
+    ``by_person`` is web-UI spend (rows no API key accounts for), named where the vendor names the person.
+    """
+
+    days: int
+    since: datetime
+    until: datetime
+    previous_since: datetime
+    connections: list[str]
+    totals: list[SpendLine]
+    by_vendor: list[SpendLine]
+    by_key: list[SpendLine]
+    by_person: list[SpendLine]
+    by_model: list[SpendLine]
+    open_findings: list[Finding]
+
+
 class Price(BaseModel):
     model: str
     unit_price: Decimal

@@ -1,4 +1,4 @@
-"""Sinks: where committed rows (and alerts) go after the store, delivered at least once through an outbox.
+"""Sinks: where committed rows (and alerts and findings) go after the store, delivered at least once through an outbox.
 
 Every page a sync commits is queued for each of the connection's sinks in the same transaction as the rows, so a
 crash between the commit and the delivery loses nothing: the next delivery pass sends it. Delivery is in order per
@@ -28,11 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from connector_sdk import __version__, hookimpl
 from connector_sdk.focus import FOCUS_COLUMNS, focus_record, is_billing_row
 from connector_sdk.http import validate_base_url
-from connector_sdk.models import ROW_FIELDS, UsageRow
+from connector_sdk.models import ROW_FIELDS, Finding, UsageRow
 
 log = structlog.get_logger()
 
-ROWS, ALERT = "rows", "alert"
+ROWS, ALERT, FINDING = "rows", "alert", "finding"
 SIGNATURE_HEADER = "X-Connector-Host-Signature"
 MAX_RETRY_DELAY = timedelta(hours=1)
 
@@ -71,7 +71,8 @@ class Sink(ABC):
 
     @abstractmethod
     def deliver(self, payload: dict[str, Any]) -> None:
-        """Deliver one payload: ``{"type": "rows", "rows": [...]}`` or ``{"type": "alert", "alert": {...}}``."""
+        """Deliver one payload: ``{"type": "rows", "rows": [...]}``, ``{"type": "alert", "alert": {...}}`` or
+        ``{"type": "finding", "change": "opened" | "resolved", "finding": {...}}`` (only the kinds in ``accepts``)."""
 
     def close(self) -> None:  # noqa: B027 - optional for sinks holding sessions
         """Release resources after a delivery pass."""
@@ -171,8 +172,8 @@ class WebhookSink(Sink):
     kind = "webhook"
     config_model = WebhookSinkConfig
     config: WebhookSinkConfig
-    accepts = frozenset({ROWS, ALERT})
-    description = "POST each batch (and alerts) as signed JSON to a URL"
+    accepts = frozenset({ROWS, ALERT, FINDING})
+    description = "POST each batch (and alerts and findings) as signed JSON to a URL"
 
     def __init__(self, config: SinkConfig, *, connection: str) -> None:
         super().__init__(config, connection=connection)
@@ -213,6 +214,14 @@ def retry_delay(attempts: int) -> timedelta:
 def rows_payload(name: str, rows: Iterable[UsageRow]) -> str:
     """The queued form of a page for the sinks; ``delivery_id`` (the outbox id) is added when it is sent."""
     return json.dumps({"type": ROWS, "connection": name, "rows": [row.export() for row in rows]}, separators=(",", ":"))
+
+
+def finding_payload(name: str, finding: Finding, change: str) -> str:
+    """The queued form of a finding that opened or resolved (``change``), with its evidence, for the sinks."""
+    return json.dumps(
+        {"type": FINDING, "connection": name, "change": change, "finding": finding.model_dump(mode="json")},
+        separators=(",", ":"),
+    )
 
 
 def failure_reason(error: Exception) -> str:

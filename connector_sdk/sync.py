@@ -26,6 +26,7 @@ from connector_sdk.errors import (
     SyncInProgress,
     TransientError,
 )
+from connector_sdk.inventory import evaluate_findings, refresh_listing
 from connector_sdk.models import (
     ConnectionState,
     Page,
@@ -160,6 +161,7 @@ def run_sync(
     _close_interrupted_runs(host, name)
 
     outcome, message, rows_total = RunOutcome.FAILED, None, 0
+    listed = False
     run: SyncRun | None = None
     connector = None
     with structlog.contextvars.bound_contextvars(connection=name, run_id=run_id, connector=connection.connector):
@@ -218,6 +220,8 @@ def run_sync(
                         f"window's end {window.end.isoformat()}"
                     )
                 outcome = RunOutcome.SUCCEEDED
+                # Asked while the connector is open; a listing that fails is logged and changes nothing.
+                listed = refresh_listing(host, name, connector)
         except SyncCancelled as error:
             outcome, message = RunOutcome.CANCELLED, f"{error}; the next sync resumes from here"
         except KeyboardInterrupt:  # Ctrl-C in a process that did not ask for a clean stop: still a stop, not a fault
@@ -237,7 +241,7 @@ def run_sync(
             if connector is not None:
                 connector.close()
             try:
-                finished = _finish(host, name, run, outcome, message, rows_total, interval, jitter)
+                finished = _finish(host, name, run, outcome, message, rows_total, interval, jitter, listed=listed)
             finally:  # a store that fails here (a restarting database) must not keep the lease until it expires
                 store.release_lease(name, owner)
     return finished
@@ -291,6 +295,14 @@ def _evaluate_budgets(host: Host, name: str) -> None:
         log.exception("budget_evaluation_failed")
 
 
+def _evaluate_findings(host: Host, name: str, *, listed: bool) -> None:
+    try:
+        if evaluate_findings(host, name, listed=listed):
+            _deliver(host, name)
+    except Exception:  # judged again after the next sync; a finding never fails this one
+        log.exception("finding_evaluation_failed")
+
+
 def _deliver(host: Host, name: str) -> None:
     try:
         deliver_pending(host, name)
@@ -318,6 +330,8 @@ def _finish(
     rows: int,
     interval: float,
     jitter: float,
+    *,
+    listed: bool = False,
 ) -> SyncRun:
     store = host.store
     now = host.now()
@@ -345,6 +359,8 @@ def _finish(
     finished = store.finish_run(run.run_id, outcome, message, now=now)
     if finished.rows_written:
         _evaluate_budgets(host, name)
+    if outcome == RunOutcome.SUCCEEDED:
+        _evaluate_findings(host, name, listed=listed)
     log.info("sync_finished", outcome=outcome.value, rows=rows, pages=finished.pages, reason=message)
     host.fire("connector_sdk_sync_finished", connection=store.get_connection(name), run=finished)
     return finished

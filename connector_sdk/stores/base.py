@@ -10,7 +10,7 @@ only to this interface, and one contract test suite runs against both. Timestamp
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -21,6 +21,12 @@ from connector_sdk.models import (
     Budget,
     Connection,
     ConnectionState,
+    Finding,
+    FindingKind,
+    KeyEvent,
+    KeyListingInfo,
+    KeyRecord,
+    ListedKey,
     OutboxItem,
     Page,
     Price,
@@ -34,6 +40,14 @@ from connector_sdk.models import (
 )
 
 STORE_ENV = "CONNECTOR_HOST_STORE"
+
+#: The columns :meth:`Store.grouped_spend` groups by (``day``: the UTC day of the row's period start).
+SPEND_GROUPS = frozenset(
+    {"connection", "connector", "api_key_id", "api_key_label", "login_username", "model", "currency", "day"}
+)
+#: What a finding change queues for a connection's sinks: ``(sink name, payload)`` pairs for the finding as stored
+#: and its change (``"opened"``, ``"resolved"``), built in the transaction that makes the change.
+FindingOutbox = Callable[[Finding, str], Sequence[tuple[str, str]]]
 
 
 # The orders rows_page accepts, each a column (cost compared as a number); "-hour" etc. for descending.
@@ -277,6 +291,81 @@ class Store(ABC):
 
     @abstractmethod
     def cache_prices(self, connector: str, prices: Sequence[Price]) -> None: ...
+
+    @abstractmethod
+    def grouped_spend(
+        self, name: str | None, *, since: datetime, until: datetime, by: Sequence[str]
+    ) -> dict[tuple[Any, ...], tuple[int, Decimal]]:
+        """Row count and exact billed cost (cost rows only) per value of the columns ``by`` (each one of
+        :data:`SPEND_GROUPS`; a NULL column groups as ``None``) of the rows with ``since <= period_start < until``,
+        of one connection or of all."""
+
+    # -- key inventory -------------------------------------------------------------------------------------
+    @abstractmethod
+    def record_listing(self, name: str, keys: Sequence[ListedKey], *, now: datetime) -> list[KeyEvent]:
+        """Record a complete listing of the connection's keys, in one transaction; returns the history it added.
+
+        A key never listed before is ``listed``; one listed before under another name ``renamed``; one whose other
+        fields changed (scope, owner, owner access, status, workspace) ``changed``; one that had gone and is back
+        ``returned``. A key the previous listing named and this one does not is ``gone``: its row and its history
+        stay. The first listing of a connection records ``listed`` with ``{"baseline": true}``.
+        """
+
+    @abstractmethod
+    def key_listing(self, name: str) -> KeyListingInfo | None:
+        """When the connection's keys were first and last listed; ``None`` before its first listing."""
+
+    @abstractmethod
+    def key_inventory(self, name: str | None, *, now: datetime) -> list[KeyRecord]:
+        """Every key of the connection (or of all of them): each key a listing ever named, and each key id that
+        rows name, by connection then key id.
+
+        With what the last listing said of it, when listings first and last named it and when it left them, when
+        rows first and last named it (any row kind; the start of the period), and its billed spend over the 7 and
+        30 days before ``now`` (cost rows only, exact) in the currency it spent most in.
+        """
+
+    @abstractmethod
+    def key_events(self, name: str, key_id: str | None = None) -> list[KeyEvent]:
+        """The connection's key history (of one key when given), oldest first."""
+
+    # -- findings --------------------------------------------------------------------------------------------
+    @abstractmethod
+    def list_findings(
+        self, name: str | None = None, *, open_only: bool = False, kind: FindingKind | None = None
+    ) -> list[Finding]:
+        """Findings of a connection (or all), newest first."""
+
+    @abstractmethod
+    def get_finding(self, finding_id: int) -> Finding:
+        """:class:`ConfigError` naming the id when there is no such finding."""
+
+    @abstractmethod
+    def reconcile_findings(
+        self,
+        name: str,
+        conditions: Sequence[Finding],
+        *,
+        kinds: Sequence[FindingKind],
+        now: datetime,
+        outbox: FindingOutbox,
+    ) -> list[tuple[Finding, str]]:
+        """Bring the connection's findings of ``kinds`` in line with the ``conditions`` that hold now, in one
+        transaction; returns each change, ``(finding, "opened" | "resolved")``, in the order made.
+
+        A condition without an open finding of its kind and subject opens one (its ``opened_at`` is ``now``); one
+        with an open finding updates that finding's severity, label, message and evidence (``updated_at`` set when
+        any changed). An open finding of ``kinds`` whose condition is absent resolves at ``now``. Findings of other
+        kinds are left alone. Each change queues ``outbox(finding, change)`` in the same transaction.
+        """
+
+    @abstractmethod
+    def acknowledge_finding(
+        self, finding_id: int, note: str, *, now: datetime, resolve: bool, outbox: FindingOutbox
+    ) -> tuple[Finding, bool]:
+        """Mark a finding acknowledged with ``note`` (a later acknowledgement replaces the note); with ``resolve``,
+        also resolve it if open, queueing ``outbox(finding, "resolved")`` in the same transaction. Returns the
+        finding and whether it was resolved by this call. :class:`ConfigError` when there is no such finding."""
 
     # -- sinks and their outbox ----------------------------------------------------------------------------
     @abstractmethod

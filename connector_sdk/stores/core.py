@@ -29,6 +29,12 @@ from connector_sdk.models import (
     Budget,
     Connection,
     ConnectionState,
+    Finding,
+    FindingKind,
+    KeyEvent,
+    KeyListingInfo,
+    KeyRecord,
+    ListedKey,
     OutboxItem,
     Page,
     Price,
@@ -40,8 +46,10 @@ from connector_sdk.models import (
     SyncWindow,
     UsageRow,
     decimal_text,
+    floor_hour,
+    iso,
 )
-from connector_sdk.stores.base import Migration, Store, row_order
+from connector_sdk.stores.base import SPEND_GROUPS, FindingOutbox, Migration, Store, row_order
 from connector_sdk.stores.migrations import LATEST_VERSION, MIGRATIONS
 
 CONNECTION_FIELDS = (
@@ -58,6 +66,8 @@ RUN_COLUMNS = ", ".join(RUN_FIELDS)
 STORED_TIMES = frozenset(
     {"created_at", "watermark", "last_sync_at", "last_success_at", "next_sync_at"}
     | {"started_at", "finished_at", "window_start", "window_end", "fired_at"}
+    | {"last_used_at", "first_listed_at", "last_listed_at", "gone_at"}
+    | {"opened_at", "updated_at", "resolved_at", "acknowledged_at"}
 )
 ROW_COLUMNS = ", ".join(ROW_FIELDS)
 BUDGET_FIELDS = (
@@ -67,8 +77,28 @@ BUDGET_COLUMNS = ", ".join(BUDGET_FIELDS)
 ALERT_FIELDS = ("id", "connection", "budget_id", "kind", "dedupe_key", "fired_at", "message", "evidence")
 ALERT_COLUMNS = ", ".join(ALERT_FIELDS)
 REPORT_KEYS = ("connector", "api_key_label", "currency", "model")
-# The tables that hold a connection's own records; a backend may keep more (its derived totals).
-CONNECTION_TABLES = ("usage_rows", "sync_runs", "status_history", "sinks", "outbox", "budgets", "alerts")
+# What a listing says of a key, as api_keys holds it (after connection and key_id).
+LISTED_FIELDS = (
+    "name", "scope", "owner", "owner_email", "owner_type", "owner_active", "workspace_id", "workspace_name",
+    "created_at", "last_used_at", "status", "listing",
+)  # fmt: skip
+KEY_FIELDS = ("connection", "connector", "key_id", *LISTED_FIELDS, "first_listed_at", "last_listed_at", "gone_at")
+KEY_COLUMNS = ", ".join(f"c.{f}" if f == "connector" else f"k.{f}" for f in KEY_FIELDS)
+# A change in these is a "changed" event; the name has its own ("renamed"), and last use changes all the time.
+TRACKED_FIELDS = (
+    "scope", "owner", "owner_email", "owner_type", "owner_active", "workspace_id", "workspace_name", "status",
+)  # fmt: skip
+FINDING_FIELDS = (
+    "id", "connection", "connector", "kind", "subject", "subject_label", "severity", "message", "evidence",
+    "opened_at", "updated_at", "resolved_at", "acknowledged_at", "ack_note",
+)  # fmt: skip
+FINDING_COLUMNS = ", ".join(FINDING_FIELDS)
+# The tables that hold a connection's own records; a backend may keep more (its derived totals). The key
+# inventory, its history and the findings go only with the connection itself (a purge).
+CONNECTION_TABLES = (
+    "usage_rows", "sync_runs", "status_history", "sinks", "outbox", "budgets", "alerts",
+    "api_keys", "key_listings", "key_events", "key_usage", "findings",
+)  # fmt: skip
 Keys = Sequence[str]  # columns to group by
 Only = dict[str, str | None]  # columns to match (None: any value)
 Spend = dict[tuple[Any, ...], tuple[int, Decimal]]  # row count and exact cost per group
@@ -100,6 +130,11 @@ def usage_rows(
             fields[f] = time(fields[f])
         # Rows were validated on their way in; re-validating millions on the way out buys nothing.
         yield UsageRow.trusted(fields)
+
+
+def _evidence(finding: Finding) -> str:
+    """A finding's evidence as stored: JSON text with sorted keys, so the same figures compare equal."""
+    return json.dumps(finding.evidence, sort_keys=True)
 
 
 def _only_row(cursor: Any) -> Any:
@@ -446,6 +481,7 @@ class SQLStore(Store):
                 (name, self._ts(page.covers_from), self._ts(page.complete_through)),
             )
             self._put_rows(db, name, page, values)
+            self._note_key_usage(db, name, page.rows)
             db.execute(
                 "UPDATE connections SET watermark = ? WHERE name = ? AND (watermark IS NULL OR watermark < ?)",
                 (self._ts(watermark), name, self._ts(watermark)),
@@ -455,6 +491,24 @@ class SQLStore(Store):
                 (len(page.rows), run_id),
             )
             self._enqueue(db, name, outbox, now or watermark)
+
+    def _note_key_usage(self, db: Handle, name: str, rows: Sequence[UsageRow]) -> None:
+        """Widen each key's first and last use to the periods of ``rows`` that name it."""
+        spans: dict[str, tuple[datetime, datetime]] = {}
+        for row in rows:
+            if (key := row.api_key_id) is not None:
+                first, last = spans.get(key, (row.period_start, row.period_start))
+                spans[key] = (min(first, row.period_start), max(last, row.period_start))
+        if spans:
+            db.executemany(
+                "INSERT INTO key_usage (connection, key_id, first_usage_at, last_usage_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (connection, key_id) DO UPDATE SET "
+                "first_usage_at = CASE WHEN excluded.first_usage_at < key_usage.first_usage_at "
+                "THEN excluded.first_usage_at ELSE key_usage.first_usage_at END, "
+                "last_usage_at = CASE WHEN excluded.last_usage_at > key_usage.last_usage_at "
+                "THEN excluded.last_usage_at ELSE key_usage.last_usage_at END",
+                [(name, key, self._ts(first), self._ts(last)) for key, (first, last) in sorted(spans.items())],
+            )
 
     def connector_state(self, name: str) -> dict[str, Any]:
         with self._read() as db:
@@ -570,9 +624,20 @@ class SQLStore(Store):
     def delete_rows(self, name: str) -> int:
         with self._write() as db:
             self._require(db, name, lock=True)
-            for table in self.DERIVED_TABLES:
+            for table in (*self.DERIVED_TABLES, "key_usage"):
                 db.execute(f"DELETE FROM {table} WHERE connection = ?", (name,))
             return int(db.execute("DELETE FROM usage_rows WHERE connection = ?", (name,)).rowcount)
+
+    def grouped_spend(
+        self, name: str | None, *, since: datetime, until: datetime, by: Sequence[str]
+    ) -> dict[tuple[Any, ...], tuple[int, Decimal]]:
+        unknown = [column for column in by if column not in SPEND_GROUPS]
+        if unknown or not by:
+            raise ValueError(f"cannot group spend by {unknown or 'nothing'}; choose from {sorted(SPEND_GROUPS)}")
+        with self._snapshot() as db:
+            if name is not None:
+                self._require(db, name)
+            return self._spend(db, name, since, until, tuple(by), {})
 
     # -- budgets, alerts, prices ---------------------------------------------------------------------------
     def _budget(self, row: Sequence[Any]) -> Budget:
@@ -720,6 +785,309 @@ class SQLStore(Store):
                     for p in prices
                 ],
             )
+
+    # -- key inventory -------------------------------------------------------------------------------------
+    def record_listing(self, name: str, keys: Sequence[ListedKey], *, now: datetime) -> list[KeyEvent]:
+        listed = {key.key_id: key for key in keys}  # a key the vendor repeats counts once, as last given
+        at = self._ts(now)
+        with self._write() as db:
+            self._require(db, name, lock=True)
+            baseline = db.execute("SELECT 1 FROM key_listings WHERE connection = ?", (name,)).fetchone() is None
+            known = {
+                row[0]: dict(zip(("key_id", *LISTED_FIELDS, "gone_at", "last_listed_at"), row, strict=True))
+                for row in db.execute(
+                    f"SELECT key_id, {', '.join(LISTED_FIELDS)}, gone_at, last_listed_at FROM api_keys "
+                    "WHERE connection = ?",
+                    (name,),
+                ).fetchall()
+            }
+            events: list[KeyEvent] = []
+            for key_id in sorted(listed):
+                events.extend(self._listing_events(name, listed[key_id], known.get(key_id), now, baseline=baseline))
+            for key_id in sorted(set(known) - set(listed)):
+                before = known[key_id]
+                if before["gone_at"] is None:
+                    detail = {"name": before["name"], "last_listed_at": iso(self._dt(before["last_listed_at"]))}
+                    events.append(KeyEvent(connection=name, key_id=key_id, at=now, event="gone", detail=detail))
+            db.executemany(
+                f"INSERT INTO api_keys (connection, key_id, {', '.join(LISTED_FIELDS)}, first_listed_at, "
+                f"last_listed_at, gone_at) VALUES ({', '.join('?' * (len(LISTED_FIELDS) + 5))}) "
+                "ON CONFLICT (connection, key_id) DO UPDATE SET "
+                + ", ".join(f"{f} = excluded.{f}" for f in (*LISTED_FIELDS, "last_listed_at", "gone_at")),
+                [(name, key.key_id, *self._listed_values(key), at, at, None) for key in listed.values()],
+            )
+            db.executemany(
+                "UPDATE api_keys SET gone_at = ? WHERE connection = ? AND key_id = ?",
+                [(at, name, event.key_id) for event in events if event.event == "gone"],
+            )
+            db.executemany(
+                "INSERT INTO key_events (connection, key_id, at, event, detail) VALUES (?, ?, ?, ?, ?)",
+                [(name, e.key_id, at, e.event, json.dumps(e.detail, sort_keys=True)) for e in events],
+            )
+            db.execute(
+                "INSERT INTO key_listings (connection, first_listed_at, last_listed_at, listings) VALUES (?, ?, ?, 1) "
+                "ON CONFLICT (connection) DO UPDATE SET last_listed_at = excluded.last_listed_at, "
+                "listings = key_listings.listings + 1",
+                (name, at, at),
+            )
+        return events
+
+    def _listed_values(self, key: ListedKey) -> tuple[Any, ...]:
+        return tuple(
+            self._ts(value) if f in ("created_at", "last_used_at") else value
+            for f, value in ((f, getattr(key, f)) for f in LISTED_FIELDS)
+        )
+
+    def _listing_events(
+        self, name: str, key: ListedKey, before: dict[str, Any] | None, now: datetime, *, baseline: bool
+    ) -> list[KeyEvent]:
+        """What a listing's mention of ``key`` adds to its history, given the stored row (``None``: never listed)."""
+
+        def event(kind: str, detail: dict[str, Any]) -> KeyEvent:
+            return KeyEvent(connection=name, key_id=key.key_id, at=now, event=kind, detail=detail)  # type: ignore[arg-type]
+
+        if before is None:
+            detail = {
+                "name": key.name,
+                "scope": key.scope,
+                "owner": key.owner,
+                "owner_email": key.owner_email,
+                "status": key.status,
+                "listing": key.listing,
+                "created_at": None if key.created_at is None else iso(key.created_at),
+                "baseline": baseline,
+            }
+            return [event("listed", detail)]
+        events = []
+        if before["gone_at"] is not None:
+            events.append(event("returned", {"name": key.name, "gone_at": iso(self._dt(before["gone_at"]))}))
+        if before["name"] != key.name:
+            events.append(event("renamed", {"from": before["name"], "to": key.name}))
+        changes = {}
+        for f in TRACKED_FIELDS:
+            old = before[f]
+            if f == "owner_active" and old is not None:
+                old = bool(old)
+            if old != getattr(key, f):
+                changes[f] = {"from": old, "to": getattr(key, f)}
+        if changes:
+            events.append(event("changed", changes))
+        return events
+
+    def key_listing(self, name: str) -> KeyListingInfo | None:
+        with self._read() as db:
+            self._require(db, name)
+            row = db.execute(
+                "SELECT first_listed_at, last_listed_at, listings FROM key_listings WHERE connection = ?", (name,)
+            ).fetchone()
+        if row is None:
+            return None
+        return KeyListingInfo(
+            connection=name, first_listed_at=self._dt(row[0]), last_listed_at=self._dt(row[1]), listings=int(row[2])
+        )
+
+    def key_inventory(self, name: str | None, *, now: datetime) -> list[KeyRecord]:
+        only, params = ("WHERE k.connection = ?", [name]) if name is not None else ("", [])
+        until = floor_hour(now) + timedelta(hours=1)
+        with self._snapshot() as db:
+            if name is not None:
+                self._require(db, name)
+            listed = db.execute(
+                f"SELECT {KEY_COLUMNS} FROM api_keys k JOIN connections c ON c.name = k.connection {only}", params
+            ).fetchall()
+            used = db.execute(
+                "SELECT k.connection, c.connector, k.key_id, k.first_usage_at, k.last_usage_at FROM key_usage k "
+                f"JOIN connections c ON c.name = k.connection {only}",
+                params,
+            ).fetchall()
+            groups = ("connection", "api_key_id", "currency")
+            month = self._spend(db, name, until - timedelta(days=30), until, groups, {})
+            week = self._spend(db, name, until - timedelta(days=7), until, groups, {})
+            records: dict[tuple[str, str], dict[str, Any]] = {}
+            for row in listed:
+                fields = self._fields(KEY_FIELDS, row)
+                if fields["owner_active"] is not None:
+                    fields["owner_active"] = bool(fields["owner_active"])
+                records[fields["connection"], fields["key_id"]] = fields | {
+                    "listed": fields["gone_at"] is None,
+                    "first_seen_at": fields["first_listed_at"],
+                }
+            for connection, connector, key_id, first, last in used:
+                fields = records.get((connection, key_id))
+                if fields is None:
+                    # Never listed: named after the label of its latest rows (read at one period, through the index).
+                    label = db.execute(
+                        "SELECT api_key_label FROM usage_rows WHERE connection = ? AND period_start = ? "
+                        "AND api_key_id = ? LIMIT 1",
+                        (connection, last, key_id),
+                    ).fetchone()
+                    fields = records[connection, key_id] = {
+                        "connection": connection,
+                        "connector": connector,
+                        "key_id": key_id,
+                        "name": label[0] if label else None,
+                    }
+                first_usage, last_usage = self._dt(first), self._dt(last)
+                fields["first_usage_at"], fields["last_usage_at"] = first_usage, last_usage
+                seen = fields.get("first_seen_at")
+                fields["first_seen_at"] = first_usage if seen is None else min(seen, first_usage)
+        spent: dict[tuple[str, str], dict[str, list[Decimal]]] = {}
+        for which, spend in ((0, month), (1, week)):
+            for (connection, key_id, currency), (_count, cost) in spend.items():
+                if key_id is not None and currency is not None:
+                    sums = spent.setdefault((connection, key_id), {}).setdefault(currency, [Decimal(0), Decimal(0)])
+                    sums[which] = cost
+        out = []
+        for where in sorted(records, key=lambda pair: (pair[0].encode(), pair[1].encode())):
+            fields = records[where]
+            if by_currency := spent.get(where):
+                # A key spends in its vendor's currency; were there several, the one it spent most in.
+                currency, (month_cost, week_cost) = max(by_currency.items(), key=lambda item: (item[1][0], item[0]))
+                fields |= {"currency": currency, "spend_30d": month_cost, "spend_7d": week_cost}
+            out.append(KeyRecord(**fields))
+        return out
+
+    def key_events(self, name: str, key_id: str | None = None) -> list[KeyEvent]:
+        where, params = "connection = ?", [name]
+        if key_id is not None:
+            where, params = where + " AND key_id = ?", [name, key_id]
+        with self._read() as db:
+            self._require(db, name)
+            rows = db.execute(
+                f"SELECT key_id, at, event, detail FROM key_events WHERE {where} ORDER BY id", params
+            ).fetchall()
+        return [
+            KeyEvent(connection=name, key_id=key, at=self._dt(at), event=event, detail=json.loads(detail))
+            for key, at, event, detail in rows
+        ]
+
+    # -- findings --------------------------------------------------------------------------------------------
+    def _finding(self, row: Sequence[Any]) -> Finding:
+        fields = self._fields(FINDING_FIELDS, row)
+        return Finding(**{**fields, "evidence": json.loads(fields["evidence"])})
+
+    def list_findings(
+        self, name: str | None = None, *, open_only: bool = False, kind: FindingKind | None = None
+    ) -> list[Finding]:
+        clauses, params = [], []
+        if name is not None:
+            clauses.append("connection = ?")
+            params.append(name)
+        if open_only:
+            clauses.append("resolved_at IS NULL")
+        if kind is not None:
+            clauses.append("kind = ?")
+            params.append(FindingKind(kind).value)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        with self._read() as db:
+            if name is not None:
+                self._require(db, name)
+            rows = db.execute(f"SELECT {FINDING_COLUMNS} FROM findings{where} ORDER BY id DESC", params).fetchall()
+        return [self._finding(row) for row in rows]
+
+    def get_finding(self, finding_id: int) -> Finding:
+        with self._read() as db:
+            row = db.execute(f"SELECT {FINDING_COLUMNS} FROM findings WHERE id = ?", (finding_id,)).fetchone()
+        if row is None:
+            raise ConfigError(f"there is no finding {finding_id}; `connector-host findings --all` lists them")
+        return self._finding(row)
+
+    def reconcile_findings(
+        self,
+        name: str,
+        conditions: Sequence[Finding],
+        *,
+        kinds: Sequence[FindingKind],
+        now: datetime,
+        outbox: FindingOutbox,
+    ) -> list[tuple[Finding, str]]:
+        wanted = {(FindingKind(c.kind), c.subject): c for c in conditions}
+        judged = {FindingKind(kind) for kind in kinds}
+        at = self._ts(now)
+        changes: list[tuple[Finding, str]] = []
+        with self._write() as db:
+            self._require(db, name, lock=True)
+            current = {
+                (f.kind, f.subject): f
+                for f in map(
+                    self._finding,
+                    db.execute(
+                        f"SELECT {FINDING_COLUMNS} FROM findings WHERE connection = ? AND resolved_at IS NULL "
+                        "ORDER BY id",
+                        (name,),
+                    ).fetchall(),
+                )
+            }
+            for (kind, subject), condition in wanted.items():
+                evidence = _evidence(condition)
+                found = current.get((kind, subject))
+                if found is None:
+                    row = _only_row(
+                        db.execute(
+                            "INSERT INTO findings (connection, connector, kind, subject, subject_label, severity, "
+                            "message, evidence, opened_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                            f"RETURNING {FINDING_COLUMNS}",
+                            (
+                                name,
+                                condition.connector,
+                                kind.value,
+                                subject,
+                                condition.subject_label,
+                                condition.severity.value,
+                                condition.message,
+                                evidence,
+                                at,
+                            ),
+                        )
+                    )
+                    changes.append((self._finding(row), "opened"))
+                elif (found.severity, found.subject_label, found.message, _evidence(found)) != (
+                    condition.severity,
+                    condition.subject_label,
+                    condition.message,
+                    evidence,
+                ):
+                    db.execute(
+                        "UPDATE findings SET severity = ?, subject_label = ?, message = ?, evidence = ?, "
+                        "updated_at = ? WHERE id = ?",
+                        (condition.severity.value, condition.subject_label, condition.message, evidence, at, found.id),
+                    )
+            for (kind, subject), found in current.items():
+                if kind in judged and (kind, subject) not in wanted:
+                    row = _only_row(
+                        db.execute(
+                            f"UPDATE findings SET resolved_at = ? WHERE id = ? RETURNING {FINDING_COLUMNS}",
+                            (at, found.id),
+                        )
+                    )
+                    changes.append((self._finding(row), "resolved"))
+            for finding, change in changes:
+                self._enqueue(db, name, outbox(finding, change), now)
+        return changes
+
+    def acknowledge_finding(
+        self, finding_id: int, note: str, *, now: datetime, resolve: bool, outbox: FindingOutbox
+    ) -> tuple[Finding, bool]:
+        at = self._ts(now)
+        with self._write() as db:
+            row = db.execute(
+                f"SELECT resolved_at FROM findings WHERE id = ?{self.FOR_UPDATE}", (finding_id,)
+            ).fetchone()
+            if row is None:
+                raise ConfigError(f"there is no finding {finding_id}; `connector-host findings --all` lists them")
+            closing = resolve and row[0] is None
+            finding = self._finding(
+                _only_row(
+                    db.execute(
+                        "UPDATE findings SET acknowledged_at = ?, ack_note = ?, resolved_at = COALESCE(resolved_at, ?) "
+                        f"WHERE id = ? RETURNING {FINDING_COLUMNS}",
+                        (at, note, at if closing else None, finding_id),
+                    )
+                )
+            )
+            if closing:
+                self._enqueue(db, finding.connection, outbox(finding, "resolved"), now)
+        return finding, closing
 
     # -- sinks and their outbox ----------------------------------------------------------------------------
     def _enqueue(self, db: Handle, name: str, items: Sequence[tuple[str, str]], now: datetime) -> None:

@@ -425,6 +425,146 @@ MIGRATIONS: tuple[Migration, ...] = (
         sqlite="ALTER TABLE connections ADD COLUMN connector_state TEXT;",
         postgres="ALTER TABLE connections ADD COLUMN connector_state JSONB;",
     ),
+    Migration(
+        version=8,
+        description="the key inventory (listed keys, listings, key history, first and last use) and findings",
+        # api_keys holds what the last listing said of each key a listing ever named; a key that leaves the listing
+        # keeps its row with gone_at set, and key_events keeps every change, never deleted (only a purge does):
+        # that history is the evidence behind findings. key_usage is when rows first and last named a key (any
+        # row kind), kept per page so the inventory never scans a connection's history; it starts from the rows
+        # stored before. At most one open finding per (connection, kind, subject): a partial unique index. Evidence
+        # is JSON text on both backends, kept as written, like an alert's.
+        sqlite="""
+            CREATE TABLE api_keys (
+                connection TEXT NOT NULL,
+                key_id TEXT NOT NULL,
+                name TEXT,
+                scope TEXT,
+                owner TEXT,
+                owner_email TEXT,
+                owner_type TEXT,
+                owner_active INTEGER,
+                workspace_id TEXT,
+                workspace_name TEXT,
+                created_at TEXT,
+                last_used_at TEXT,
+                status TEXT,
+                listing TEXT NOT NULL,
+                first_listed_at TEXT NOT NULL,
+                last_listed_at TEXT NOT NULL,
+                gone_at TEXT,
+                PRIMARY KEY (connection, key_id)
+            );
+            CREATE TABLE key_listings (
+                connection TEXT PRIMARY KEY,
+                first_listed_at TEXT NOT NULL,
+                last_listed_at TEXT NOT NULL,
+                listings INTEGER NOT NULL
+            );
+            CREATE TABLE key_events (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                connection TEXT NOT NULL,
+                key_id TEXT NOT NULL,
+                at TEXT NOT NULL,
+                event TEXT NOT NULL,
+                detail TEXT NOT NULL
+            );
+            CREATE INDEX key_events_key ON key_events (connection, key_id, id);
+            CREATE TABLE key_usage (
+                connection TEXT NOT NULL,
+                key_id TEXT NOT NULL,
+                first_usage_at TEXT NOT NULL,
+                last_usage_at TEXT NOT NULL,
+                PRIMARY KEY (connection, key_id)
+            );
+            INSERT INTO key_usage (connection, key_id, first_usage_at, last_usage_at)
+                SELECT connection, api_key_id, MIN(period_start), MAX(period_start) FROM usage_rows
+                WHERE api_key_id IS NOT NULL GROUP BY connection, api_key_id;
+            CREATE TABLE findings (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                connection TEXT NOT NULL,
+                connector TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                subject_label TEXT NOT NULL,
+                severity TEXT NOT NULL,
+                message TEXT NOT NULL,
+                evidence TEXT NOT NULL,
+                opened_at TEXT NOT NULL,
+                updated_at TEXT,
+                resolved_at TEXT,
+                acknowledged_at TEXT,
+                ack_note TEXT
+            );
+            CREATE UNIQUE INDEX findings_open ON findings (connection, kind, subject) WHERE resolved_at IS NULL;
+            CREATE INDEX findings_connection ON findings (connection, id);
+        """,
+        postgres="""
+            CREATE TABLE api_keys (
+                connection TEXT NOT NULL,
+                key_id TEXT NOT NULL,
+                name TEXT,
+                scope TEXT,
+                owner TEXT,
+                owner_email TEXT,
+                owner_type TEXT,
+                owner_active BOOLEAN,
+                workspace_id TEXT,
+                workspace_name TEXT,
+                created_at TIMESTAMPTZ,
+                last_used_at TIMESTAMPTZ,
+                status TEXT,
+                listing TEXT NOT NULL,
+                first_listed_at TIMESTAMPTZ NOT NULL,
+                last_listed_at TIMESTAMPTZ NOT NULL,
+                gone_at TIMESTAMPTZ,
+                PRIMARY KEY (connection, key_id)
+            );
+            CREATE TABLE key_listings (
+                connection TEXT PRIMARY KEY,
+                first_listed_at TIMESTAMPTZ NOT NULL,
+                last_listed_at TIMESTAMPTZ NOT NULL,
+                listings INTEGER NOT NULL
+            );
+            CREATE TABLE key_events (
+                id BIGSERIAL PRIMARY KEY,
+                connection TEXT NOT NULL,
+                key_id TEXT NOT NULL,
+                at TIMESTAMPTZ NOT NULL,
+                event TEXT NOT NULL,
+                detail TEXT NOT NULL
+            );
+            CREATE INDEX key_events_key ON key_events (connection, key_id, id);
+            CREATE TABLE key_usage (
+                connection TEXT NOT NULL,
+                key_id TEXT NOT NULL,
+                first_usage_at TIMESTAMPTZ NOT NULL,
+                last_usage_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (connection, key_id)
+            );
+            INSERT INTO key_usage (connection, key_id, first_usage_at, last_usage_at)
+                SELECT connection, api_key_id, MIN(period_start), MAX(period_start) FROM usage_rows
+                WHERE api_key_id IS NOT NULL GROUP BY connection, api_key_id;
+            CREATE TABLE findings (
+                id BIGSERIAL PRIMARY KEY,
+                connection TEXT NOT NULL,
+                connector TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                subject_label TEXT NOT NULL,
+                severity TEXT NOT NULL,
+                message TEXT NOT NULL,
+                evidence TEXT NOT NULL,
+                opened_at TIMESTAMPTZ NOT NULL,
+                updated_at TIMESTAMPTZ,
+                resolved_at TIMESTAMPTZ,
+                acknowledged_at TIMESTAMPTZ,
+                ack_note TEXT
+            );
+            CREATE UNIQUE INDEX findings_open ON findings (connection, kind, subject) WHERE resolved_at IS NULL;
+            CREATE INDEX findings_connection ON findings (connection, id);
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

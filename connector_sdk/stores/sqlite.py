@@ -81,6 +81,7 @@ row_values = itemgetter(*ROW_FIELDS)  # of a row's __dict__: a third of the time
 # cost with more than nine decimals as a decimal.
 UNITS_AND_NANOS = "COALESCE(SUM(cost_nanos / 1000000000), 0), COALESCE(SUM(cost_nanos % 1000000000), 0)"
 DAY = timedelta(days=1)
+DAILY_COLUMNS = frozenset({"connection", "connector", "api_key_label", "currency", "model", "day"})
 
 
 # Billed money only: usage rows (kind 'usage') have no cost and are not in the daily totals.
@@ -408,8 +409,8 @@ class SQLiteStore(SQLStore):
     ) -> dict[tuple[Any, ...], list[int]]:
         """Row count, whole units, nano-units and inexact rows (costs past nine decimals) of the rows in the window
         whose columns equal ``only``, per value of ``keys``: billed cost rows only (usage_daily holds nothing else).
-        Both name columns that usage_daily and usage_rows share (connector, label, currency, model); ``day`` is the
-        UTC day."""
+        ``keys`` and ``only`` name usage_rows columns; ``day`` is the UTC day. Whole days come from the daily
+        totals when every column named is one they keep (:data:`DAILY_COLUMNS`), from the rows otherwise."""
         scope = "connection = ?" if name is not None else "connection IN (SELECT name FROM connections)"
         scoped: list[Any] = [name] if name is not None else []
         matching = "".join(f" AND {column} = ?" for column in only)
@@ -424,7 +425,9 @@ class SQLiteStore(SQLStore):
             f"GROUP BY {groups}"
         )
         edges = [(which, named, since, until)]
-        if days := _whole_days(since, until):
+        # The daily totals keep some columns only; spend by key id or person is read from the rows.
+        daily = {*keys, *only} <= DAILY_COLUMNS
+        if daily and (days := _whole_days(since, until)):
             # Whole days from the daily totals, except days a page changed since they were counted; those days and
             # the hours before and after the whole days from the rows.
             first, last = _ts(days[0])[:10], _ts(days[1])[:10]
