@@ -78,11 +78,15 @@ def nice_axis(tallest: Decimal) -> tuple[Decimal, int]:
 
 
 def axis_label(value: Decimal, symbol: str) -> str:
+    """A gridline's amount with as many places as it has (cents at least, at most four), so steps of half a cent
+    or $2.50 never print two gridlines alike."""
     if value >= 1000:
         return f"{symbol}{value / 1000:,.1f}k".replace(".0k", "k")
-    if value >= 10 or value == value.to_integral_value():
+    if value == value.to_integral_value():
         return f"{symbol}{value:,.0f}"
-    return f"{symbol}{value:,.2f}"
+    exponent = value.normalize().as_tuple().exponent
+    places = min(4, max(2, -exponent if isinstance(exponent, int) else 2))
+    return f"{symbol}{value:,.{places}f}"
 
 
 def stacked_bars(

@@ -62,6 +62,7 @@ def subject_url(finding: Finding) -> str | None:
 
 
 templates.filters["evidence"] = service.evidence_items
+templates.filters["event_items"] = service.event_items
 templates.globals["subject_url"] = subject_url
 templates.globals["severity_labels"] = service.SEVERITY_LABELS
 templates.globals["finding_titles"] = service.FINDING_TITLES
@@ -107,6 +108,7 @@ def overview(request: Request, portal: PortalDep) -> Response:
         days=days,
         periods=PERIODS,
         keys=records,
+        spending_keys=sum(1 for line in view.by_key if line_url(line)),
         line_url=line_url,
         back=_back(request),
         findings=view.open_findings,
@@ -221,7 +223,7 @@ def key_page(request: Request, portal: PortalDep, name: str, key_id: str) -> HTM
         request,
         "key.html",
         key=record,
-        status=service.key_status(record),
+        key_state=service.key_status(record),
         last_used=service.key_last_used(record),
         manifest=service.manifest(host, record.connector) if record.connector in host.plugins.connectors else None,
         history=host.key_history(name, key_id),

@@ -18,6 +18,7 @@ from connector_sdk.models import (
     ConnectionStatus,
     Finding,
     FindingKind,
+    KeyEvent,
     KeyRecord,
     Manifest,
     ReportLine,
@@ -547,12 +548,27 @@ def _evidence_value(key: str, value: Any, currency: str | None) -> str:
 
 def evidence_items(item: Finding) -> list[tuple[str, str]]:
     """A finding's evidence as ``(words, value)`` pairs for a page: the money first, then the rest in the order the
-    engine wrote it; money as money, dates as dates, and what the vendor did not say left out."""
+    engine wrote it; money as money, dates as dates. What the vendor did not say, and the subject the finding
+    already names (its key id, its name), are left out."""
     raw = item.evidence.get("currency")
     currency = raw if isinstance(raw, str) else None
-    present = [(str(k), v) for k, v in item.evidence.items() if k != "currency" and v not in (None, "", [], {})]
+    named = {item.subject, item.subject_label}
+    present = [
+        (str(k), v)
+        for k, v in item.evidence.items()
+        if k != "currency" and v not in (None, "", [], {}) and not (isinstance(v, str) and v in named)
+    ]
     present.sort(key=lambda kv: not is_money(kv[0]))
     return [(key.replace("_", " ").capitalize(), _evidence_value(key, value, currency)) for key, value in present]
+
+
+def event_items(event: KeyEvent) -> list[tuple[str, str]]:
+    """What a history event says of the key, in words, dates as dates; ``baseline`` is said by the event's name."""
+    return [
+        (str(k).replace("_", " ").capitalize(), _evidence_value(str(k), v, None))
+        for k, v in event.detail.items()
+        if k != "baseline" and v not in (None, "", [], {})
+    ]
 
 
 def key_targets(records: list[KeyRecord], counted: list[str]) -> dict[tuple[str | None, str], tuple[str, str]]:

@@ -11,6 +11,7 @@ import pytest
 from connector_sdk.portal.charts import (
     PALETTE,
     Series,
+    axis_label,
     colors_for,
     contrast,
     nice_axis,
@@ -38,6 +39,13 @@ def test_the_axis_is_never_more_than_a_quarter_above_the_tallest_bar_and_every_l
         mantissa = step.scaleb(-step.adjusted()).normalize()
         assert mantissa in (1, 2, Decimal("2.5"), 5), (tallest, step)
         assert 3 <= steps <= 8
+
+
+@pytest.mark.parametrize("tallest", ["0.04", "0.3", "23", "7.2", "440", "0.004"])
+def test_no_two_gridlines_print_the_same_amount(tallest: str) -> None:
+    top, steps = nice_axis(Decimal(tallest))
+    labels = [axis_label(top * i / steps, "$") for i in range(steps + 1)]
+    assert len(set(labels)) == len(labels), labels
 
 
 def test_neighbouring_palette_colours_differ_by_at_least_3_to_1() -> None:

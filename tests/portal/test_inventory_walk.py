@@ -30,6 +30,12 @@ pytestmark = pytest.mark.browser
 PAGES = ("/", "/keys", "/findings")
 
 
+def photograph(page: Page, screenshot: Shot, name: str) -> None:
+    """Both widths, from the top: a page opened at an anchor would otherwise show the sticky bar mid-picture."""
+    page.evaluate("window.scrollTo(0, 0)")
+    at_both_widths(page, screenshot, name)
+
+
 @pytest.fixture
 def client(
     two_vendor_portal: LivePortal, sim: FalSimulator, openai_sim: OpenAISimulator, admin_key: str
@@ -66,8 +72,15 @@ def test_overview_keys_a_key_and_acknowledging_a_finding(
     findings = page.locator("#findings li.finding")
     expect(findings).to_have_count(len(overview["open_findings"]))
     expect(findings.first.locator("[data-severity]")).to_have_attribute("data-severity", "high")
-    expect(findings.first.locator(".evidence")).to_be_visible()
-    at_both_widths(page, screenshot, "inventory-01-overview")
+    expect(findings.first.locator("dl.evidence").first).to_be_visible()
+    # The last 7 days against the 7 before: both periods inside the history, so the change is a figure.
+    page.get_by_role("link", name="7 days").click()
+    week = client.get("/api/v1/overview", params={"days": 7}).json()
+    (usd,) = [line for line in week["totals"] if line["currency"] == "USD"]
+    spend = page.locator("[data-kpi=spend]")
+    expect(spend.locator("[data-currency=USD]")).to_have_attribute("data-total", usd["cost"])
+    expect(spend.locator("[data-change]")).to_have_attribute("data-change", usd["change"])
+    photograph(page, screenshot, "inventory-01-overview")
 
     # Keys: every key of both vendors, a sparkline that says its figures, sorted and searched by a person.
     page.get_by_role("link", name="Keys", exact=True).click()
@@ -76,7 +89,8 @@ def test_overview_keys_a_key_and_acknowledging_a_finding(
     rows = page.locator("tr[data-key-row]")
     expect(rows).to_have_count(len(every))
     costs = [
-        Decimal(c) for c in rows.locator("[data-spend-30d]").evaluate_all("els => els.map(e => e.dataset.spend30d)")
+        Decimal(c)
+        for c in rows.locator("[data-spend-30d]").evaluate_all("els => els.map(e => e.getAttribute('data-spend-30d'))")
     ]
     assert costs == sorted(costs, reverse=True)
     spark = rows.first.locator("svg.spark")
@@ -86,12 +100,13 @@ def test_overview_keys_a_key_and_acknowledging_a_finding(
     names = rows.locator("td:first-child a.strong").all_inner_texts()
     assert [n.casefold() for n in names] == sorted(n.casefold() for n in names)
     expect(page.locator("th[aria-sort]")).to_have_attribute("aria-sort", "ascending")
+    photograph(page, screenshot, "inventory-02-keys")
     page.get_by_label("Search").fill("bo@example.test")
     page.get_by_role("button", name="Apply").click()
     owners = rows.locator("td:nth-child(3)").all_inner_texts()
     assert owners and all("bo@example.test" in o or "Bo Builder" in o for o in owners)
     expect(page.locator("[data-keys-count]")).to_contain_text(f"of {len(every)} keys")
-    at_both_widths(page, screenshot, "inventory-02-keys")
+    photograph(page, screenshot, "inventory-02-keys-searched")
 
     # A key: its details, history, findings and rows.
     page.locator("tr[data-key-row] a.strong", has_text="Staging").click()
@@ -101,7 +116,7 @@ def test_overview_keys_a_key_and_acknowledging_a_finding(
     expect(page.locator("#rows tr[data-row]").first).to_be_visible()
     finding = page.locator("#findings li.finding[data-kind=owner_gone]")
     expect(finding).to_have_count(1)
-    at_both_widths(page, screenshot, "inventory-03-key")
+    photograph(page, screenshot, "inventory-03-key")
 
     # Acknowledging: a note, the form's own token, back to the same page, the note kept.
     finding.get_by_text("Acknowledge…").click()
@@ -112,13 +127,13 @@ def test_overview_keys_a_key_and_acknowledging_a_finding(
     acknowledged = page.locator("#findings li.finding[data-kind=owner_gone] [data-acknowledged]")
     expect(acknowledged).to_contain_text("Bo moved teams; Staging is revoked on Monday")
     expect(page.locator("#findings li.finding[data-kind=owner_gone] details.ack")).to_have_count(0)
-    at_both_widths(page, screenshot, "inventory-04-acknowledged")
+    photograph(page, screenshot, "inventory-04-acknowledged")
 
     page.get_by_role("link", name="Overview").click()
     expect(page.locator("#findings [data-kind=owner_gone] [data-acknowledged]")).to_be_visible()
     page.get_by_role("link", name="Findings", exact=True).click()
     expect(page.locator("li.finding")).to_have_count(len(client.get("/api/v1/findings").json()))
-    at_both_widths(page, screenshot, "inventory-05-findings")
+    photograph(page, screenshot, "inventory-05-findings")
 
 
 def test_the_new_pages_keep_the_keyboard_and_contrast_rules_in_light_and_dark(
@@ -133,7 +148,8 @@ def test_the_new_pages_keep_the_keyboard_and_contrast_rules_in_light_and_dark(
     page.keyboard.press("Tab")
     ring = page.evaluate(
         "(C) => { const el = document.activeElement, s = getComputedStyle(el); return [el.textContent.trim(),"
-        " s.outlineStyle, parseFloat(s.outlineWidth), C.ratio(C.rgb(s.outlineColor), C.background(el.parentElement))]; }",
+        " s.outlineStyle, parseFloat(s.outlineWidth),"
+        " C.ratio(C.rgb(s.outlineColor), C.background(el.parentElement))]; }",
         page.evaluate_handle(CONTRAST_JS),
     )
     assert ring[1] != "none" and ring[2] >= 2 and ring[3] >= 3, f"focus ring {ring}"
@@ -157,7 +173,7 @@ def test_the_new_pages_keep_the_keyboard_and_contrast_rules_in_light_and_dark(
             assert background < 0.05, "a dark page"
             dark.locator("details").evaluate_all("els => els.forEach(e => e.open = true)")
             assert text_contrast_failures(dark) == [], path
-            at_both_widths(dark, screenshot, f"inventory-06-dark-{name}")
+            photograph(dark, screenshot, f"inventory-06-dark-{name}")
     finally:
         context.close()
 
@@ -189,4 +205,4 @@ def test_at_390_px_the_nav_the_sorting_and_the_acknowledge_form_are_within_reach
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     assert_reachable(page, page.locator("#findings details.ack summary").first)
     page.set_viewport_size(DESKTOP)
-    at_both_widths(page, screenshot, "inventory-07-key-phone")
+    photograph(page, screenshot, "inventory-07-key-phone")

@@ -83,7 +83,7 @@ def parameter(
 ) -> st.SearchStrategy[Any]:
     """Mostly values that lead somewhere (an existing connection, a real date, a key the inventory holds), else
     anything the schema allows."""
-    interesting = (known or {}).get(param["name"]) or INTERESTING.get(param["name"])
+    interesting = {**INTERESTING, **(known or {})}.get(param["name"])
     if interesting is None:
         return st.one_of(from_schema(param["schema"], spec), TEXT)
     return st.one_of(interesting, interesting, from_schema(param["schema"], spec), TEXT)
