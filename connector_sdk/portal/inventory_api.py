@@ -17,6 +17,7 @@ from connector_sdk.portal.inventory_pages import KEY_KINDS, SPARK_DAYS, key_url
 from connector_sdk.portal.schemas import (
     Acknowledge,
     DailyCosts,
+    ErrorBody,
     FindingLinks,
     FindingOut,
     KeyDetailOut,
@@ -32,7 +33,9 @@ router = APIRouter(prefix=PREFIX, responses=ERRORS)
 
 KeySort = Literal[tuple(f"{sign}{column}" for column in service.KEY_SORTS for sign in ("", "-"))]  # type: ignore[valid-type]
 KeyState = Literal["active", "inactive", "gone", "unlisted"]
-NOT_FOUND = {404: {"description": "No such connection, key or finding."}}
+NO_KEY = {404: {"model": ErrorBody, "description": "No such connection, or the connection has no such key."}}
+NO_CONNECTION = {404: {"model": ErrorBody, "description": "No such connection (the `connection` filter)."}}
+NO_FINDING = {404: {"model": ErrorBody, "description": "No such finding."}}
 
 
 def api_key_url(connection: str, key_id: str, tail: str = "") -> str:
@@ -143,7 +146,7 @@ def overview(portal: PortalDep, days: Days = 30) -> OverviewOut:
 
 
 # -- keys ----------------------------------------------------------------------------------------------------------
-@router.get("/keys", tags=["inventory"], summary="The key inventory across connections")
+@router.get("/keys", tags=["inventory"], summary="The key inventory across connections", responses=NO_CONNECTION)
 def list_keys(
     portal: PortalDep,
     connection: Annotated[str | None, Query(description="Only this connection's keys.")] = None,
@@ -165,7 +168,12 @@ def list_keys(
     return [key_out(r, counts.get((r.connection, r.key_id), 0)) for r in service.sort_keys(records, sort)]
 
 
-@router.get("/keys/{name}/{key_id}", tags=["inventory"], summary="One key: details, daily spend, findings, history")
+@router.get(
+    "/keys/{name}/{key_id}",
+    tags=["inventory"],
+    summary="One key: details, daily spend, findings, history",
+    responses=NO_KEY,
+)
 def get_key(portal: PortalDep, name: str, key_id: str, days: Days = SPARK_DAYS) -> KeyDetailOut:
     host = portal.host
     record = service.key_record(host, name, key_id)
@@ -189,14 +197,18 @@ def get_key(portal: PortalDep, name: str, key_id: str, days: Days = SPARK_DAYS) 
     )
 
 
-@router.get("/keys/{name}/{key_id}/history", tags=["inventory"], summary="A key's history on its connection")
+@router.get(
+    "/keys/{name}/{key_id}/history", tags=["inventory"], summary="A key's history on its connection", responses=NO_KEY
+)
 def key_history(portal: PortalDep, name: str, key_id: str) -> list[KeyEventOut]:
     """Listed, renamed, changed, gone and returned, oldest first: never deleted, even once the key is gone."""
     service.key_record(portal.host, name, key_id)
     return [event_out(e) for e in portal.host.key_history(name, key_id)]
 
 
-@router.get("/keys/{name}/{key_id}/rows", tags=["inventory"], summary="The rows that name a key, newest first")
+@router.get(
+    "/keys/{name}/{key_id}/rows", tags=["inventory"], summary="The rows that name a key, newest first", responses=NO_KEY
+)
 def key_rows(
     portal: PortalDep,
     name: str,
@@ -224,7 +236,7 @@ def key_rows(
 
 
 # -- findings ------------------------------------------------------------------------------------------------------
-@router.get("/findings", tags=["findings"], summary="Findings, open ones by default")
+@router.get("/findings", tags=["findings"], summary="Findings, open ones by default", responses=NO_CONNECTION)
 def list_findings(
     portal: PortalDep,
     connection: Annotated[str | None, Query(description="Only this connection's findings.")] = None,
@@ -244,12 +256,17 @@ def list_findings(
     return [finding_out(f) for f in items]
 
 
-@router.get("/findings/{finding_id}", tags=["findings"], summary="One finding")
+@router.get("/findings/{finding_id}", tags=["findings"], summary="One finding", responses=NO_FINDING)
 def get_finding(portal: PortalDep, finding_id: int) -> FindingOut:
     return finding_out(service.finding(portal.host, finding_id))
 
 
-@router.post("/findings/{finding_id}/acknowledge", tags=["findings"], summary="Acknowledge a finding with a note")
+@router.post(
+    "/findings/{finding_id}/acknowledge",
+    tags=["findings"],
+    summary="Acknowledge a finding with a note",
+    responses=NO_FINDING | {422: {"model": ErrorBody, "description": "The note is empty, blank or too long."}},
+)
 def acknowledge(portal: PortalDep, finding_id: int, body: Acknowledge) -> FindingOut:
     """Records the note and when. A finding whose condition still holds stays open, marked acknowledged, until
     the condition clears (a new key is news: acknowledging it resolves it). A second acknowledgement replaces the
