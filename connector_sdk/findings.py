@@ -16,7 +16,7 @@ came from.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -25,6 +25,8 @@ from typing import Any
 from connector_sdk.budgets import BASELINE_DAYS, unusual_days
 from connector_sdk.environment import amount, number
 from connector_sdk.models import (
+    EXACT,
+    USER_KEY,
     Finding,
     FindingKind,
     KeyListingInfo,
@@ -62,7 +64,6 @@ ROW_KINDS = frozenset(FindingKind) - LISTING_KINDS
 RECENT_DAYS = 7  # "in the last 7 days": unlisted-key spend and admin-key traffic
 WEB_UI_DAYS = 30
 NEW_MODEL_DAYS = 30  # a model the key used in none of these days before is new on it
-USER_KEY = "User key"  # who web-UI spend is, when the vendor names no one (fal's own word for it)
 ADMIN_SCOPE = "admin"
 
 
@@ -327,7 +328,7 @@ def spend_spike(facts: Facts) -> list[Finding]:
     by_key: dict[str, dict[str, dict[str, dict[str | None, Decimal]]]] = {}
     for (key_id, day, model, currency), cost in facts.key_spend.items():
         models = by_key.setdefault(key_id, {}).setdefault(currency, {}).setdefault(day, {})
-        models[model] = models.get(model, Decimal(0)) + cost
+        models[model] = EXACT.add(models.get(model, Decimal(0)), cost)
     labels = {key.key_id: _label(key) for key in facts.keys}
     today = floor_hour(facts.now).replace(hour=0)
     recent = [(today - timedelta(days=n)).strftime("%Y-%m-%d") for n in (1, 0)]
@@ -335,7 +336,7 @@ def spend_spike(facts: Facts) -> list[Finding]:
     for key_id in sorted(by_key):
         for currency in sorted(by_key[key_id]):
             days = by_key[key_id][currency]
-            daily = {day: sum(models.values(), Decimal(0)) for day, models in days.items()}
+            daily = {day: _total(models.values()) for day, models in days.items()}
             unusual = unusual_days(daily, facts.now)
             new_models = _new_models(days, recent, today)
             if not unusual and not new_models:
@@ -398,6 +399,13 @@ def _median_before(daily: Mapping[str, Decimal], day: str) -> Decimal:
 
     start = datetime.strptime(day, "%Y-%m-%d")
     return median(daily.get((start - timedelta(days=n)).strftime("%Y-%m-%d"), Decimal(0)) for n in range(1, 15))
+
+
+def _total(amounts: Iterable[Decimal]) -> Decimal:
+    total = Decimal(0)
+    for value in amounts:
+        total = EXACT.add(total, value)
+    return total
 
 
 def _used_since(key: KeyRecord, since: datetime) -> bool:

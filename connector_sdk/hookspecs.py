@@ -81,8 +81,9 @@ def connector_sdk_alert(connection: Connection, alert: Alert) -> None:
 def connector_sdk_finding(connection: Connection, finding: Finding, change: str) -> None:
     """Called once when a finding opens and once when it resolves (see :mod:`connector_sdk.findings`).
 
-    A finding never opens twice while its condition holds; acknowledging one fires nothing. The host already logs
-    findings and queues them, in order, for the connection's webhook sinks.
+    A finding never opens twice while its condition holds. Acknowledging one fires nothing, except for a kind an
+    acknowledgement closes (a new key: :data:`~connector_sdk.models.ACK_RESOLVES`), which fires ``"resolved"``. The
+    host already logs findings and queues them, in order, for the connection's webhook sinks.
 
     :param connection: the connection the finding concerns.
     :param finding: the finding as stored after the change (its ``id``, evidence, and ``resolved_at`` once resolved).

@@ -27,6 +27,8 @@ from connector_sdk.errors import (
 )
 from connector_sdk.models import (
     ACK_RESOLVES,
+    EXACT,
+    USER_KEY,
     Connection,
     ConnectionState,
     ConnectionStatus,
@@ -588,7 +590,6 @@ class Host:
             self.store.grouped_spend(None, since=start, until=end, by=by)
             for start, end in ((since, until), (previous_since, since))
         ]
-        names = {(k.connection, k.key_id): k.name for k in self.store.key_inventory(None, now=until)}
         # Per breakdown: group -> [cost now, cost before, rows now], and a label per group.
         breakdowns: dict[str, dict[tuple[str, str | None, str], list[Any]]] = {
             "totals": {},
@@ -609,16 +610,15 @@ class Host:
                     "model": (model or "", connector, currency),
                 }
                 if key_id is None:
-                    groups["person"] = (person or "User key", connector, currency)
+                    groups["person"] = (person or USER_KEY, connector, currency)
                 for breakdown, group in groups.items():
                     sums = breakdowns[breakdown].setdefault(group, [Decimal(0), Decimal(0), 0])
-                    sums[which] += cost
+                    sums[which] = EXACT.add(sums[which], cost)
                     if which == 0:
                         sums[2] += count
-                if key_id is not None:
-                    name = names.get((connection, key_id)) or label
+                if key_id is not None:  # named by its rows' label; a renamed key by the one it spent most under
                     seen = labels.setdefault((key_id, connector, currency), {})
-                    seen[name] = seen.get(name, Decimal(0)) + cost
+                    seen[label] = EXACT.add(seen.get(label, Decimal(0)), cost)
 
         def lines(breakdown: str) -> list[SpendLine]:
             out = []
@@ -628,7 +628,7 @@ class Host:
                     label = max(seen.items(), key=lambda item: (item[1], item[0]))[0]
                 elif breakdown == "model" and not key:
                     label = "(no model)"
-                change = cost - before
+                change = EXACT.subtract(cost, before)
                 out.append(
                     SpendLine(
                         key=key,

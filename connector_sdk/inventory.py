@@ -11,14 +11,13 @@ fired as the ``connector_sdk_finding`` event.
 from __future__ import annotations
 
 from datetime import timedelta
-from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import structlog
 
 from connector_sdk import findings
 from connector_sdk.errors import CredentialError, ResponseError, TransientError
-from connector_sdk.findings import USER_KEY, Facts, Settings
+from connector_sdk.findings import Facts, Settings
 from connector_sdk.models import Finding, FindingKind, floor_hour
 from connector_sdk.sinks import FINDING, finding_payload
 
@@ -56,13 +55,7 @@ def facts(host: Host, name: str) -> Facts:
     connection = store.get_connection(name)
     now = host.now()
     until = floor_hour(now) + timedelta(hours=1)
-    people: dict[tuple[str, str], Decimal] = {}
-    month = until - timedelta(days=findings.WEB_UI_DAYS)
-    web_ui = store.grouped_spend(name, since=month, until=until, by=("api_key_id", "login_username", "currency"))
-    for (key_id, person, currency), (_count, cost) in web_ui.items():
-        if key_id is None and currency is not None:
-            who = (person or USER_KEY, currency)
-            people[who] = people.get(who, Decimal(0)) + cost
+    people = store.person_spend(name, since=until - timedelta(days=findings.WEB_UI_DAYS), until=until)
     today = floor_hour(now).replace(hour=0)
     by_day = store.grouped_spend(
         name,

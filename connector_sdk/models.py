@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import json
 import re
@@ -14,6 +15,8 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 HOUR = timedelta(hours=1)
+#: Adds sums of exact decimals without rounding, whatever their number of digits (money is never rounded).
+EXACT = decimal.Context(prec=decimal.MAX_PREC, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
 
 
 def utcnow() -> datetime:
@@ -497,6 +500,14 @@ class ListedKey(BaseModel):
     status: str = "active"
     listing: str
 
+    @field_validator("created_at", "last_used_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        # A naive time would be read as the host's local time: a key's age and idleness off by the UTC offset.
+        if value is not None and value.tzinfo is None:
+            raise ValueError("a listed key's times are aware (UTC), not naive")
+        return value
+
 
 KeyEventKind = Literal["listed", "renamed", "gone", "returned", "changed"]
 
@@ -543,6 +554,10 @@ class KeyRecord(BaseModel):
     spend_7d: Decimal = Decimal(0)
     spend_30d: Decimal = Decimal(0)
     currency: str | None = None
+
+
+#: Who web-UI spend (rows no API key accounts for) is when the vendor names no one: fal's own word for it.
+USER_KEY = "User key"
 
 
 class Severity(StrEnum):

@@ -240,7 +240,7 @@ def test_at_most_one_open_finding_per_connection_kind_and_subject_is_enforced_in
         "INSERT INTO findings (connection, connector, kind, subject, subject_label, severity, message, evidence, "
         "opened_at) VALUES ('acme', 'fal', 'idle_key', 'k1', 'x', 'low', 'x', '{}', '2026-01-05T00:00:00Z')"
     )
-    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
         raw_sql(store_url, insert)
 
 
@@ -357,3 +357,29 @@ def test_a_version_7_store_gains_the_inventory_and_the_first_and_last_use_of_its
         assert second.list_findings() == [] and second.key_listing("acme") is None
     finally:
         second.close()
+
+
+def test_person_spend_is_web_ui_cost_per_person_with_the_unnamed_as_user_key(acme: Store) -> None:
+    commit(
+        acme,
+        [
+            usage_row(at=1, key=None, label="User key", user="ann", cost="0.1"),
+            usage_row(at=2, key=None, label="User key", user="ann", cost="0.2", model="fal-ai/b"),
+            usage_row(at=3, key=None, label="User key", user=None, cost="4"),
+            usage_row(at=3, key=None, label="User key", user=None, cost="1", currency="EUR", model="fal-ai/c"),
+            usage_row(at=3, key="k", user="ann", cost="5"),  # a key's use is not web-UI use, whoever holds the key
+        ],
+        0,
+        48,
+    )
+    assert acme.person_spend("acme", since=hour(0), until=hour(48)) == {
+        ("User key", "EUR"): Decimal(1),
+        ("User key", "USD"): Decimal(4),
+        ("ann", "USD"): Decimal("0.3"),
+    }
+    assert acme.person_spend("acme", since=hour(2), until=hour(3)) == {("ann", "USD"): Decimal("0.2")}
+
+
+def test_a_listed_keys_times_must_be_aware() -> None:
+    with pytest.raises(ValueError, match="aware"):
+        ListedKey(key_id="k", listing="fal /keys", created_at=datetime(2026, 1, 1))

@@ -17,6 +17,8 @@ from decimal import Decimal
 from typing import Any
 
 from connector_sdk.models import (
+    EXACT,
+    USER_KEY,
     Alert,
     Budget,
     Connection,
@@ -299,6 +301,17 @@ class Store(ABC):
         """Row count and exact billed cost (cost rows only) per value of the columns ``by`` (each one of
         :data:`SPEND_GROUPS`; a NULL column groups as ``None``) of the rows with ``since <= period_start < until``,
         of one connection or of all."""
+
+    def person_spend(self, name: str | None, *, since: datetime, until: datetime) -> dict[tuple[str, str], Decimal]:
+        """Web-UI spend: the exact billed cost of the rows no API key accounts for (``api_key_id`` null), per person
+        (``login_username``, or ``"User key"`` when the vendor names no one) and currency."""
+        people: dict[tuple[str, str], Decimal] = {}
+        spend = self.grouped_spend(name, since=since, until=until, by=("api_key_id", "login_username", "currency"))
+        for (key_id, person, currency), (_count, cost) in spend.items():
+            if key_id is None and currency is not None:
+                who = (person or USER_KEY, currency)
+                people[who] = EXACT.add(people.get(who, Decimal(0)), cost)
+        return dict(sorted(people.items()))
 
     # -- key inventory -------------------------------------------------------------------------------------
     @abstractmethod

@@ -10,7 +10,6 @@ backend that keeps its own totals overrides :meth:`SQLStore._spend`.
 
 from __future__ import annotations
 
-import decimal
 import json
 import threading
 from abc import abstractmethod
@@ -22,6 +21,7 @@ from typing import Any, ClassVar, Protocol
 
 from connector_sdk.errors import ConfigError, StoreError, UnknownConnection
 from connector_sdk.models import (
+    EXACT,
     MONEY_FIELDS,
     ROW_FIELDS,
     TIME_FIELDS,
@@ -102,8 +102,6 @@ CONNECTION_TABLES = (
 Keys = Sequence[str]  # columns to group by
 Only = dict[str, str | None]  # columns to match (None: any value)
 Spend = dict[tuple[Any, ...], tuple[int, Decimal]]  # row count and exact cost per group
-# Adds sums of exact decimals without rounding, whatever their number of digits.
-EXACT = decimal.Context(prec=decimal.MAX_PREC, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
 
 
 class Handle(Protocol):
