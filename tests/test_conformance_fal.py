@@ -83,6 +83,11 @@ class NeverRevoked(FalFixture):
         pass
 
 
+class KeyIdCountsAsSecret(FalFixture):
+    def secrets(self, key: str) -> list[str]:
+        return [key.partition(":")[0]]  # list_keys names the connection's own key by its id, as a leak would show
+
+
 class BaseUrlCountsAsSecret(FalFixture):
     def secrets(self, key: str) -> list[str]:
         return ["127.0.0.1"]  # shows in the connector's repr, as a leaked key would
@@ -96,6 +101,8 @@ class BaseUrlCountsAsSecret(FalFixture):
         (NothingRestated(), "a_restated_period_replaces_the_old_rows", "still holds its old rows"),
         (NeverRevoked(), "a_key_revoked_during_a_sync_ends_it_reconnect_required", "the sync ended succeeded"),
         (BaseUrlCountsAsSecret(), "no_secret_in_logs_reprs_or_errors", "connector"),
+        (KeyIdCountsAsSecret(), "listed_keys_are_unique_records_without_secrets", "a key's secret shows"),
+        (ForbiddenKeyAsBadKey(), "listed_keys_are_unique_records_without_secrets", "a 401 became kind"),
         (BaseUrlCountsAsSecret(), "no_secret_in_the_store", "the key shows in plain text in"),
     ],
 )

@@ -20,9 +20,11 @@ from connector_sdk.kit.simulator import (
     SimKey,
     Simulator,
     after_page,
+    control_call,
     credentials,
     decode_offset,
     encode_offset,
+    instant,
     offset_page,
 )
 
@@ -46,6 +48,7 @@ class ToyVendor(Simulator):
         self.routes.add("GET", "/members", self._members, auth="read")
         self.routes.add("POST", "/projects", self._create, auth="admin")
         self.routes.add("GET", "/boom", self._boom)
+        self.control_routes.add("POST", "/projects/{project_id}/archive", control_call(self.archive, status=201))
 
     def error_body(self, status: int, kind: str, message: str, details: Mapping[str, Any]) -> bytes:
         return json.dumps(
@@ -94,6 +97,14 @@ class ToyVendor(Simulator):
 
     def _boom(self, request: Request) -> dict[str, Any]:
         raise RuntimeError("a bug in the simulator")
+
+    def archive(self, project_id: str, *, at: datetime | str | None = None) -> dict[str, Any]:
+        """A vendor's own control operation: archive a project at a moment (default: now)."""
+        for project in self.projects:
+            if project["id"] == project_id:
+                project["archived_at"] = (self.now if at is None else instant(at)).isoformat()
+                return project
+        raise KeyError(f"unknown project {project_id!r}")
 
 
 @pytest.fixture
@@ -357,3 +368,24 @@ def test_the_control_plane_refuses_what_a_web_page_could_send(toy):
     assert form.status_code == 415
     assert toy.keyring.of("acme") == []
     assert control(toy, "GET", "", headers={"Host": "localhost:1"}).status_code == 200
+
+
+def test_a_vendor_adds_its_own_control_operations_that_call_a_python_method(toy):
+    archived = control(toy, "POST", "/projects/proj_02/archive", json={"at": "2026-03-04T05:00:00Z"})
+    assert archived.status_code == 201
+    assert archived.json() == {"id": "proj_02", "name": "Project 2", "archived_at": "2026-03-04T05:00:00+00:00"}
+    assert toy.archive("proj_03")["archived_at"] == T0.isoformat()  # the same operation, called in-process
+    assert control(toy, "POST", "/projects/proj_99/archive").json() == {"error": "unknown project 'proj_99'"}
+    assert control(toy, "POST", "/projects/proj_99/archive").status_code == 404
+    assert control(toy, "POST", "/projects/proj_01/archive", json={"colour": "red"}).status_code == 400
+    assert control(toy, "POST", "/projects/proj_01/archive", json={"at": "last week"}).status_code == 400
+    assert control(toy, "DELETE", "/projects/proj_01/archive").status_code == 404
+    assert "archived_at" not in toy.projects[1]
+
+
+def test_instant_reads_datetimes_and_iso_text_as_utc():
+    assert instant("2026-03-04T05:00:00Z") == datetime(2026, 3, 4, 5, tzinfo=UTC)
+    assert instant("2026-03-04T06:00:00+01:00") == datetime(2026, 3, 4, 5, tzinfo=UTC)
+    assert instant(datetime(2026, 3, 4, 5)) == datetime(2026, 3, 4, 5, tzinfo=UTC)
+    with pytest.raises(ValueError):
+        instant(1772600400)  # type: ignore[arg-type]

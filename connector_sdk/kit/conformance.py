@@ -18,9 +18,11 @@ for a connector whose rows the store cannot hold yet. Each check is also a plain
 The checks: ``check()`` names the account; a 401 key is a :class:`~connector_sdk.errors.CredentialError` of kind
 ``invalid`` and a 403 (wrong scope) key one of kind ``insufficient_scope``, each with advice and without the key;
 pages are contiguous, rows lie inside their page, periods are whole hours aligned to their own length; only GET is
-sent; no secret reaches logs, reprs or error messages; and through the host: a re-sync changes nothing, a restated
-period replaces the old rows, no secret is in the store file in plain text, and a key revoked during a sync ends it
-``reconnect_required``.
+sent; no secret reaches logs, reprs or error messages; a connector that lists keys returns one
+:class:`~connector_sdk.models.ListedKey` per key id, naming its listing, with no secret in any, and refuses a 401 key
+with a :class:`~connector_sdk.errors.CredentialError` there too; and through the host: a re-sync changes nothing, a
+restated period replaces the old rows, no secret is in the store file in plain text, and a key revoked during a sync
+ends it ``reconnect_required``.
 
 This module drives the host, so it sits at the top of the layers; connectors never import it, only their tests do.
 It imports pytest only when :func:`conformance_suite` builds a test class.
@@ -44,6 +46,7 @@ from connector_sdk.host import Host
 from connector_sdk.kit.simulator import Simulator
 from connector_sdk.models import (
     ConnectionState,
+    ListedKey,
     Page,
     RunOutcome,
     SyncContext,
@@ -300,6 +303,33 @@ def no_secret_in_logs_reprs_or_errors(session: Session) -> None:
     assert not leaks, f"a key shows in: {', '.join(leaks)}"
 
 
+def listed_keys_are_unique_records_without_secrets(session: Session) -> None:
+    keys = session.connector().list_keys()
+    if keys is None:
+        return  # the connector cannot list keys (the default): there is nothing more to check
+    assert isinstance(keys, list) and keys, (
+        "list_keys() returned no keys: make_account must create an account whose keys the vendor lists"
+    )
+    strays = [type(key).__name__ for key in keys if not isinstance(key, ListedKey)]
+    assert not strays, f"list_keys() must return ListedKey records, not {', '.join(sorted(set(strays)))}"
+    ids = [key.key_id for key in keys]
+    twice = sorted({key_id for key_id in ids if ids.count(key_id) > 1})
+    assert not twice, f"list_keys() names key(s) {', '.join(twice)} more than once"
+    assert all(key.listing.strip() for key in keys), "every listed key must name the listing it came from"
+    shown = "\n".join(f"{key!r} {key.model_dump_json()}" for key in keys)
+    assert not _leaks(session.secrets(), keys=shown), "a key's secret shows in what list_keys() returned"
+    bad = session.fixture.bad_key(session.sim)
+    try:
+        session.connector(bad).list_keys()
+    except CredentialError as error:
+        assert (error.kind, error.status) == ("invalid", 401), (
+            f"a 401 became kind {error.kind!r}, status {error.status}"
+        )
+        assert not _leaks(session.fixture.secrets(bad), message=str(error)), "the key is in the error"
+    else:
+        raise AssertionError("list_keys() accepted a key the vendor refuses; it must raise CredentialError")
+
+
 def a_resync_changes_nothing(session: Session) -> None:
     with session.host() as host:
         first = sync_now(host, CONNECTION)
@@ -391,6 +421,7 @@ CHECKS: dict[str, Callable[[Session], None]] = {
         pages_are_contiguous_and_periods_aligned,
         only_get_is_sent,
         no_secret_in_logs_reprs_or_errors,
+        listed_keys_are_unique_records_without_secrets,
         a_resync_changes_nothing,
         a_restated_period_replaces_the_old_rows,
         no_secret_in_the_store,

@@ -74,7 +74,6 @@ __all__ = [
     "Simulator",
     "after_page",
     "control_call",
-    "control_json",
     "credentials",
     "decode_offset",
     "encode_offset",
@@ -876,7 +875,7 @@ class Simulator:
         if path == "/" and method == "GET":
             return json_response(self.describe())
         if path == "/keys" and method == "POST":
-            options = control_json(request)
+            options = _control_json(request)
             account = options.pop("account", None)
             if not isinstance(account, str):
                 raise ApiError(400, 'say which account the key is for: {"account": ...}')
@@ -897,7 +896,7 @@ class Simulator:
             return json_response({"key_id": key_id, "revoked": True})
         if path == "/faults" and method == "POST":
             try:
-                fault = Fault.from_json(control_json(request))
+                fault = Fault.from_json(_control_json(request))
                 self.inject(fault)
             except (TypeError, ValueError) as error:
                 raise ApiError(400, str(error)) from None
@@ -920,7 +919,7 @@ class Simulator:
             except KeyError as error:
                 raise ApiError(404, str(error.args[0] if error.args else error)) from None
         if path == "/now" and method == "PUT":
-            value = control_json(request).get("now")
+            value = _control_json(request).get("now")
             if value is None:
                 self.follow_wall_clock()
             else:
@@ -952,8 +951,7 @@ class Simulator:
         return None if found is None else found.key_id
 
 
-def control_json(request: Request) -> dict[str, Any]:
-    """A control-plane request's JSON object body (``{}`` when empty); a 400 otherwise."""
+def _control_json(request: Request) -> dict[str, Any]:
     if not request.body:
         return {}
     try:
@@ -972,7 +970,7 @@ def control_call(operation: Callable[..., Any], *, status: int = 200) -> Handler
     account or key), a ``ValueError`` or ``TypeError`` (a wrong or unknown field) 400."""
 
     def handler(request: Request) -> Response:
-        return json_response(operation(**control_json(request), **request.params), status)
+        return json_response(operation(**_control_json(request), **request.params), status)
 
     return handler
 

@@ -186,6 +186,24 @@ def test_usage_results_become_one_row_per_non_zero_quantity_at_unix_hour_times()
         assert row.model == "gpt-4o-mini-2024-07-18" and row.workspace_name == "Research"
 
 
+def test_a_person_openai_names_in_usage_is_the_rows_login_and_part_of_their_identity() -> None:
+    hour = DAY + timedelta(hours=9)
+
+    def page(user_id: Any) -> Any:
+        result = {"input_tokens": 50, "project_id": "proj_a", "user_id": user_id, "api_key_id": None, "model": "m"}
+        bucket = {"object": "bucket", "start_time": unix(hour), "end_time": unix(hour) + 3600, "results": [result]}
+        return decoded({"object": "page", "data": [bucket], "has_more": False, "next_page": None})
+
+    def read(user_id: Any) -> list[Any]:
+        return usage_rows(page(user_id), "completions", CONTEXT, directory(), start=DAY, end=DAY + timedelta(days=1))
+
+    [carol], [nobody] = read("user_carol"), read(None)
+    assert (carol.login_username, carol.api_key_label, nobody.login_username) == ("user_carol", USER_KEY_LABEL, None)
+    assert carol.row_id != nobody.row_id  # two people's use of one hour are two rows
+    with pytest.raises(ResponseError, match=r"results\[0\]: field 'user_id'"):
+        read(42)
+
+
 @pytest.mark.parametrize(
     ("bucket", "complaint"),
     [
