@@ -306,3 +306,15 @@ def test_with_an_admin_token_reading_and_acknowledging_findings_need_it(
         assert anonymous.get("/").headers["location"] == "/login?next=%2F"
         done = anonymous.post(url, json={"note": "fal-again is the test copy"}, headers=bearer)
         assert done.status_code == 200 and done.json()["ack_note"] == "fal-again is the test copy"
+    # A person signs in, and acknowledges from the page with the form's token.
+    with httpx.Client(base_url=secured_portal.url) as browser:
+        login = browser.get("/login").text
+        csrf = login.split('name="csrf_token" value="')[1].split('"')[0]
+        assert browser.post("/login", data={"token": ADMIN_TOKEN, "csrf_token": csrf}).status_code == 303
+        home = browser.get("/").text
+        other = twice[1]["id"]
+        assert f'action="/findings/{other}/acknowledge"' in home
+        csrf = home.split('name="csrf_token" value="')[1].split('"')[0]
+        posted = browser.post(f"/findings/{other}/acknowledge", data={"note": "same account", "csrf_token": csrf})
+        assert posted.status_code == 303
+        assert host.store.get_finding(other).ack_note == "same account"

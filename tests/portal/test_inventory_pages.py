@@ -108,10 +108,10 @@ def test_whatever_a_vendor_calls_a_key_reaches_the_pages_as_text(
     sim.update_key(staging.key_id, alias='<img src=x onerror="alert(1)">')
     sim.now += timedelta(hours=1)
     sync_now(portal.host, "fal-prod")
-    for path in ("/keys", f"/keys/fal-prod/{staging.key_id}", "/"):
-        html = api.get(path).text
-        assert "<img src=x" not in html, path
-        assert "&lt;img src=x" in html, path
+    for path in ("/keys", f"/keys/fal-prod/{staging.key_id}", "/findings?status=all", "/"):
+        assert "<img src=x" not in api.get(path).text, path
+    for path in ("/keys", f"/keys/fal-prod/{staging.key_id}"):
+        assert "&lt;img src=x" in api.get(path).text, path
     history = api.get(f"/api/v1/keys/fal-prod/{staging.key_id}/history").json()
     assert [e["event"] for e in history] == ["listed", "renamed"]
 
