@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from connector_sdk.errors import ConfigError, SyncCancelled
 from connector_sdk.models import (
@@ -88,8 +88,21 @@ class Connector(ABC):
         a query it had to narrow) goes in the connection's connector state: read it from ``context.state``, change
         it with ``context.remember(key, value)``. The host stores a change with the next page it commits, in the
         same transaction, so the state never runs ahead of the rows; a change made after the last page is lost.
-        It is a small JSON object of settings, never a credential and never the data itself.
+        It is a small JSON object of settings, never a credential and never the data itself; :meth:`describe_state`
+        says what it means to a person.
         """
+
+    @classmethod
+    def describe_state(cls, state: Mapping[str, Any]) -> dict[str, str]:
+        """What a connection's connector state means to a person: facts for ``status`` and the portal to show beside
+        the connection, label → text (``{"usage page size": "500 rows, the largest fal accepted"}``); none by default.
+
+        ``state`` is what :meth:`sync` remembered, perhaps in an older version of the connector: leave out what is
+        missing or not understood rather than raise. The host asks whenever a sync changes the state (and once a
+        sync) and keeps the answer with the state, so showing it loads no plugin. Labels are short and lower case;
+        a fact is a few words, never a credential and never the data itself.
+        """
+        return {}
 
     def sync_window(self, window: SyncWindow) -> SyncWindow:
         """The window to sync when the host asks for ``window``: the same one, unless the vendor needs more.

@@ -44,6 +44,7 @@ from connector_sdk.models import (
     SpendLine,
     decimal_text,
     floor_hour,
+    state_facts,
     utcnow,
 )
 from connector_sdk.stores import STORE_ENV, Store, open_store, sqlite_path
@@ -461,6 +462,7 @@ class Host:
             next_sync=connection.next_sync_at,
             rows=self.store.count_rows(connection.name),
             sinks=self.store.backlog(connection.name),
+            facts=state_facts(self.store.connector_state(connection.name)),
         )
 
     def statuses(self, name: str | None = None) -> list[ConnectionStatus]:

@@ -6,6 +6,7 @@ import decimal
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -134,6 +135,22 @@ class SyncWindow(BaseModel):
 
 #: The most a connection's connector state may weigh, as JSON text: a few settings, never data.
 MAX_CONNECTOR_STATE = 64 * 1024
+#: The key under which the host keeps, inside a stored connector state, what the connector's ``describe_state`` made
+#: of it (label → text), so that ``status`` shows it without loading any plugin. Connectors never see or set it.
+STATE_FACTS = "connector_sdk:facts"
+
+
+def state_facts(stored: Mapping[str, Any]) -> dict[str, str]:
+    """The facts the host kept in a stored connector state: label → text, ``{}`` when there are none."""
+    facts = stored.get(STATE_FACTS)
+    if not isinstance(facts, dict):
+        return {}
+    return {label: text for label, text in facts.items() if isinstance(label, str) and isinstance(text, str)}
+
+
+def connector_view(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored connector state as its connector wrote it: without the facts the host keeps beside it."""
+    return {key: value for key, value in stored.items() if key != STATE_FACTS}
 
 
 class SyncContext(BaseModel):
@@ -162,6 +179,8 @@ class SyncContext(BaseModel):
         :class:`ValueError` for anything else, or when the state would outgrow :data:`MAX_CONNECTOR_STATE`: that is
         a connector's bug, found at once rather than when the page is stored.
         """
+        if key == STATE_FACTS:
+            raise ValueError(f"connector state {key!r} is the host's: describe the state in describe_state instead")
         merged = {**self.state, **self._remembered, key: value}
         try:
             text = json.dumps(merged, allow_nan=False)
@@ -415,6 +434,11 @@ class ConnectionStatus(BaseModel):
     next_sync: datetime | None
     rows: int
     sinks: dict[str, int] = Field(default_factory=dict, description="Undelivered payloads per sink.")
+    facts: dict[str, str] = Field(
+        default_factory=dict,
+        description="What the connector learned about the vendor account in its syncs, as label: text "
+        "(e.g. which cost source it reads); empty until a sync taught it something worth showing.",
+    )
 
 
 class SinkRecord(BaseModel):

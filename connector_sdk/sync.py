@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
@@ -28,13 +29,16 @@ from connector_sdk.errors import (
 )
 from connector_sdk.inventory import evaluate_findings, refresh_listing
 from connector_sdk.models import (
+    STATE_FACTS,
     ConnectionState,
     Page,
     RunOutcome,
     SyncContext,
     SyncRun,
     SyncWindow,
+    connector_view,
     floor_hour,
+    state_facts,
 )
 from connector_sdk.sinks import ROWS, rows_payload
 
@@ -179,13 +183,15 @@ def run_sync(
             )
             run = store.start_run(name, run_id, window, now=host.now())
             log.info("sync_started", window_start=window.start.isoformat(), window_end=window.end.isoformat())
+            stored = store.connector_state(name)
             context = SyncContext(
                 connector=connection.connector,
                 connection=name,
                 account=connection.account or "",
                 synced_at=host.now(),
-                state=store.connector_state(name),
+                state=connector_view(stored),
             )
+            facts = StateFacts(cls, context.state, state_facts(stored))
             expected = window.start
             sinks = _row_sinks(host, name)
             for page in connector.sync(window, context):
@@ -199,7 +205,7 @@ def run_sync(
                     watermark=max(watermark, window.start),
                     outbox=outbox,
                     now=host.now(),
-                    state=context.take_state(),  # what the connector remembered goes in the page's transaction
+                    state=facts.to_store(context.take_state()),  # what the connector remembered: in this transaction
                 )
                 if outbox:
                     _deliver(host, name)
@@ -245,6 +251,52 @@ def run_sync(
             finally:  # a store that fails here (a restarting database) must not keep the lease until it expires
                 store.release_lease(name, owner)
     return finished
+
+
+#: The most the facts of one connection may weigh, as JSON text: a few lines for ``status``, never data.
+MAX_STATE_FACTS = 4096
+
+
+class StateFacts:
+    """What a sync stores of its connector state, page by page: the state the connector remembered, with what
+    :meth:`Connector.describe_state` makes of it kept beside it (:data:`~connector_sdk.models.STATE_FACTS`), so
+    that ``status`` and the portal show it without loading the connector's plugin."""
+
+    def __init__(self, cls: type[Connector], state: dict[str, Any], shown: dict[str, str]) -> None:
+        self.cls = cls
+        self.state = state
+        self.shown = shown
+        self.described = False
+
+    def to_store(self, remembered: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The whole state to store with the page being committed, or ``None`` to leave it as it is: stored when the
+        connector remembered something, or when the facts read differently from those stored (the first page of a
+        sync finds out: a new connector version may describe an unchanged state differently)."""
+        if remembered is None and self.described:
+            return None
+        self.state = self.state if remembered is None else remembered
+        facts, self.described = self.describe(), True
+        if remembered is None and facts == self.shown:
+            return None
+        self.shown = facts
+        return {**self.state, STATE_FACTS: facts} if facts else dict(self.state)
+
+    def describe(self) -> dict[str, str]:
+        """The connector's facts; a description that fails or is not label → text shows nothing, and the sync goes
+        on: what ``status`` shows must never cost a sync."""
+        try:
+            facts = self.cls.describe_state(dict(self.state))
+            texts = isinstance(facts, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in facts.items())
+            if not texts:
+                problem = f"describe_state returned {type(facts).__name__}, not a dict of label: text"
+            elif len(json.dumps(facts)) > MAX_STATE_FACTS:
+                problem = f"describe_state returned more than {MAX_STATE_FACTS} bytes of facts"
+            else:
+                return dict(facts)
+        except Exception as error:
+            problem = f"describe_state failed ({type(error).__name__}: {error})"
+        log.warning("connector_state_undescribed", problem=logs.secrets.scrub(problem))
+        return {}
 
 
 def holder_is_dead(holder: str) -> bool:

@@ -15,7 +15,7 @@ import pytest
 
 from connector_sdk.errors import ApiError
 from connector_sdk.host import Host
-from connector_sdk.models import RunOutcome, SyncContext, SyncRun, floor_hour, utcnow
+from connector_sdk.models import RunOutcome, SyncContext, SyncRun, connector_view, floor_hour, utcnow
 from connector_sdk.sync import sync_now
 from connectors.fal.connector import PAGE_SIZE_STATE, learned_page_size, refuses_limit, smaller_page_size
 from connectors.fal.simulator import FalSimulator, Fault
@@ -37,6 +37,11 @@ def connect(host: Host, sim: FalSimulator, name: str = "fal-test", team: dict[st
     key = sim.add_account(TEAM, **(team or {}))
     host.connect("fal", name, {"api_key": key, "base_url": sim.base_url, "backfill_days": 4, **config})
     return name
+
+
+def remembered(host: Host, name: str) -> dict[str, Any]:
+    """What the connector remembered for the connection (the stored state without the facts the host keeps)."""
+    return connector_view(host.store.connector_state(name))
 
 
 def usage_limits(sim: FalSimulator, since: int = 0) -> list[str | None]:
@@ -77,7 +82,9 @@ def test_the_page_size_that_worked_is_remembered_and_the_next_sync_starts_there(
 ) -> None:
     name = connect(host, stand_in)
     first = sync_now(host, name)
-    assert host.store.connector_state(name) == {PAGE_SIZE_STATE: 200}
+    assert remembered(host, name) == {PAGE_SIZE_STATE: 200}
+    (status,) = host.statuses(name)
+    assert status.facts == {"usage page size": "200 rows, the largest fal accepted"}
 
     stand_in.revise(TEAM, stand_in.now - timedelta(hours=3))
     before = len(stand_in.requests)
@@ -104,7 +111,8 @@ def test_what_was_learned_is_written_once_with_the_first_page(
     run = sync_now(host, name)
 
     assert run.pages > 2
-    assert written == [{PAGE_SIZE_STATE: 200}] + [None] * (run.pages - 1)
+    learned = [None if state is None else connector_view(state) for state in written]
+    assert learned == [{PAGE_SIZE_STATE: 200}] + [None] * (run.pages - 1)
 
 
 def test_what_was_learned_is_kept_only_with_a_committed_page(host: Host, stand_in: FalSimulator) -> None:
@@ -112,11 +120,11 @@ def test_what_was_learned_is_kept_only_with_a_committed_page(host: Host, stand_i
     stand_in.inject(Fault(path="/models/usage", status=503, after=1, times=100))  # after the refused 1000
 
     assert sync_now(host, name).outcome == RunOutcome.GAVE_UP
-    assert host.store.connector_state(name) == {}, "no page was committed, so nothing was remembered"
+    assert remembered(host, name) == {}, "no page was committed, so nothing was remembered"
 
     stand_in.clear_faults()
     assert sync_now(host, name).outcome == RunOutcome.SUCCEEDED
-    assert host.store.connector_state(name) == {PAGE_SIZE_STATE: 200}
+    assert remembered(host, name) == {PAGE_SIZE_STATE: 200}
 
 
 def test_a_configured_page_size_overrides_and_is_not_remembered(host: Host, stand_in: FalSimulator) -> None:
@@ -126,7 +134,7 @@ def test_a_configured_page_size_overrides_and_is_not_remembered(host: Host, stan
     assert run.outcome == RunOutcome.SUCCEEDED, run.message
     assert set(usage_limits(stand_in)) == {"120"}
     assert refused(stand_in) == 0
-    assert host.store.connector_state(name) == {}
+    assert remembered(host, name) == {}
     assert matches_truth(host, stand_in, run)
 
 
@@ -148,7 +156,7 @@ def test_without_a_named_maximum_it_steps_down_1000_500_200(host: Host, stand_in
 
     assert run.outcome == RunOutcome.SUCCEEDED, run.message
     assert usage_limits(stand_in)[:4] == ["1000", "500", "200", "200"]
-    assert host.store.connector_state(name) == {PAGE_SIZE_STATE: 200}
+    assert remembered(host, name) == {PAGE_SIZE_STATE: 200}
 
 
 def test_a_400_that_is_not_about_limit_is_an_error_as_before(host: Host, stand_in: FalSimulator) -> None:
@@ -160,7 +168,7 @@ def test_a_400_that_is_not_about_limit_is_an_error_as_before(host: Host, stand_i
     assert run.outcome == RunOutcome.FAILED
     assert "'start' must be before 'end'" in run.message
     assert usage_limits(stand_in) == ["1000"], "no second try"
-    assert host.store.connector_state(name) == {}
+    assert remembered(host, name) == {}
 
 
 def test_when_fal_refuses_even_the_smallest_page_it_stops(host: Host, stand_in: FalSimulator) -> None:
@@ -182,7 +190,7 @@ def test_a_fal_that_serves_1000_a_page_is_asked_for_1000(host: Host) -> None:
         assert run.outcome == RunOutcome.SUCCEEDED, run.message
         assert set(usage_limits(generous)) == {"1000"}
         assert len(usage_limits(generous)) == math.ceil(items_of(generous, run) / 1000)
-        assert host.store.connector_state(name) == {PAGE_SIZE_STATE: 1000}
+        assert remembered(host, name) == {PAGE_SIZE_STATE: 1000}
         assert matches_truth(host, generous, run)
 
 

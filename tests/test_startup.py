@@ -100,6 +100,7 @@ def test_status_of_a_synced_connection_loads_no_plugin(
     assert done.returncode == 0, done.stderr
     (status,) = json.loads(done.stdout)
     assert status["name"] == "prod" and status["rows"] > 0
+    assert "usage page size" in status["facts"], "what the connector learned is shown without its plugin"
     assert loaded == []
 
     # The report names each vendor from its connector's manifest: the plugins load, the HTTP client's users do not run.

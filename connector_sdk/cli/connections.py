@@ -315,7 +315,8 @@ def _status_json(s: ConnectionStatus) -> dict[str, Any]:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @pass_ctx
 def status(ctx: Ctx, name: str | None, fmt: str) -> None:
-    """Show each connection's state, last sync, watermark, next sync and row count."""
+    """Show each connection's state, last sync, watermark, next sync and row count, and what its connector learned
+    about the vendor account (e.g. which cost source it reads)."""
     with handled(), ctx.host() as host:
         statuses = host.statuses(name)
     if fmt == "json":
@@ -347,5 +348,7 @@ def status(ctx: Ctx, name: str | None, fmt: str) -> None:
         )
     out.print(table)
     for s in statuses:
+        for label, text in s.facts.items():
+            out.print(f"{s.name} {label}: {text}", markup=False)
         if s.reason:
             out.print(f"{s.name}: {s.reason}", markup=False)

@@ -77,6 +77,7 @@ def connection_out(portal: Portal, conn: Connection) -> ConnectionOut:
         watermark=status.watermark,
         next_sync=status.next_sync,
         rows=status.rows,
+        facts=status.facts,
         config=conn.config,
         links=Links(
             self=connection_url(conn.name),

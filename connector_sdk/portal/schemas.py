@@ -41,6 +41,10 @@ class ConnectionOut(BaseModel):
     watermark: datetime | None
     next_sync: datetime | None
     rows: int
+    facts: dict[str, str] = Field(
+        description="What the connector learned about the vendor account in its syncs, as label: text "
+        "(e.g. which cost source it reads); empty until a sync taught it something worth showing."
+    )
     config: dict[str, Any] = Field(description="The configuration without its secrets, which are write-only.")
     links: Links
 

@@ -1,10 +1,21 @@
 """The Anthropic connector: hourly usage per API key and workspace, and billed cost per key from the cost analytics
-endpoint (per workspace from the cost report where the key cannot read analytics), from Anthropic's Admin API."""
+endpoint (per workspace from the cost report where the key cannot read analytics), from Anthropic's Admin API.
+
+Where the sources disagree on cost analytics, this follows ``shared/anthropic/README.md`` and Anthropic's API reference
+("Usage and Cost Analytics API"; the Go and C# SDKs' ``Beta.Organization.Analytics.Cost``): ``GET
+/v1/organizations/analytics/cost`` with the ``anthropic-beta`` header and ``time_bucket_width``, one row per bucket
+and group, ``{starting_at, ending_at, group: {api_key_id, workspace_id, model, ...}, cost: {amount, list_amount,
+currency, requests}}``. The Python SDK's types describe another beta report, ``GET
+/v1/organizations/analytics/cost_report?beta=true`` (``resources/beta/organization/analytics/cost_report.py``):
+``bucket_width``, buckets of flat ``results``, and no ``api_key_id`` or ``workspace_id`` to group by (Claude
+Enterprise, per product and user), so it cannot split cost by key. Should Anthropic move per-key cost there, the
+analytics path answers 404 and cost falls back to the cost report per workspace, which ``status`` then shows.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -66,12 +77,14 @@ GROUP_CAP = 100
 
 CostSource = Literal["cost analytics", "cost report"]
 COST_SOURCES: dict[CostSource, str] = {
-    "cost analytics": "per API key, from the cost analytics endpoint (billed, list price and discount)",
+    "cost analytics": "per API key, from cost analytics (billed cost, list price and discount)",
     "cost report": (
-        "per workspace, from the cost report: this key cannot read cost analytics (it needs the read:analytics "
-        "scope), so cost is not split by key"
+        "per workspace, from the cost report: cost analytics refused the key (no read:analytics scope, or the "
+        "organization lacks the beta)"
     ),
 }
+COST_SOURCE_STATE = "cost_source"
+"""Where the connection's connector state keeps the cost source its last sync read (status and the portal show it)."""
 
 
 def anthropic_auth_error(status: int, message: str) -> CredentialError:
@@ -121,6 +134,11 @@ class AnthropicConnector(Connector):
     @classmethod
     def manifest(cls) -> Manifest:
         return packaged_manifest("connectors.anthropic", "anthropic")
+
+    @classmethod
+    def describe_state(cls, state: Mapping[str, Any]) -> dict[str, str]:
+        source = state.get(COST_SOURCE_STATE)
+        return {"cost source": COST_SOURCES[source]} if isinstance(source, str) and source in COST_SOURCES else {}
 
     def close(self) -> None:
         self.client.close()
@@ -312,10 +330,16 @@ class AnthropicConnector(Connector):
         day's cost rows and its hours' usage rows. A day whose midnight precedes ``window.start`` keeps the cost
         rows stored before; :meth:`sync_window` widens windows so that never leaves a settling day unread."""
         directory = self.directory()
+        remembered = context.state.get(COST_SOURCE_STATE)
 
         def read(start: datetime, end: datetime) -> list[UsageRow]:
+            nonlocal remembered
             usage = self._usage(start, end, context, directory)
-            return self._costs(start, end, context, directory, usage) + usage
+            rows = self._costs(start, end, context, directory, usage) + usage
+            if self.cost_source is not None and self.cost_source != remembered:
+                context.remember(COST_SOURCE_STATE, self.cost_source)
+                remembered = self.cost_source
+            return rows
 
         yield from day_pages(
             window, read, days_per_read=DAYS_PER_REQUEST, requests_sent=lambda: self.client.requests_sent

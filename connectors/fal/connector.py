@@ -103,6 +103,11 @@ class FalConnector(Connector):
     def manifest(cls) -> Manifest:
         return packaged_manifest("connectors.fal", "fal")
 
+    @classmethod
+    def describe_state(cls, state: Mapping[str, Any]) -> dict[str, str]:
+        size = learned_page_size(state)
+        return {"usage page size": f"{size} rows, the largest fal accepted"} if size else {}
+
     def close(self) -> None:
         self.client.close()
 

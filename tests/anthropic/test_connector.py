@@ -16,7 +16,7 @@ from connector_sdk.http import RetryPolicy
 from connector_sdk.models import Page, SyncContext, SyncWindow, UsageRow, floor_hour
 from connector_sdk.paging import floor_day
 from connectors.anthropic.config import AnthropicConfig
-from connectors.anthropic.connector import AnthropicConnector
+from connectors.anthropic.connector import COST_SOURCE_STATE, COST_SOURCES, AnthropicConnector
 from connectors.anthropic.mapping import (
     ALL_KEYS_LABEL,
     BEYOND_CAP_LABEL,
@@ -200,6 +200,26 @@ def test_without_cost_analytics_cost_comes_per_workspace_from_the_cost_report(
     refused = [e for e in sim.requests if e["path"].endswith("/analytics/cost")]
     assert refused and {e["status"] for e in refused} == {status}
     assert len(refused) == 1  # asked once per sync, not once per week
+
+
+@pytest.mark.parametrize(("analytics", "source"), [("on", "cost analytics"), ("forbidden", "cost report")])
+def test_a_sync_remembers_the_cost_source_it_read_for_status_to_show(
+    sim: AnthropicSimulator, make_connector: Make, analytics: str, source: str
+) -> None:
+    key = sim.add_organization("Small Co", analytics=analytics)
+    context = SyncContext(connector="anthropic", connection="an", account="Small Co", synced_at=NOW)
+    pages = list(make_connector(key).sync(WINDOW, context))
+    assert pages and context.take_state() == {COST_SOURCE_STATE: source}
+    known = SyncContext(
+        connector="anthropic", connection="an", account="Small Co", synced_at=NOW, state={COST_SOURCE_STATE: source}
+    )
+    assert list(make_connector(key).sync(WINDOW, known)) and known.take_state() is None, "unchanged: not written again"
+    assert AnthropicConnector.describe_state({COST_SOURCE_STATE: source}) == {"cost source": COST_SOURCES[source]}
+
+
+def test_a_state_without_a_known_cost_source_describes_nothing() -> None:
+    for state in ({}, {COST_SOURCE_STATE: "invoices"}, {COST_SOURCE_STATE: ["cost report"]}, {"other": 1}):
+        assert AnthropicConnector.describe_state(state) == {}
 
 
 def test_days_before_cost_analytics_began_come_from_the_cost_report() -> None:
