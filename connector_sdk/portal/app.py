@@ -32,7 +32,7 @@ from connector_sdk.errors import (
     UnknownConnector,
 )
 from connector_sdk.host import Host
-from connector_sdk.portal import api, pages
+from connector_sdk.portal import api, inventory_api, inventory_pages, pages
 from connector_sdk.portal.context import Portal
 from connector_sdk.portal.jobs import SyncJobs, where
 from connector_sdk.portal.security import (
@@ -65,7 +65,8 @@ SECURITY_HEADERS = {
 }
 DESCRIPTION = """\
 The admin portal's REST API: the connector catalog, connections and their status, syncs, usage rows and the
-spend report. Secrets (API keys) are write-only: they are accepted in request bodies and never returned.
+spend report; the overview across every connection, the key inventory and the findings. Secrets (API keys) are
+write-only: they are accepted in request bodies and never returned.
 When the portal was started with an admin token, send it as `Authorization: Bearer <token>`.
 Errors are JSON: `{"error": {"status": 422, "message": "...", "fields": {"api_key": "..."}}}`.
 """
@@ -320,6 +321,8 @@ def create_app(
     )
     app.state.portal = portal
     app.include_router(api.router)
+    app.include_router(inventory_api.router)
+    app.include_router(inventory_pages.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # Inside the guard, so a 413 carries the security headers and an unauthenticated client learns nothing more.

@@ -78,11 +78,15 @@ def nice_axis(tallest: Decimal) -> tuple[Decimal, int]:
 
 
 def axis_label(value: Decimal, symbol: str) -> str:
+    """A gridline's amount with as many places as it has (cents at least, at most four), so steps of half a cent
+    or $2.50 never print two gridlines alike."""
     if value >= 1000:
         return f"{symbol}{value / 1000:,.1f}k".replace(".0k", "k")
-    if value >= 10 or value == value.to_integral_value():
+    if value == value.to_integral_value():
         return f"{symbol}{value:,.0f}"
-    return f"{symbol}{value:,.2f}"
+    exponent = value.normalize().as_tuple().exponent
+    places = min(4, max(2, -exponent if isinstance(exponent, int) else 2))
+    return f"{symbol}{value:,.{places}f}"
 
 
 def stacked_bars(
@@ -172,4 +176,59 @@ def values_table(
         parts.append(f'<tr data-day="{day.isoformat()}"><th scope="row">{cell}</th>{cells}')
         parts.append(f'<td class="num">{escape(money(sum(values, Decimal(0))))}</td></tr>')
     parts.append("</tbody></table></div></details>")
+    return Markup("".join(parts))
+
+
+def sparkline_text(days: Sequence[date], values: Sequence[Decimal], *, money: Callable[[Decimal], str]) -> str:
+    """The words a sparkline stands for: the span, the total, the busiest day and the last one; a screen reader
+    hears this instead of a line it cannot see."""
+    if not days:
+        return "No days to show."
+    span = f"{days[0].strftime('%d %b')} to {days[-1].strftime('%d %b %Y')}"
+    total = sum(values, Decimal(0))
+    if not any(values):
+        return f"No spend from {span}."
+    peak = max(range(len(values)), key=lambda i: (values[i], i))
+    return (
+        f"{money(total)} from {span}; highest {money(values[peak])} on {days[peak].strftime('%d %b')}; "
+        f"{money(values[-1])} on the last day."
+    )
+
+
+def sparkline(
+    days: Sequence[date],
+    values: Sequence[Decimal],
+    *,
+    money: Callable[[Decimal], str],
+    width: int = 120,
+    height: int = 28,
+) -> Markup:
+    """A day-by-day line of one key's spend, small enough for a table cell: an image with its figures as its name
+    (``role="img"`` and ``aria-label``) and as a tooltip, the last day marked with a dot."""
+    if len(days) != len(values):
+        raise ValueError("a sparkline needs one value per day")
+    words = escape(sparkline_text(days, values, money=money))
+    pad = 3.0
+    tallest = max(values, default=Decimal(0))
+    step = (width - 2 * pad) / max(len(values) - 1, 1)
+
+    def y(value: Decimal) -> float:
+        # A credit (a negative day) sits on the baseline: the line shows spend, the words say the figures.
+        share = max(float(value / tallest), 0.0) if tallest > 0 else 0.0
+        return height - pad - share * (height - 2 * pad)
+
+    points = [(pad + step * i, y(v)) for i, v in enumerate(values)]
+    line = " ".join(f"{x:.1f},{py:.1f}" for x, py in points)
+    parts = [
+        f'<svg class="spark" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+        f'aria-label="{words}"><title>{words}</title>'
+    ]
+    if points:
+        base = height - pad
+        area = f"{points[0][0]:.1f},{base:.1f} {line} {points[-1][0]:.1f},{base:.1f}"
+        parts.append(f'<polygon class="spark-area" points="{area}"/>')
+        parts.append(f'<polyline class="spark-line" points="{line}"/>')
+        last_x, last_y = points[-1]
+        parts.append(f'<circle class="spark-dot" cx="{last_x:.1f}" cy="{last_y:.1f}" r="2.2"/>')
+    parts.append("</svg>")
     return Markup("".join(parts))

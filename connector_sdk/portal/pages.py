@@ -45,6 +45,7 @@ NOTICES = {
     "disconnected": "Disconnected: the key was deleted and the rows were kept.",
     "purged": "Disconnected and deleted, together with its rows.",
     "signed_out": "You are signed out.",
+    "acknowledged": "Acknowledged. The note is kept with the finding.",
 }
 # Notices about a sync that runs now: once it has finished (the page no longer refreshes) they would be untrue, so
 # they shrink to what is still true, or go.
@@ -179,11 +180,6 @@ def dashboard_url(name: str, **query: Any) -> str:
 def text(form: Mapping[str, Any], key: str) -> str:
     value = form.get(key)
     return value.strip() if isinstance(value, str) else ""
-
-
-@router.get("/")
-def home(portal: PortalDep) -> RedirectResponse:
-    return redirect("/connections" if portal.host.store.list_connections() else "/catalog")
 
 
 @router.get("/favicon.ico")

@@ -12,7 +12,20 @@ from pydantic import ValidationError
 
 from connector_sdk.errors import ConnectorHostError, CredentialError, SyncInProgress, UnknownConnection, Unreachable
 from connector_sdk.host import NAME_PATTERN, Host
-from connector_sdk.models import Connection, ConnectionState, ConnectionStatus, Manifest, ReportLine, UsageRow
+from connector_sdk.models import (
+    Connection,
+    ConnectionState,
+    ConnectionStatus,
+    Finding,
+    FindingKind,
+    KeyEvent,
+    KeyRecord,
+    Manifest,
+    ReportLine,
+    Severity,
+    UsageRow,
+    floor_hour,
+)
 from connector_sdk.portal.forms import field_errors, form_fields
 from connector_sdk.portal.jobs import SyncJob, SyncJobs
 
@@ -326,3 +339,243 @@ def totals(lines: list[ReportLine]) -> dict[str, Decimal]:
 def main_currency(lines: list[ReportLine]) -> str:
     by_currency = totals(lines)
     return max(by_currency, key=lambda c: by_currency[c]) if by_currency else "USD"
+
+
+# -- the key inventory and the findings ----------------------------------------------------------------------------
+SEVERITY_LABELS = {
+    Severity.HIGH: "High",
+    Severity.MEDIUM: "Medium",
+    Severity.LOW: "Low",
+    Severity.INFO: "Info",
+}
+FINDING_TITLES = {
+    FindingKind.UNLISTED_KEY_SPEND: "Spend from a key no listing names",
+    FindingKind.NEW_KEY: "New key",
+    FindingKind.IDLE_KEY: "Idle key",
+    FindingKind.WEB_UI_SPEND: "Web-UI spend by a person",
+    FindingKind.OWNER_GONE: "Owner gone",
+    FindingKind.ADMIN_KEY_TRAFFIC: "Admin key used for traffic",
+    FindingKind.DUPLICATE_ACCOUNT: "Same account connected twice",
+    FindingKind.SPEND_SPIKE: "New model or sudden spend",
+}
+# The keys page's columns a person can sort by, and each one's words in the table head.
+KEY_SORTS = {
+    "name": "Key",
+    "connection": "Connection",
+    "owner": "Owner",
+    "scope": "Scope",
+    "status": "Status",
+    "last_used": "Last used",
+    "spend_7d": "7 days",
+    "spend_30d": "30 days",
+}
+DEFAULT_KEY_SORT = "-spend_30d"
+MAX_NOTE_LENGTH = 2000
+# Evidence fields that hold money (decimal text in the finding's currency), shown first and as money.
+MONEY_WORDS = ("spend", "cost", "amount", "threshold", "baseline", "limit")
+# Finding ids are the store's 64-bit integers: a larger one is no finding, answered 404 without a query.
+MAX_FINDING_ID = 2**63 - 1
+
+
+def period(host: Host, days: int) -> tuple[datetime, datetime]:
+    """The last ``days`` up to the end of the current hour: the window the report and the overview use."""
+    until = floor_hour(host.now()) + timedelta(hours=1)
+    return until - timedelta(days=days), until
+
+
+def key_status(record: KeyRecord) -> tuple[str, str]:
+    """A key's state as a badge says it, ``(state, words)``: billed but never listed, gone from the listing, or
+    what the vendor's listing says of it."""
+    if not record.listed:
+        return "unlisted", "Never listed"
+    if record.gone_at is not None:
+        return "gone", "Gone from listing"
+    status = (record.status or "active").strip().lower()
+    return ("active", "Active") if status == "active" else ("inactive", status.replace("_", " ").capitalize())
+
+
+def key_last_used(record: KeyRecord) -> datetime | None:
+    """When the key was last used: the vendor's word when it gives one, else the last row that names the key."""
+    moments = [m for m in (record.last_used_at, record.last_usage_at) if m is not None]
+    return max(moments) if moments else None
+
+
+def key_label(record: KeyRecord) -> str:
+    return record.name or record.key_id
+
+
+def _sort_value(record: KeyRecord, column: str) -> Any:
+    if column == "name":
+        return key_label(record).casefold()
+    if column == "connection":
+        return record.connection.casefold()
+    if column == "owner":
+        return (record.owner or record.owner_email or "").casefold() or None
+    if column == "scope":
+        return (record.scope or "").casefold() or None
+    if column == "status":
+        return key_status(record)[1].casefold()
+    if column == "last_used":
+        return key_last_used(record)
+    if column == "spend_7d":
+        return record.spend_7d
+    return record.spend_30d
+
+
+def sort_keys(records: list[KeyRecord], order: str) -> list[KeyRecord]:
+    """``order`` is a :data:`KEY_SORTS` column, ``-`` first for descending; keys without the value (no owner, never
+    used) come last either way, and ties go by connection and key id so the order is the same on every reload."""
+    column = order.removeprefix("-")
+    if column not in KEY_SORTS:
+        raise PortalError(f"sort: {order!r} is not one of {', '.join(KEY_SORTS)} (with '-' for descending)")
+    descending = order.startswith("-")
+    tie = sorted(records, key=lambda r: (r.connection, r.key_id))
+    known = [r for r in tie if _sort_value(r, column) is not None]
+    unknown = [r for r in tie if _sort_value(r, column) is None]
+    return sorted(known, key=lambda r: _sort_value(r, column), reverse=descending) + unknown
+
+
+def search_keys(records: list[KeyRecord], term: str) -> list[KeyRecord]:
+    """The keys whose name, id, owner, owner's e-mail, connection, vendor, scope or workspace contains ``term``
+    (case-insensitive)."""
+    wanted = term.strip().casefold()
+    if not wanted:
+        return records
+
+    def haystack(r: KeyRecord) -> str:
+        fields = (r.name, r.key_id, r.owner, r.owner_email, r.connection, r.connector, r.scope, r.workspace_name)
+        return "\x1f".join(f for f in fields if f).casefold()
+
+    return [r for r in records if wanted in haystack(r)]
+
+
+def key_record(host: Host, name: str, key_id: str) -> KeyRecord:
+    """One key of a connection's inventory; 404 for a connection or a key it does not have."""
+    connection(host, name)
+    found = next((r for r in host.keys(name) if r.key_id == key_id), None)
+    if found is None:
+        raise NotFound(f"{name} has no key {key_id!r} in its inventory.")
+    return found
+
+
+def daily_by_key(
+    host: Host, name: str | None, *, since: datetime, until: datetime
+) -> dict[tuple[str, str, str], dict[date, Decimal]]:
+    """Billed cost per ``(connection, key id, currency)`` and UTC day, in one store query: the keys' sparklines."""
+    by = ("connection", "api_key_id", "currency", "day")
+    grouped = host.store.grouped_spend(name, since=since, until=until, by=by)
+    out: dict[tuple[str, str, str], dict[date, Decimal]] = {}
+    for (conn, key_id, currency, day), (_, cost) in grouped.items():
+        if key_id is None or currency is None:
+            continue
+        out.setdefault((conn, key_id, currency), {})[date.fromisoformat(str(day)[:10])] = cost
+    return out
+
+
+def key_rows(host: Host, record: KeyRecord, *, since: datetime, until: datetime, page: int, per_page: int) -> RowsPage:
+    """The rows that name the key, newest first, one page of them.
+
+    The store filters rows by label, not by key id, so this reads the rows of each label the key's rows carried in
+    the window and keeps the key's own: a label two keys share (a rename) cannot mix their rows.
+    """
+    labels = host.store.grouped_spend(record.connection, since=since, until=until, by=("api_key_id", "api_key_label"))
+    mine = sorted({label for key_id, label in labels if key_id == record.key_id})
+    rows = [
+        row
+        for label in mine
+        for row in host.store.iter_rows(record.connection, since=since, until=until, api_key_label=label)
+        if row.api_key_id == record.key_id
+    ]
+    rows.sort(key=lambda r: (r.period_start, r.row_id), reverse=True)
+    last = max(1, math.ceil(len(rows) / per_page))
+    page = min(page, last)
+    return RowsPage(rows=rows[(page - 1) * per_page : page * per_page], total=len(rows), page=page, per_page=per_page)
+
+
+def finding(host: Host, finding_id: int) -> Finding:
+    if not 1 <= finding_id <= MAX_FINDING_ID:
+        raise NotFound(f"There is no finding {finding_id}.")
+    try:
+        return host.store.get_finding(finding_id)
+    except ConnectorHostError:
+        raise NotFound(f"There is no finding {finding_id}.") from None
+
+
+def acknowledge(host: Host, finding_id: int, note: str) -> Finding:
+    """Acknowledge a finding with an admin's note (why it is fine, or what was done): 404 for no such finding, 422
+    for an empty or overlong note."""
+    text = note.strip()
+    if not text:
+        raise PortalError("Say in a note why this is fine or what was done.", fields={"note": "Write a note."})
+    if len(text) > MAX_NOTE_LENGTH:
+        too_long = f"Keep the note under {MAX_NOTE_LENGTH} characters."
+        raise PortalError(too_long, fields={"note": too_long})
+    finding(host, finding_id)
+    return host.acknowledge_finding(finding_id, text)
+
+
+def is_money(field: str) -> bool:
+    """Whether an evidence field holds money: ``spend_30d`` and ``baseline_median`` do, ``baseline_days`` does not."""
+    return any(word in field for word in MONEY_WORDS) and not field.endswith("days")
+
+
+def _evidence_value(key: str, value: Any, currency: str | None) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(_evidence_value(key, v, currency) for v in value) or "—"
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_evidence_value(str(k), v, currency)}" for k, v in value.items()) or "—"
+    text = str(value)
+    if is_money(key):
+        try:
+            return money(Decimal(text), currency or "USD")
+        except (ArithmeticError, ValueError):
+            return text
+    if len(text) >= 10 and text[4:5] == "-" and text[7:8] == "-":
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return text
+        if len(text) == 10:
+            return moment.strftime("%d %b %Y")
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        return moment.strftime("%d %b %Y, %H:%M UTC")
+    return text
+
+
+def evidence_items(item: Finding) -> list[tuple[str, str]]:
+    """A finding's evidence as ``(words, value)`` pairs for a page: the money first, then the rest in the order the
+    engine wrote it; money as money, dates as dates. What the vendor did not say, and the subject the finding
+    already names (its key id, its name), are left out."""
+    raw = item.evidence.get("currency")
+    currency = raw if isinstance(raw, str) else None
+    named = {item.subject, item.subject_label}
+    present = [
+        (str(k), v)
+        for k, v in item.evidence.items()
+        if k != "currency" and v not in (None, "", [], {}) and not (isinstance(v, str) and v in named)
+    ]
+    present.sort(key=lambda kv: not is_money(kv[0]))
+    return [(key.replace("_", " ").capitalize(), _evidence_value(key, value, currency)) for key, value in present]
+
+
+def event_items(event: KeyEvent) -> list[tuple[str, str]]:
+    """What a history event says of the key, in words, dates as dates; ``baseline`` is said by the event's name."""
+    return [
+        (str(k).replace("_", " ").capitalize(), _evidence_value(str(k), v, None))
+        for k, v in event.detail.items()
+        if k != "baseline" and v not in (None, "", [], {})
+    ]
+
+
+def key_targets(records: list[KeyRecord], counted: list[str]) -> dict[tuple[str | None, str], tuple[str, str]]:
+    """Where an overview's key line leads: ``(connector, key id)`` to ``(connection, key id)``. The overview groups
+    keys by vendor, not by connection; a key two connections to one account both list leads to the connection whose
+    rows the overview counts."""
+    targets: dict[tuple[str | None, str], tuple[str, str]] = {}
+    for record in sorted(records, key=lambda r: (r.connection not in counted, r.connection)):
+        targets.setdefault((record.connector, record.key_id), (record.connection, record.key_id))
+    return targets

@@ -21,10 +21,15 @@ import httpx
 import pytest
 import uvicorn
 
+import connector_sdk.sinks
+import connectors.fal
+import connectors.openai
 from connector_sdk.host import Host
+from connector_sdk.plugins import get_plugin_manager
 from connector_sdk.portal.app import create_app
 from connector_sdk.portal.context import Portal
 from connectors.fal.simulator import FalSimulator
+from connectors.openai.simulator import OpenAISimulator
 from tests.conftest import fal_plugins
 
 SKIP_BROWSER_ENV = "CONNECTOR_HOST_SKIP_BROWSER"
@@ -106,6 +111,26 @@ def secured_portal(portal_host: Host) -> Iterator[LivePortal]:
     app = create_app(portal_host, admin_token=ADMIN_TOKEN)
     with served(app) as url:
         yield LivePortal(url=url, host=portal_host, app=app)
+
+
+@pytest.fixture
+def openai_sim(sim: FalSimulator) -> Iterator[OpenAISimulator]:
+    """An OpenAI simulator on the fal simulator's clock, its organization's history 20 days long."""
+    with OpenAISimulator(now=sim.now, history_days=20, seed=11) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def two_vendor_portal(home: Path, sim: FalSimulator, openai_sim: OpenAISimulator) -> Iterator[LivePortal]:
+    """The portal over a host with the fal and the OpenAI connectors, on the fal simulator's clock (a test that moves
+    it moves ``openai_sim.now`` too)."""
+    plugins = get_plugin_manager(
+        load_entrypoints=False, plugins=[connectors.fal, connectors.openai, connector_sdk.sinks]
+    )
+    with Host.open(home, store_url="", plugins=plugins, clock=lambda: sim.now) as host:
+        app = create_app(host)
+        with served(app) as url:
+            yield LivePortal(url=url, host=host, app=app)
 
 
 @pytest.fixture

@@ -28,6 +28,10 @@ INTERESTING = {
     "since": st.sampled_from(["2026-01-01", "2026-01-01T10:00:00Z", "9999-12-31T23:59:59", "yesterday", ""]),
     "until": st.sampled_from(["2030-01-01", "0001-01-01", "2026-01-01T10:00:00+05:00", "soon"]),
     "key_label": st.sampled_from(["User key", "Production Key"]),
+    "finding_id": st.sampled_from([1, 2, 3, 0, -1, 2**70]),
+    "q": st.sampled_from(["admin", "Production", ""]),
+    "vendor": st.sampled_from(["fal", "openai"]),
+    "connection": st.sampled_from(["fal-prod", "nope"]),
 }
 
 
@@ -74,9 +78,12 @@ def from_schema(schema: dict[str, Any], spec: dict[str, Any], depth: int = 0) ->
     return JUNK
 
 
-def parameter(param: dict[str, Any], spec: dict[str, Any]) -> st.SearchStrategy[Any]:
-    """Mostly values that lead somewhere (an existing connection, a real date), else anything the schema allows."""
-    interesting = INTERESTING.get(param["name"])
+def parameter(
+    param: dict[str, Any], spec: dict[str, Any], known: dict[str, st.SearchStrategy[Any]] | None = None
+) -> st.SearchStrategy[Any]:
+    """Mostly values that lead somewhere (an existing connection, a real date, a key the inventory holds), else
+    anything the schema allows."""
+    interesting = {**INTERESTING, **(known or {})}.get(param["name"])
     if interesting is None:
         return st.one_of(from_schema(param["schema"], spec), TEXT)
     return st.one_of(interesting, interesting, from_schema(param["schema"], spec), TEXT)
@@ -105,7 +112,14 @@ def connected(api: httpx.Client, sim: FalSimulator, admin_key: str) -> list[str]
     return [admin_key, admin_key.partition(":")[2]]
 
 
-def walk(api: httpx.Client, spec: dict[str, Any], method: str, path: str, secrets: list[str]) -> None:
+def walk(
+    api: httpx.Client,
+    spec: dict[str, Any],
+    method: str,
+    path: str,
+    secrets: list[str],
+    known: dict[str, st.SearchStrategy[Any]] | None = None,
+) -> None:
     """Call one operation with drawn path, query and body values; check each answer against the description."""
     op = spec["paths"][path][method.lower()]
     path_params = [p for p in op.get("parameters", []) if p["in"] == "path"]
@@ -117,12 +131,12 @@ def walk(api: httpx.Client, spec: dict[str, Any], method: str, path: str, secret
     def call(data: st.DataObject) -> None:
         url = path
         for p in path_params:
-            value = str(data.draw(parameter(p, spec)))
+            value = str(data.draw(parameter(p, spec, known)))
             # "." and ".." are dot segments: HTTP clients resolve them away (/connectors/. is /connectors/), so no
             # request can carry them as a path parameter.
             assume(value not in (".", ".."))
             url = url.replace("{" + p["name"] + "}", quote(value, safe=""))
-        query = {p["name"]: data.draw(st.none() | parameter(p, spec)) for p in query_params}
+        query = {p["name"]: data.draw(st.none() | parameter(p, spec, known)) for p in query_params}
         kwargs: dict[str, Any] = {"params": {k: v for k, v in query.items() if v is not None}}
         if body_schema is not None:
             kwargs["json"] = data.draw(st.one_of(from_schema(body_schema, spec), JUNK))
@@ -146,10 +160,14 @@ def test_every_operation_answers_as_described_never_500_and_never_with_a_secret(
     api: httpx.Client, portal: LivePortal, connected: list[str]
 ) -> None:
     spec = portal.app.openapi()
+    # The inventory's own key ids (the connection's admin key among them), so key paths reach real keys too.
+    key_ids = [k.key_id for k in portal.host.keys(None)]
+    assert key_ids
+    known = {"key_id": st.sampled_from([*key_ids, "key_nope"])}
     walked = []
     for method, path, _ in operations(spec):
-        walk(api, spec, method, path, connected)
+        walk(api, spec, method, path, connected, known)
         walked.append(f"{method} {path}")
     portal.wait_for_syncs()
-    assert len(walked) >= 16, "every operation of the API was walked"
+    assert len(walked) >= 24, "every operation of the API was walked"
     assert not any(secret in json.dumps(spec) for secret in connected)

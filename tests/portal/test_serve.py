@@ -66,7 +66,8 @@ def test_serve_runs_the_portal_and_the_hourly_scheduler_in_one_process_and_stops
             poll(lambda: client.get("/api/v1/health").status_code == 200, 30)
             # Nobody asks for a sync: the scheduler inside `serve` runs the one that is due.
             poll(lambda: client.get("/api/v1/connections/prod").json()["last_success"] is not None, 30)
-            assert client.get("/").headers["location"] == "/connections"
+            home = client.get("/")
+            assert home.status_code == 200 and "<h1>Overview</h1>" in home.text, "the home page is the overview"
             assert "prod" in client.get("/connections").text
             assert client.get("/api/openapi.json").json()["info"]["title"] == "connector-host"
     finally:
