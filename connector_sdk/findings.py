@@ -6,6 +6,11 @@ key's spend per day and model) into the conditions that hold now, as :class:`~co
 without an id. The store opens a finding for each new condition, updates the evidence of one still open, and
 resolves one whose condition is gone (:meth:`~connector_sdk.stores.base.Store.reconcile_findings`).
 
+A finding is a fact about a vendor account, so an account that several connections reach has one judge
+(:func:`account_of`): the connection made first among those still connected. Only the judge's syncs find anything for
+the account; the others find nothing, so one fact never opens two findings, and syncing the connections in turn never
+moves findings between them.
+
 Rules that read the vendor's key listing (:data:`LISTING_KINDS`) are judged only after a listing succeeded in the
 same sync: a connector that cannot list keys, or a listing that failed this time, leaves those findings as they
 were. The others (:data:`ROW_KINDS`) are judged on the rows after every sync.
@@ -26,7 +31,10 @@ from connector_sdk.budgets import BASELINE_DAYS, unusual_days
 from connector_sdk.environment import amount, number
 from connector_sdk.models import (
     EXACT,
+    OWN_KEY_LISTING,
     USER_KEY,
+    Connection,
+    ConnectionState,
     Finding,
     FindingKind,
     KeyListingInfo,
@@ -90,7 +98,9 @@ class Facts:
 
     ``person_spend`` is web-UI spend (cost rows no key accounts for) over the last 30 days per person
     (``login_username``, or :data:`USER_KEY`) and currency. ``shared_with`` are the other connections to the same
-    vendor account and ``counted`` the one whose rows reports count. Billed cost per key id: ``key_daily`` per UTC
+    vendor account that are not disconnected, and ``judge`` the one whose syncs judge the account's findings
+    (:func:`account_of`; ``None``: this one). ``baseline`` are the ids the connection's first listing named (``None``:
+    not known; then a key first listed after that listing's time is new). Billed cost per key id: ``key_daily`` per UTC
     day (``YYYY-MM-DD``) and currency over at least the last 31 days; ``key_spend`` per day, model (``None`` for rows
     without one) and currency for today and yesterday only; ``earlier_models`` the models each key (and currency)
     was billed for in the :data:`NEW_MODEL_DAYS` days before yesterday. Days are totals and models a set, not a
@@ -106,10 +116,53 @@ class Facts:
     listing: KeyListingInfo | None = None
     person_spend: Mapping[tuple[str, str], Decimal] = field(default_factory=dict)
     shared_with: Sequence[str] = ()
-    counted: str | None = None
+    judge: str | None = None
+    baseline: frozenset[str] | None = None
     key_spend: Mapping[tuple[str, str, str | None, str], Decimal] = field(default_factory=dict)
     key_daily: Mapping[tuple[str, str, str], Decimal] = field(default_factory=dict)
     earlier_models: Mapping[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Account:
+    """A connection's vendor account as findings see it (see :func:`account_of`)."""
+
+    judge: str
+    """The connection whose syncs judge the account's findings and hold them."""
+    members: tuple[str, ...]
+    """The connections that reach the account and are not disconnected, by name: more than one is a duplicate."""
+    others: tuple[str, ...]
+    """Every other connection that reaches the account, disconnected ones too: the judge takes their open findings
+    over (a judge that changed, or findings from before the account had one)."""
+
+
+def account_of(name: str, connections: Sequence[Connection]) -> Account:
+    """Connection ``name``'s account: the connections that reach it and the one that judges it.
+
+    The judge is the connection made first (then the first by name) among those still connected and not waiting for
+    a reconnect; when every one waits, the first made of those not disconnected. Reports count an account from the
+    connection synced last (:meth:`~connector_sdk.host.Host.shared_accounts`), but that is every connection in turn,
+    each right after its own sync: the judge must not change with the order of syncs, or findings would hop from one
+    connection to the other. It changes only when a person acts: the judge is disconnected, or its key stops working.
+    """
+    me = next((c for c in connections if c.name == name), None)
+    if me is None or not me.account:
+        return Account(judge=name, members=(name,), others=())
+    reach = [c for c in connections if (c.connector, c.account) == (me.connector, me.account)]
+    members = [c for c in reach if c.state != ConnectionState.DISCONNECTED or c.name == name]
+    working = [c for c in members if c.state != ConnectionState.RECONNECT_REQUIRED] or members
+    judge = min(working, key=lambda c: (c.created_at, c.name))
+    return Account(
+        judge=judge.name,
+        members=tuple(sorted(c.name for c in members)),
+        others=tuple(sorted(c.name for c in reach if c.name != judge.name)),
+    )
+
+
+def recent_start(now: datetime) -> datetime:
+    """The first hour of "the last 7 days": the window of a key's ``spend_7d`` (up to the end of the current hour),
+    so a key used in it has spent in it."""
+    return floor_hour(now) + timedelta(hours=1) - timedelta(days=RECENT_DAYS)
 
 
 def recent_days(now: datetime) -> tuple[str, str]:
@@ -145,8 +198,11 @@ def key_activity(
 
 
 def conditions(facts: Facts, settings: Settings | None = None, *, listed: bool = True) -> list[Finding]:
-    """Every condition that holds now; those of :data:`LISTING_KINDS` only when ``listed`` (a fresh listing)."""
+    """Every condition that holds now; those of :data:`LISTING_KINDS` only when ``listed`` (a fresh listing). None
+    on a connection that does not judge its account (``facts.judge`` another): the judge finds them."""
     settings = settings or Settings()
+    if facts.judge not in (None, facts.connection):
+        return []
     found = [
         *web_ui_spend(facts, settings),
         *duplicate_account(facts),
@@ -170,7 +226,7 @@ def unlisted_key_spend(facts: Facts) -> list[Finding]:
     An admin-scoped key is the other rule's (:func:`admin_key_traffic`)."""
     if facts.listing is None:
         return []
-    since = facts.now - timedelta(days=RECENT_DAYS)
+    since = recent_start(facts.now)
     found = []
     for key in facts.keys:
         if key.listed or key.scope == ADMIN_SCOPE or key.spend_7d <= 0 or not _used_since(key, since):
@@ -207,12 +263,14 @@ def new_key(facts: Facts, settings: Settings) -> list[Finding]:
     """A key first listed after the connection's first listing (that one is the baseline), for ``new_key_days``."""
     if facts.listing is None:
         return []
-    baseline = facts.listing.first_listed_at
     since = facts.now - timedelta(days=settings.new_key_days)
     found = []
     for key in facts.keys:
         first = key.first_listed_at
-        if not key.listed or first is None or first <= baseline or first <= since:
+        if not key.listed or first is None or first <= since:
+            continue
+        # By the listing that named it, not by its time: two listings can fall in one second.
+        if key.key_id in facts.baseline if facts.baseline is not None else first <= facts.listing.first_listed_at:
             continue
         owner = f" owned by {key.owner or key.owner_email}" if key.owner or key.owner_email else ""
         scope = f" with {key.scope} scope" if key.scope else ""
@@ -232,11 +290,12 @@ def new_key(facts: Facts, settings: Settings) -> list[Finding]:
 
 def idle_key(facts: Facts, settings: Settings) -> list[Finding]:
     """A listed, active key unused for ``idle_days``: by the vendor's last use when it gives one, else by the last
-    row naming it. A key younger than that (by its creation, else its first listing) is not idle."""
+    row naming it. A key younger than that (by its creation, else its first listing) is not idle, nor the key the
+    connection reads with (:data:`~connector_sdk.models.OWN_KEY_LISTING`), which no row names."""
     limit = facts.now - timedelta(days=settings.idle_days)
     found = []
     for key in facts.keys:
-        if not key.listed or key.status != "active":
+        if not key.listed or key.status != "active" or key.listing == OWN_KEY_LISTING:
             continue
         born = key.created_at or key.first_listed_at
         if born is None or born > limit:
@@ -318,7 +377,7 @@ def owner_gone(facts: Facts) -> list[Finding]:
 def admin_key_traffic(facts: Facts) -> list[Finding]:
     """An admin-scoped key with rows of its own in the last 7 days: a key that can manage the account is being
     used to call models."""
-    since = facts.now - timedelta(days=RECENT_DAYS)
+    since = recent_start(facts.now)
     found = []
     for key in facts.keys:
         if key.scope == ADMIN_SCOPE and _used_since(key, since):
@@ -338,7 +397,8 @@ def admin_key_traffic(facts: Facts) -> list[Finding]:
 
 
 def duplicate_account(facts: Facts) -> list[Finding]:
-    """Another connection reaches the same vendor account: its spend would be held twice."""
+    """Another connection, not disconnected, reaches the same vendor account: its spend is held twice. One finding
+    per account, on its judge, naming every connection."""
     if not facts.shared_with or not facts.account:
         return []
     others = sorted(facts.shared_with)
@@ -349,12 +409,13 @@ def duplicate_account(facts: Facts) -> list[Finding]:
             facts.account,
             facts.account,
             f"{_vendor(facts)} account {facts.account} is also connected as {', '.join(others)}: reports count it "
-            f"once (from {facts.counted}), but keep one connection to it.",
+            f"once (from the connection synced last) and its findings are kept on {facts.connection}, but keep one "
+            "connection to it.",
             {
                 "account": facts.account,
                 "connector": facts.connector,
                 "connections": sorted([facts.connection, *others]),
-                "counted": facts.counted,
+                "judged_by": facts.connection,
             },
         )
     ]
@@ -447,7 +508,7 @@ def _total(amounts: Iterable[Decimal]) -> Decimal:
 
 
 def _used_since(key: KeyRecord, since: datetime) -> bool:
-    return key.last_usage_at is not None and key.last_usage_at >= floor_hour(since)
+    return key.last_usage_at is not None and key.last_usage_at >= since
 
 
 def _finding(

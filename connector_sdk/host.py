@@ -473,7 +473,8 @@ class Host:
         """Vendor accounts that more than one connection reaches, with the connection whose rows count for each.
 
         Two connections to one account hold the same spend twice; a report across connections counts it once,
-        from the connection that last synced successfully (its rows are the freshest).
+        from the connection that last synced successfully (its rows are the freshest). That is each connection in
+        turn, so findings are judged by a steadier choice (:func:`connector_sdk.findings.account_of`).
         """
         by_account: dict[tuple[str, str], list[Connection]] = {}
         for connection in self.store.list_connections():

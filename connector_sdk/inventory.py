@@ -4,8 +4,13 @@
 holds it open, and records the listing in the store, which keeps each key's history. A listing that fails is logged
 and leaves the inventory as it was: it never changes the sync's outcome. :func:`evaluate_findings` then gathers the
 facts the rules in :mod:`connector_sdk.findings` judge, and has the store open, update and resolve findings in one
-transaction with their payloads for the connection's sinks; each finding that opened or resolved is logged and
+transaction with their payloads for the connections' sinks; each finding that opened or resolved is logged and
 fired as the ``connector_sdk_finding`` event.
+
+A vendor account that several connections reach is judged by one of them (:func:`connector_sdk.findings.account_of`);
+a sync of another finds nothing. The judge takes over the open findings the others hold (same id, opening date and
+acknowledgement; no event), which happens only when the judge changed or after an upgrade from a version that judged
+every connection.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import structlog
 
 from connector_sdk import findings
 from connector_sdk.errors import CredentialError, ResponseError, TransientError
-from connector_sdk.findings import Facts, Settings
+from connector_sdk.findings import Account, Facts, Settings
 from connector_sdk.models import Finding, FindingKind, floor_hour
 from connector_sdk.sinks import FINDING, finding_payload
 
@@ -49,10 +54,11 @@ def refresh_listing(host: Host, name: str, connector: Connector) -> bool:
     return True
 
 
-def facts(host: Host, name: str) -> Facts:
-    """What the rules judge for connection ``name`` now."""
+def facts(host: Host, name: str, account: Account | None = None) -> Facts:
+    """What the rules judge for connection ``name`` now (``account``: its account, when already known)."""
     store = host.store
     connection = store.get_connection(name)
+    account = account or findings.account_of(name, store.list_connections())
     now = host.now()
     until = floor_hour(now) + timedelta(hours=1)
     people = store.person_spend(name, since=until - timedelta(days=findings.WEB_UI_DAYS), until=until)
@@ -74,13 +80,6 @@ def facts(host: Host, name: str) -> Facts:
     ):
         if key_id is not None and model is not None and currency is not None:
             earlier.setdefault((key_id, currency), set()).add(model)
-    shared_with: list[str] = []
-    counted = None
-    for shared in host.shared_accounts():
-        members = [shared.counted, *shared.merged]
-        if (shared.connector, shared.account) == (connection.connector, connection.account) and name in members:
-            shared_with = [other for other in members if other != name]
-            counted = shared.counted
     return Facts(
         connection=name,
         connector=connection.connector,
@@ -89,8 +88,11 @@ def facts(host: Host, name: str) -> Facts:
         keys=store.key_inventory(name, now=now),
         listing=store.key_listing(name),
         person_spend=people,
-        shared_with=shared_with,
-        counted=counted,
+        shared_with=[member for member in account.members if member != name],
+        judge=account.judge,
+        baseline=frozenset(
+            e.key_id for e in store.key_events(name) if e.event == "listed" and e.detail.get("baseline")
+        ),
         key_spend={
             (key_id, day, model, currency): cost
             for (key_id, day, model, currency), (_count, cost) in recent.items()
@@ -108,26 +110,45 @@ def facts(host: Host, name: str) -> Facts:
 def evaluate_findings(
     host: Host, name: str, *, listed: bool, settings: Settings | None = None
 ) -> list[tuple[Finding, str]]:
-    """Judge the connection's findings now; returns each that opened or resolved, with its change.
+    """Judge the findings of connection ``name``'s account now; returns each that opened or resolved, with its change
+    (on the account's judge, or on another connection of the account whose finding the judge took over and found
+    cleared).
 
     ``listed``: a listing was recorded in this sync, so the listing's kinds are judged too; otherwise their open
-    findings stay as they were.
+    findings stay as they were. After a sync of a connection that does not judge its account, the judge judges what
+    its own rows tell (a connection to the account just added, say) without waiting for its own next sync; the
+    listing's kinds wait for it.
     """
     store = host.store
     settings = settings or Settings.from_environment()
-    found = findings.conditions(facts(host, name), settings, listed=listed)
-    # A new key is news once: after its finding closed (acknowledged, or its days passed) it never reopens.
-    new_keys = store.list_findings(name, kind=FindingKind.NEW_KEY)
+    connections = store.list_connections()
+    account = findings.account_of(name, connections)
+    if account.judge != name:
+        log.debug("findings_judged_by", connection=name, judge=account.judge)
+        name, listed = account.judge, False
+        account = findings.account_of(name, connections)
+    found = findings.conditions(facts(host, name, account), settings, listed=listed)
+    # A new key is news once: after its finding closed (acknowledged, or its days passed) it never reopens, whichever
+    # connection of the account held it.
+    new_keys = [f for each in (name, *account.others) for f in store.list_findings(each, kind=FindingKind.NEW_KEY)]
     closed = {f.subject for f in new_keys if not f.is_open} - {f.subject for f in new_keys if f.is_open}
     found = [c for c in found if c.kind != FindingKind.NEW_KEY or c.subject not in closed]
     kinds = sorted(findings.ROW_KINDS | (findings.LISTING_KINDS if listed else frozenset()))
-    sinks = host.sinks_taking(name, FINDING)
+    held = {
+        other: len([f for f in store.list_findings(other, open_only=True) if f.kind in kinds])
+        for other in account.others
+    }
+    if any(held.values()):
+        log.info("findings_taken_over", connection=name, held_by=sorted(o for o, n in held.items() if n))
+    sinks: dict[str, list[str]] = {}
+
+    def outbox(finding: Finding, change: str) -> list[tuple[str, str]]:
+        if finding.connection not in sinks:
+            sinks[finding.connection] = host.sinks_taking(finding.connection, FINDING)
+        return [(sink, finding_payload(finding.connection, finding, change)) for sink in sinks[finding.connection]]
+
     changes = store.reconcile_findings(
-        name,
-        found,
-        kinds=kinds,
-        now=host.now(),
-        outbox=lambda finding, change: [(sink, finding_payload(name, finding, change)) for sink in sinks],
+        name, found, kinds=kinds, now=host.now(), outbox=outbox, adopt=[o for o in account.others if held[o]]
     )
     for finding, change in changes:
         host.announce_finding(finding, change)

@@ -533,6 +533,12 @@ class ListedKey(BaseModel):
         return value
 
 
+OWN_KEY_LISTING = "the connection's own Admin key"
+"""The ``listing`` of a key that no vendor listing names but the connection reads with, listed by its connector
+(fal bills its Admin key's own traffic, yet ``/keys`` names API-scope keys only). The host uses it at every sync:
+it is never idle."""
+
+
 KeyEventKind = Literal["listed", "renamed", "gone", "returned", "changed"]
 
 

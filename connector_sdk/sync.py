@@ -349,8 +349,10 @@ def _evaluate_budgets(host: Host, name: str) -> None:
 
 def _evaluate_findings(host: Host, name: str, *, listed: bool) -> None:
     try:
-        if evaluate_findings(host, name, listed=listed):
-            _deliver(host, name)
+        changes = evaluate_findings(host, name, listed=listed)
+        # A finding the judge took over and found cleared is queued for the sinks of the connection it was on.
+        for connection in sorted({finding.connection for finding, _change in changes}):
+            _deliver(host, connection)
     except Exception:  # judged again after the next sync; a finding never fails this one
         log.exception("finding_evaluation_failed")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -14,10 +15,20 @@ from connector_sdk.findings import (
     ROW_KINDS,
     Facts,
     Settings,
+    account_of,
     conditions,
     key_activity,
 )
-from connector_sdk.models import Finding, FindingKind, KeyListingInfo, KeyRecord, Severity
+from connector_sdk.models import (
+    OWN_KEY_LISTING,
+    Connection,
+    ConnectionState,
+    Finding,
+    FindingKind,
+    KeyListingInfo,
+    KeyRecord,
+    Severity,
+)
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -130,6 +141,13 @@ def test_the_first_listing_is_a_baseline_that_opens_no_new_key() -> None:
     assert conditions(facts(key("k1", first_listed_at=NOW), listing=first)) == []
 
 
+def test_a_key_of_the_second_listing_is_new_though_both_listings_fell_in_one_second() -> None:
+    both = KeyListingInfo(connection="acme", first_listed_at=NOW, last_listed_at=NOW, listings=2)
+    keys = (key("k1", first_listed_at=NOW), key("k2", first_listed_at=NOW))
+    (finding,) = conditions(facts(*keys, listing=both, baseline=frozenset({"k1"})))
+    assert (finding.kind, finding.subject) == (FindingKind.NEW_KEY, "k2")
+
+
 # -- idle keys -------------------------------------------------------------------------------------------------
 def test_a_key_unused_for_30_days_is_idle_by_the_vendors_last_use_first() -> None:
     vendor_says = key("k1", last_used_at=NOW - 31 * DAY, last_usage_at=NOW - 40 * DAY, spend_7d=Decimal(0))
@@ -150,6 +168,14 @@ def test_a_young_or_inactive_key_is_not_idle_and_the_days_are_a_setting() -> Non
     ten_days = never.model_copy(update={"created_at": NOW - 10 * DAY})
     (finding,) = conditions(facts(ten_days), Settings(idle_days=7))
     assert finding.evidence["idle_days"] == 7
+
+
+def test_the_key_the_connection_reads_with_is_never_idle_though_no_row_names_it() -> None:
+    own = key("adm", scope="admin", listing=OWN_KEY_LISTING, last_usage_at=None, first_usage_at=None)
+    assert conditions(facts(own.model_copy(update={"spend_7d": Decimal(0), "created_at": None}))) == []
+    assert [f.kind for f in conditions(facts(own.model_copy(update={"listing": "OpenAI admin keys"})))] == [
+        FindingKind.IDLE_KEY
+    ], "another listing's admin key, unused, is"
 
 
 def test_settings_are_read_from_the_environment_and_checked() -> None:
@@ -203,8 +229,8 @@ def test_an_admin_key_with_its_own_traffic_this_week_is_high() -> None:
     assert conditions(facts(key("adm", scope="admin", last_usage_at=NOW - 8 * DAY))) == []
 
 
-def test_a_second_connection_to_the_account_is_medium_with_the_account_as_subject() -> None:
-    (finding,) = conditions(facts(shared_with=["fal-copy"], counted="acme"))
+def test_a_second_connection_to_the_account_is_one_medium_finding_naming_every_connection() -> None:
+    (finding,) = conditions(facts(shared_with=["fal-copy"], judge="acme"))
     assert (finding.kind, finding.subject, finding.severity) == (
         FindingKind.DUPLICATE_ACCOUNT,
         "acme-ai",
@@ -214,8 +240,72 @@ def test_a_second_connection_to_the_account_is_medium_with_the_account_as_subjec
         "account": "acme-ai",
         "connector": "fal",
         "connections": ["acme", "fal-copy"],
-        "counted": "acme",
+        "judged_by": "acme",
     }
+    assert "also connected as fal-copy" in finding.message and "kept on acme" in finding.message
+
+
+def test_a_connection_that_does_not_judge_its_account_finds_nothing() -> None:
+    busy = facts(
+        key("k1", owner_active=False),
+        key("adm", scope="admin"),
+        shared_with=["acme-first"],
+        person_spend={("ann", "USD"): Decimal(500)},
+    )
+    assert {f.kind for f in conditions(busy)} == {
+        FindingKind.OWNER_GONE,
+        FindingKind.ADMIN_KEY_TRAFFIC,
+        FindingKind.WEB_UI_SPEND,
+        FindingKind.DUPLICATE_ACCOUNT,
+    }
+    assert conditions(replace(busy, judge="acme")) == conditions(busy), "the judge is this connection"
+    assert conditions(replace(busy, judge="acme-first")) == []
+
+
+def connection(name: str, *, made: int, account: str | None = "acme-ai", **fields: Any) -> Connection:
+    values: dict[str, Any] = {"connector": "fal", "config": {}, "state": ConnectionState.CONNECTED}
+    return Connection(name=name, account=account, created_at=NOW + made * DAY, **(values | fields))
+
+
+def test_the_judge_of_an_account_is_the_connection_made_first_whichever_synced_last() -> None:
+    first = connection("zeta", made=0, last_success_at=NOW)
+    later = connection("alpha", made=1, last_success_at=NOW + 2 * DAY)
+    other = connection("beta", made=-5, account="other-team")
+    for name in ("zeta", "alpha"):
+        account = account_of(name, [later, other, first])
+        assert (account.judge, account.members) == ("zeta", ("alpha", "zeta"))
+    assert account_of("zeta", [first, later]).others == ("alpha",)
+    assert account_of("alpha", [first, later]).others == ("alpha",), "the judge's others, whoever asks"
+    assert account_of("beta", [first, later, other]) == account_of("beta", [other])
+    assert account_of("beta", [other]).members == ("beta",) and account_of("beta", [other]).others == ()
+    twins = [connection("b", made=0), connection("a", made=0)]
+    assert account_of("b", twins).judge == "a", "made in the same second: the first by name"
+
+
+@pytest.mark.parametrize(
+    ("state", "judge", "members"),
+    [
+        (ConnectionState.ERROR, "first", ("first", "later")),
+        (ConnectionState.RECONNECT_REQUIRED, "later", ("first", "later")),
+        (ConnectionState.DISCONNECTED, "later", ("later",)),
+    ],
+    ids=["a failed sync changes nothing", "a key to replace hands over", "disconnected leaves"],
+)
+def test_the_judge_changes_only_when_a_person_must_act_on_it(
+    state: ConnectionState, judge: str, members: tuple[str, ...]
+) -> None:
+    first = connection("first", made=0, state=state)
+    account = account_of("later", [first, connection("later", made=1)])
+    assert (account.judge, account.members) == (judge, members)
+    assert set(account.others) == {"first", "later"} - {judge}, "a disconnected connection's findings are taken over"
+    stuck = [first.model_copy(update={"state": ConnectionState.RECONNECT_REQUIRED}), connection("later", made=1)]
+    stuck[1] = stuck[1].model_copy(update={"state": ConnectionState.RECONNECT_REQUIRED})
+    assert account_of("later", stuck).judge == "first", "when every key needs replacing, still the first made"
+
+
+def test_a_connection_without_an_account_judges_itself() -> None:
+    lonely = connection("solo", made=0, account=None)
+    assert account_of("solo", [lonely, connection("x", made=-1, account=None)]).judge == "solo"
 
 
 # -- spikes and new models -------------------------------------------------------------------------------------

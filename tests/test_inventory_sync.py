@@ -303,6 +303,13 @@ def test_a_new_key_resolves_by_itself_after_its_days(world: World, monkeypatch: 
     holds_then_clears(world, FindingKind.NEW_KEY, "k-new", a_day_later)
 
 
+def test_a_key_the_second_listing_names_is_new_even_in_the_baseline_listings_second(world: World) -> None:
+    baseline(world)
+    LISTING.extra = [ListedKey(key_id="k-new", name="Notebook", listing="fal /keys")]
+    world.sync()  # the clock has not moved: both listings carry the same time
+    assert [(f.kind, f.subject) for f in world.opened()] == [(FindingKind.NEW_KEY, "k-new")]
+
+
 def test_an_idle_key_is_low_and_an_acknowledgement_keeps_it_open_until_the_key_goes(world: World) -> None:
     now = world.clock[0]
     LISTING.extra = [
@@ -392,19 +399,28 @@ def test_an_admin_keys_own_traffic_is_high(world: World) -> None:
     holds_then_clears(world, FindingKind.ADMIN_KEY_TRAFFIC, admin, lambda: LISTING.changes.clear())
 
 
-def test_a_second_connection_to_the_account_is_found_on_both_until_one_goes(world: World) -> None:
+def test_a_second_connection_to_the_account_is_one_finding_on_the_first_until_the_copy_is_disconnected(
+    world: World,
+) -> None:
     baseline(world)
+    world.advance(1)
     world.host.connect(
         "fal", "fal-copy", {"api_key": world.admin_key, "base_url": world.sim.base_url, "backfill_days": 3}
     )
-    world.sync("fal-copy")
-    world.advance(1)
-    world.sync()
-    (finding,) = world.opened()
-    assert (finding.kind, finding.subject, finding.severity) == (FindingKind.DUPLICATE_ACCOUNT, TEAM, Severity.MEDIUM)
-    assert finding.evidence["connections"] == ["fal-copy", NAME]
-    assert [f.kind for f in world.host.findings("fal-copy")] == [FindingKind.DUPLICATE_ACCOUNT]
-    holds_then_clears(world, FindingKind.DUPLICATE_ACCOUNT, TEAM, lambda: world.host.disconnect("fal-copy", purge=True))
+    world.sync("fal-copy")  # the first connection, made first, judges the account: at once, on its own rows
+    (finding,) = world.host.findings(None)
+    assert (finding.connection, finding.kind, finding.subject, finding.severity) == (
+        NAME,
+        FindingKind.DUPLICATE_ACCOUNT,
+        TEAM,
+        Severity.MEDIUM,
+    )
+    assert (finding.evidence["connections"], finding.evidence["judged_by"]) == (["fal-copy", NAME], NAME)
+    for name in (NAME, "fal-copy"):
+        world.sync(name)
+        assert world.host.findings(None) == [finding], "one finding for the account, whichever synced last"
+    holds_then_clears(world, FindingKind.DUPLICATE_ACCOUNT, TEAM, lambda: world.host.disconnect("fal-copy"))
+    assert [event for event in world.recorder.events if event[0] == "fal-copy"] == []
 
 
 # -- listings that fail or cannot be had -----------------------------------------------------------------------

@@ -294,6 +294,67 @@ def test_findings_are_listed_newest_first_by_connection_openness_and_kind(acme: 
     assert acme.list_findings(kind=FindingKind.NEW_KEY)[0].subject == "k9"
 
 
+def test_a_judge_takes_over_anothers_findings_whose_conditions_hold_and_resolves_the_rest_where_they_are(
+    acme: Store,
+) -> None:
+    add(acme, "copy")
+    acme.add_sink("copy", "hook", kind="webhook", config={}, secret=None, now=hour(0))
+    kinds = [FindingKind.IDLE_KEY, FindingKind.OWNER_GONE, FindingKind.WEB_UI_SPEND]
+    on_copy = [
+        condition(kind, subject).model_copy(update={"connection": "copy"})
+        for kind, subject in [
+            (FindingKind.IDLE_KEY, "k1"),  # still holds: moves
+            (FindingKind.OWNER_GONE, "k2"),  # cleared: resolves on copy
+            (FindingKind.WEB_UI_SPEND, "ann"),  # acme holds it open already: a duplicate
+            (FindingKind.NEW_KEY, "k3"),  # a kind not judged now: left alone
+        ]
+    ]
+    acme.reconcile_findings("copy", on_copy, kinds=list(FindingKind), now=NOW, outbox=payloads)
+    (mine, _opened), *_ = acme.reconcile_findings(
+        "acme", [condition(FindingKind.WEB_UI_SPEND, "ann")], kinds=kinds, now=NOW, outbox=payloads
+    )
+    idle = next(f for f in acme.list_findings("copy") if f.kind == FindingKind.IDLE_KEY)
+    acknowledged, _closed = acme.acknowledge_finding(idle.id or 0, "seen", now=NOW, resolve=False, outbox=payloads)
+    later = NOW + timedelta(hours=1)
+
+    changes = acme.reconcile_findings(
+        "acme",
+        [condition(FindingKind.IDLE_KEY, "k1", spend="2"), condition(FindingKind.WEB_UI_SPEND, "ann")],
+        kinds=kinds,
+        now=later,
+        outbox=payloads,
+        adopt=["copy"],
+    )
+
+    assert [(f.connection, f.kind, f.subject, change) for f, change in changes] == [
+        ("copy", FindingKind.WEB_UI_SPEND, "ann", "resolved"),
+        ("copy", FindingKind.OWNER_GONE, "k2", "resolved"),
+    ]
+    moved = acme.get_finding(idle.id or 0)
+    assert (moved.connection, moved.opened_at, moved.acknowledged_at, moved.ack_note, moved.is_open) == (
+        "acme",
+        NOW,
+        acknowledged.acknowledged_at,
+        "seen",
+        True,
+    )
+    assert (moved.evidence, moved.updated_at) == ({"spend": "2"}, later)
+    assert acme.get_finding(mine.id or 0).is_open, "acme's own finding of a condition stays; the copy's closes"
+    assert [(f.kind, f.subject) for f in acme.list_findings("copy", open_only=True)] == [(FindingKind.NEW_KEY, "k3")]
+    copy_queue = [json.loads(i.payload) for i in acme.pending("copy", "hook", now=later + timedelta(days=1))]
+    assert [p["change"] for p in copy_queue] == ["opened"] * 4 + ["resolved"] * 2, "each change to its own sinks"
+    assert [p["change"] for p in queued(acme)] == ["opened"], "a finding taken over is no news"
+    again = acme.reconcile_findings(
+        "acme",
+        [condition(FindingKind.IDLE_KEY, "k1", spend="2"), condition(FindingKind.WEB_UI_SPEND, "ann")],
+        kinds=kinds,
+        now=later,
+        outbox=payloads,
+        adopt=["copy"],
+    )
+    assert again == [] and acme.get_finding(idle.id or 0).updated_at == later
+
+
 NEW_CALLS: dict[str, Callable[[Store], object]] = {
     "record_listing": lambda s: s.record_listing("nope", [], now=NOW),
     "key_listing": lambda s: s.key_listing("nope"),

@@ -362,6 +362,7 @@ class Store(ABC):
         kinds: Sequence[FindingKind],
         now: datetime,
         outbox: FindingOutbox,
+        adopt: Sequence[str] = (),
     ) -> list[tuple[Finding, str]]:
         """Bring the connection's findings of ``kinds`` in line with the ``conditions`` that hold now, in one
         transaction; returns each change, ``(finding, "opened" | "resolved")``, in the order made.
@@ -369,7 +370,13 @@ class Store(ABC):
         A condition without an open finding of its kind and subject opens one (its ``opened_at`` is ``now``); one
         with an open finding updates that finding's severity, label, message and evidence (``updated_at`` set when
         any changed). An open finding of ``kinds`` whose condition is absent resolves at ``now``. Findings of other
-        kinds are left alone. Each change queues ``outbox(finding, change)`` in the same transaction.
+        kinds are left alone. Each change queues ``outbox(finding, change)`` in the same transaction, for the
+        connection the finding is on.
+
+        ``adopt`` names other connections (of the same vendor account) whose open findings of ``kinds`` are judged
+        here too: one whose condition holds moves to ``name`` as it is (its id, opening date and acknowledgement
+        kept; ``updated_at`` set; no change returned), one whose condition is absent resolves where it is, and one
+        whose condition ``name`` or an earlier adopted finding already holds open resolves as a duplicate.
         """
 
     @abstractmethod

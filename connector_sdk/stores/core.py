@@ -998,24 +998,36 @@ class SQLStore(Store):
         kinds: Sequence[FindingKind],
         now: datetime,
         outbox: FindingOutbox,
+        adopt: Sequence[str] = (),
     ) -> list[tuple[Finding, str]]:
         wanted = {(FindingKind(c.kind), c.subject): c for c in conditions}
         judged = {FindingKind(kind) for kind in kinds}
+        others = [other for other in dict.fromkeys(adopt) if other != name]
         at = self._ts(now)
         changes: list[tuple[Finding, str]] = []
         with self._write() as db:
             self._require(db, name, lock=True)
-            current = {
-                (f.kind, f.subject): f
-                for f in map(
-                    self._finding,
-                    db.execute(
-                        f"SELECT {FINDING_COLUMNS} FROM findings WHERE connection = ? AND resolved_at IS NULL "
-                        "ORDER BY id",
-                        (name,),
-                    ).fetchall(),
-                )
-            }
+            held = [
+                self._finding(row)
+                for row in db.execute(
+                    f"SELECT {FINDING_COLUMNS} FROM findings WHERE connection IN "
+                    f"({', '.join('?' * (1 + len(others)))}) AND resolved_at IS NULL ORDER BY id",
+                    (name, *others),
+                ).fetchall()
+            ]
+            # This connection's own first, then the adopted ones, oldest first: a second open finding of one
+            # condition (two connections judged it before they had one judge) is a duplicate.
+            current: dict[tuple[FindingKind, str], Finding] = {}
+            duplicates: list[Finding] = []
+            for finding in sorted(held, key=lambda f: f.connection != name):
+                if finding.connection != name and finding.kind not in judged:
+                    continue
+                if (finding.kind, finding.subject) in current:
+                    duplicates.append(finding)
+                else:
+                    current[finding.kind, finding.subject] = finding
+            for finding in duplicates:
+                changes.append((self._resolve_finding(db, finding, at), "resolved"))
             for (kind, subject), condition in wanted.items():
                 evidence = _evidence(condition)
                 found = current.get((kind, subject))
@@ -1039,29 +1051,41 @@ class SQLStore(Store):
                         )
                     )
                     changes.append((self._finding(row), "opened"))
-                elif (found.severity, found.subject_label, found.message, _evidence(found)) != (
-                    condition.severity,
-                    condition.subject_label,
-                    condition.message,
-                    evidence,
+                    continue
+                # One taken over moves here as it is (id, opening, acknowledgement); evidence follows the condition.
+                said = (condition.severity, condition.subject_label, condition.message, evidence)
+                if (
+                    found.connection != name
+                    or (found.severity, found.subject_label, found.message, _evidence(found)) != said
                 ):
                     db.execute(
-                        "UPDATE findings SET severity = ?, subject_label = ?, message = ?, evidence = ?, "
-                        "updated_at = ? WHERE id = ?",
-                        (condition.severity.value, condition.subject_label, condition.message, evidence, at, found.id),
+                        "UPDATE findings SET connection = ?, severity = ?, subject_label = ?, message = ?, "
+                        "evidence = ?, updated_at = ? WHERE id = ?",
+                        (
+                            name,
+                            condition.severity.value,
+                            condition.subject_label,
+                            condition.message,
+                            evidence,
+                            at,
+                            found.id,
+                        ),
                     )
             for (kind, subject), found in current.items():
                 if kind in judged and (kind, subject) not in wanted:
-                    row = _only_row(
-                        db.execute(
-                            f"UPDATE findings SET resolved_at = ? WHERE id = ? RETURNING {FINDING_COLUMNS}",
-                            (at, found.id),
-                        )
-                    )
-                    changes.append((self._finding(row), "resolved"))
+                    changes.append((self._resolve_finding(db, found, at), "resolved"))
             for finding, change in changes:
-                self._enqueue(db, name, outbox(finding, change), now)
+                self._enqueue(db, finding.connection, outbox(finding, change), now)
         return changes
+
+    def _resolve_finding(self, db: Handle, finding: Finding, at: Any) -> Finding:
+        return self._finding(
+            _only_row(
+                db.execute(
+                    f"UPDATE findings SET resolved_at = ? WHERE id = ? RETURNING {FINDING_COLUMNS}", (at, finding.id)
+                )
+            )
+        )
 
     def acknowledge_finding(
         self, finding_id: int, note: str, *, now: datetime, resolve: bool, outbox: FindingOutbox

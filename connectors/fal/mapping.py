@@ -20,14 +20,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, SecretStr, Validati
 
 from connector_sdk.errors import ResponseError
 from connector_sdk.fields import json_object, optional_text, required_text
-from connector_sdk.models import HOUR, ListedKey, SyncContext, UsageRow, decimal_text, iso
+from connector_sdk.models import HOUR, OWN_KEY_LISTING, ListedKey, SyncContext, UsageRow, decimal_text, iso
 from connector_sdk.paging import hour_of
 
 USER_KEY_LABEL = "User key"
 """What the product calls activity not made with an API key: the web UI, the playground, login tokens."""
 KEYS_LISTING = "fal /keys"
-OWN_KEY_LISTING = "the connection's own Admin key"
-"""Where the connection's Admin key comes from: fal's ``/keys`` lists API-scope keys only."""
 
 
 MAX_DIGITS = 30
