@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from connector_sdk.budgets import BASELINE_DAYS, unusual_days
+from connector_sdk.budgets import BASELINE_DAYS, MIN_HISTORY_DAYS, unusual_days
 from connector_sdk.environment import amount, number
 from connector_sdk.models import (
     EXACT,
@@ -433,13 +433,18 @@ def spend_spike(facts: Facts) -> list[Finding]:
         models[model] = EXACT.add(models.get(model, Decimal(0)), cost)
     labels = {key.key_id: _label(key) for key in facts.keys}
     recent = recent_days(facts.now)
+    start, end = (moment.strftime("%Y-%m-%d") for moment in earlier_window(facts.now))
     found = []
     for key_id in sorted(by_key):
         for currency in sorted(by_key[key_id]):
             daily = by_key[key_id][currency]
             days = recent_models.get((key_id, currency), {})
             unusual = unusual_days(daily, facts.now)
-            new_models = _new_models(days, recent, facts.earlier_models.get((key_id, currency), frozenset()))
+            # As the anomaly rule asks for days of history, so does "new model": a key (or a connection backfilled
+            # two days ago) with a few hours behind it has not shown what it usually runs yet.
+            known = sum(1 for day, spent in daily.items() if start <= day < end and spent > 0) >= MIN_HISTORY_DAYS
+            earlier = facts.earlier_models.get((key_id, currency), frozenset()) if known else frozenset()
+            new_models = _new_models(days, recent, earlier)
             if not unusual and not new_models:
                 continue
             label = labels.get(key_id, key_id)

@@ -357,6 +357,14 @@ def test_a_model_the_key_never_used_in_the_30_days_before_is_news_once_it_has_hi
     assert conditions(facts(key("k1"), **key_activity(old, NOW))) == []
 
 
+def test_a_new_model_is_no_news_on_a_key_with_less_than_a_week_of_history() -> None:
+    # A connection backfilled a few days ago has not seen what its keys usually run yet.
+    short = history(days=6) | {("k1", days_ago(1), "fal-ai/veo3", "USD"): Decimal("0.5")}
+    assert conditions(facts(key("k1"), **key_activity(short, NOW))) == []
+    week = history(days=9) | {("k1", days_ago(1), "fal-ai/veo3", "USD"): Decimal("0.5")}
+    assert only(conditions(facts(key("k1"), **key_activity(week, NOW))), FindingKind.SPEND_SPIKE)
+
+
 def test_steady_spend_is_no_spike() -> None:
     spend = history() | {("k1", days_ago(0), "fal-ai/flux/dev", "USD"): Decimal("1.02")}
     assert conditions(facts(key("k1"), **key_activity(spend, NOW))) == []

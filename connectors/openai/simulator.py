@@ -21,7 +21,8 @@ Choices made where OpenAI's documentation is silent:
 * ``user_id`` (under ``group_by=user_id``) is the person whose Playground use it was; key traffic carries none.
   The organization's own Playground use names nobody; :meth:`OpenAISimulator.add_traffic` adds a named person's.
 * A key's ``last_used_at`` is the start of the last hour its usage shows (or a moment set by
-  :meth:`OpenAISimulator.update_key`, whichever is later); ``null`` when it has none. Admin keys show none.
+  :meth:`OpenAISimulator.update_key`, whichever is later); ``null`` when it has none. An Admin key's is the
+  last request it authenticated (or a moment set by hand, whichever is later).
 * Traffic added by :meth:`OpenAISimulator.add_traffic` is steady (a random stream of its own, so the rest of the
   organization's usage stays as it was) and, like any source stopped by :meth:`OpenAISimulator.stop_traffic`,
   shows only in hours that start in its ``[since, until)``.
@@ -606,6 +607,8 @@ class OpenAISimulator(Simulator):
                 "Check that you have the correct role in your organization, and if you're using a restricted API "
                 "key, that it has the necessary scopes.",
             )
+        if key.scope == "admin":  # an Admin key is used by the requests it authenticates, as OpenAI reports it
+            key.extra["last_used_at"] = max(key.extra.get("last_used_at") or 0, self._unix_now)
         return key
 
     def answer_headers(self, request: Request) -> dict[str, str]:

@@ -96,6 +96,8 @@ def test_project_and_admin_keys_come_with_owner_access_project_and_use(
         None,
         ADMIN_LISTING,
     )
+    # The Admin key that reads the listing was used just now, as OpenAI reports it: the connection's key is not idle.
+    assert reader.last_used_at == sim.now.replace(microsecond=0)
 
 
 def test_every_listing_is_followed_to_its_last_page_and_no_secret_is_returned(
