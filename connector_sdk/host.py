@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from connector_sdk import logs
+from connector_sdk import PROJECT_NAME, logs
 from connector_sdk.crypto import CredentialCipher
 from connector_sdk.environment import check_numbers
 from connector_sdk.errors import (
@@ -49,6 +50,8 @@ log = logs.get_logger()
 
 HOME_ENV = "CONNECTOR_HOST_HOME"
 LIMIT_ENV = "CONNECTOR_HOST_MAX_CONCURRENT_PER_HOST"  # ratelimit.LIMIT_ENV, which this module checks at open
+DISABLED_ENV = "CONNECTOR_HOST_DISABLED_PLUGINS"  # plugins.DISABLED_ENV, spelled out to spare importing pluggy
+VENDORS_FILE = "vendors.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -135,6 +138,22 @@ def merge_report_lines(lines: list[ReportLine]) -> list[ReportLine]:
     return sorted(merged.values(), key=lambda line: (-line.cost, line.api_key_label, line.currency, line.connector))
 
 
+def installed_plugins() -> list[list[str]]:
+    """What decides which connectors load and what their manifests say, found without loading any: each
+    ``connector_sdk`` entry point with the name and version of its distribution, and the plugins disabled here."""
+    from importlib.metadata import entry_points  # pydantic has imported it by now: reading the entry points is cheap
+
+    points = [
+        [ep.name, ep.value, ep.dist.name if ep.dist else "", ep.dist.version if ep.dist else ""]
+        for ep in entry_points(group=PROJECT_NAME)
+    ]
+    return [*sorted(points), [DISABLED_ENV, os.environ.get(DISABLED_ENV, "")]]
+
+
+def _vendors_of(plugins: Plugins) -> dict[str, str]:
+    return {connector_id: cls.manifest().display_name for connector_id, cls in plugins.connectors.items()}
+
+
 class Host:
     """Everything a runner needs, bound together: the store, the plugins and the credential cipher."""
 
@@ -145,13 +164,19 @@ class Host:
         cipher: CredentialCipher,
         *,
         clock: Callable[[], datetime] = utcnow,
+        home: Path | None = None,
+        read_only: bool = False,
     ) -> None:
-        """``plugins`` None: the installed plugins, loaded from their entry points the first time one is needed."""
+        """``plugins`` None: the installed plugins, loaded from their entry points the first time one is needed.
+        ``home``: where the names of the installed connectors' vendors are kept between commands (none: not kept);
+        ``read_only``: read them there, never write them."""
         self.store = store
         self._plugins = plugins
         self._plugins_lock = threading.Lock()
         self.cipher = cipher
         self.now = clock
+        self.home = home
+        self.read_only = read_only
 
     @property
     def plugins(self) -> Plugins:
@@ -195,7 +220,7 @@ class Host:
         store = open_store(url, home=home, read_only=read_only)
         try:
             cipher = CredentialCipher.for_home(home, create=not read_only)
-            host = cls(store, plugins, cipher, clock=clock)
+            host = cls(store, plugins, cipher, clock=clock, home=home, read_only=read_only)
             if not read_only:
                 host.verify_key()
         except BaseException:
@@ -421,6 +446,37 @@ class Host:
 
     def connector_class(self, name: str) -> type[Connector]:
         return self.plugins.connector(self.store.get_connection(name).connector)
+
+    def vendor_names(self) -> dict[str, str]:
+        """Each installed connector's vendor, as its manifest names it for people (``fal.ai``), by connector id.
+
+        Loading the plugins to read their manifests imports every connector, and costs ``report`` more than the
+        rest of it; so the names are kept in the home (``vendors.json``) beside the installed plugins they came from
+        (:func:`installed_plugins`), and read from there for as long as those stay the same. A home that cannot be
+        written (or opened read-only) keeps none, and a plugin that failed to load is never taken as absent: it is
+        tried again next time.
+        """
+        if self._plugins is not None or self.home is None:
+            return _vendors_of(self.plugins)
+        installed = installed_plugins()
+        kept = self.home / VENDORS_FILE
+        try:
+            cached = json.loads(kept.read_text(encoding="utf-8"))
+            if cached["installed"] == installed and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in cached["vendors"].items()
+            ):
+                return dict(cached["vendors"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # none kept yet, or not in this version's shape: made again below
+        vendors = _vendors_of(self.plugins)
+        if not self.plugins.errors and not self.read_only:
+            partial = kept.with_name(f".{VENDORS_FILE}.{os.getpid()}.part")
+            try:
+                partial.write_text(json.dumps({"installed": installed, "vendors": vendors}), encoding="utf-8")
+                os.replace(partial, kept)
+            except OSError:  # a read-only home: the names are read from the plugins each time
+                partial.unlink(missing_ok=True)
+        return vendors
 
     # -- reading -------------------------------------------------------------------------------------------
     def status(self, connection: Connection) -> ConnectionStatus:

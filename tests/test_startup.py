@@ -1,7 +1,7 @@
 """Start-up: a command imports what it uses. ``--version`` builds nothing, ``status`` of existing connections reads
 the store without loading a plugin, HTTP, structlog or Rich's progress bar, whose imports cost more than the command
-does, and ``report`` loads the plugins only for the vendors' names (benchmarks/startup.py measures it; these tests
-pin it without a clock)."""
+does, and ``report`` loads the plugins only once for the vendors' names, which the home then keeps beside the
+installed plugins they came from (benchmarks/startup.py measures it; these tests pin it without a clock)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import connector_sdk.cli
 import connector_sdk.host
 import connector_sdk.ratelimit
 import connector_sdk.stores
-from connector_sdk.host import Host
+from connector_sdk.host import VENDORS_FILE, Host, installed_plugins
+from connector_sdk.plugins import DISABLED_ENV
 from connectors.fal.simulator import FalSimulator
 from tests.conftest import FAST_RETRIES, CliRunner
 
@@ -51,9 +52,11 @@ NEVER_FOR_READING = [
 ]
 
 
-def probe(home: Path, *args: str, watched: list[str]) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+def probe(
+    home: Path, *args: str, watched: list[str], env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("FAL_", "CONNECTOR_HOST_"))}
-    environment.update({"CONNECTOR_HOST_HOME": str(home), **FAST_RETRIES})
+    environment.update({"CONNECTOR_HOST_HOME": str(home), **FAST_RETRIES, **(env or {})})
     done = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(watched), *args],
         capture_output=True,
@@ -102,11 +105,59 @@ def test_status_of_a_synced_connection_loads_no_plugin(
     assert status["name"] == "prod" and status["rows"] > 0
     assert loaded == []
 
-    # The report names each vendor from its connector's manifest: the plugins load, the HTTP client's users do not run.
-    done, loaded = probe(home, "report", "--format", "json", watched=["rich.progress", "fastapi"])
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["lines"]
+
+def vendors_of(report: subprocess.CompletedProcess[str]) -> set[str]:
+    assert report.returncode == 0, report.stderr
+    return {line["vendor"] for line in json.loads(report.stdout)["lines"]}
+
+
+def test_report_loads_the_plugins_for_the_vendors_names_once_then_reads_them_from_the_home(
+    cli: CliRunner, home: Path, sim: FalSimulator, admin_key: str
+) -> None:
+    connect = ("connect", "fal", "--name", "prod", "--base-url", sim.base_url, "--backfill-days", "1")
+    assert cli(*connect, env={"FAL_KEY": admin_key}).returncode == 0
+    assert cli("sync", "prod").returncode == 0
+    assert not (home / VENDORS_FILE).exists()  # connect and sync need no vendor's name
+
+    # The first report names each vendor from its connector's manifest: the plugins load, HTTP's users do not run.
+    done, loaded = probe(home, "report", "--format", "json", watched=["connectors", "rich.progress", "fastapi"])
+    assert vendors_of(done) == {"fal.ai"}
+    assert "connectors.fal" in loaded and "rich.progress" not in loaded and "fastapi" not in loaded
+    kept = json.loads((home / VENDORS_FILE).read_text())
+    assert kept["vendors"]["fal"] == "fal.ai" and kept["installed"] == installed_plugins()
+
+    # The next ones read the names kept in the home: no plugin, no connector, no HTTP.
+    done, loaded = probe(home, "report", "--format", "json", watched=NEVER_FOR_READING)
+    assert vendors_of(done) == {"fal.ai"}
     assert loaded == []
+
+
+def test_the_vendors_names_kept_in_the_home_follow_the_installed_plugins(
+    cli: CliRunner, home: Path, sim: FalSimulator, admin_key: str
+) -> None:
+    connect = ("connect", "fal", "--name", "prod", "--base-url", sim.base_url, "--backfill-days", "1")
+    assert cli(*connect, env={"FAL_KEY": admin_key}).returncode == 0
+    assert cli("sync", "prod").returncode == 0
+    assert vendors_of(cli("report", "--format", "json")) == {"fal.ai"}
+
+    # Other plugins here (fal disabled): the names kept no longer apply; the connector's id stands for its vendor.
+    disabled = {DISABLED_ENV: "fal"}
+    done, loaded = probe(home, "report", "--format", "json", watched=["connectors"], env=disabled)
+    assert vendors_of(done) == {"fal"}
+    assert "connectors.openai" in loaded
+    assert "fal" not in json.loads((home / VENDORS_FILE).read_text())["vendors"]
+
+    # Back to every plugin: loaded again once, and kept again.
+    done, loaded = probe(home, "report", "--format", "json", watched=["connectors"])
+    assert vendors_of(done) == {"fal.ai"} and "connectors.fal" in loaded
+    done, loaded = probe(home, "report", "--format", "json", watched=["connectors"])
+    assert vendors_of(done) == {"fal.ai"} and loaded == []
+
+    # Names kept by another version in another shape, or a damaged file, are made again from the plugins.
+    for damaged in ('{"installed": [], "vendors": {"fal": "stale"}}', "[1, 2]", '{"vendors": 3}', "not json"):
+        (home / VENDORS_FILE).write_text(damaged)
+        assert vendors_of(cli("report", "--format", "json")) == {"fal.ai"}, damaged
+        assert json.loads((home / VENDORS_FILE).read_text())["vendors"]["fal"] == "fal.ai"
 
 
 def test_a_command_that_needs_a_connector_still_loads_the_plugins(home: Path) -> None:
@@ -151,3 +202,4 @@ def test_names_spelled_out_to_spare_imports_match_their_owners() -> None:
     assert connector_sdk.cli.HOME_ENV == connector_sdk.host.HOME_ENV
     assert connector_sdk.cli.STORE_ENV == connector_sdk.stores.STORE_ENV
     assert connector_sdk.host.LIMIT_ENV == connector_sdk.ratelimit.LIMIT_ENV
+    assert connector_sdk.host.DISABLED_ENV == DISABLED_ENV
