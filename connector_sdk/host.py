@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from connector_sdk import PROJECT_NAME, logs
+from connector_sdk import logs
 from connector_sdk.crypto import CredentialCipher
 from connector_sdk.environment import check_numbers
 from connector_sdk.errors import (
@@ -127,7 +128,7 @@ def merge_report_lines(lines: list[ReportLine]) -> list[ReportLine]:
         if before is None:
             merged[key] = line.model_copy()
             continue
-        merged[key] = ReportLine(
+        merged[key] = ReportLine.model_construct(  # of the store's lines: as the store builds them
             connector=line.connector,
             api_key_label=line.api_key_label,
             currency=line.currency,
@@ -138,16 +139,18 @@ def merge_report_lines(lines: list[ReportLine]) -> list[ReportLine]:
     return sorted(merged.values(), key=lambda line: (-line.cost, line.api_key_label, line.currency, line.connector))
 
 
-def installed_plugins() -> list[list[str]]:
-    """What decides which connectors load and what their manifests say, found without loading any: each
-    ``connector_sdk`` entry point with the name and version of its distribution, and the plugins disabled here."""
-    from importlib.metadata import entry_points  # pydantic has imported it by now: reading the entry points is cheap
-
-    points = [
-        [ep.name, ep.value, ep.dist.name if ep.dist else "", ep.dist.version if ep.dist else ""]
-        for ep in entry_points(group=PROJECT_NAME)
-    ]
-    return [*sorted(points), [DISABLED_ENV, os.environ.get(DISABLED_ENV, "")]]
+def installed_plugins() -> list[list[Any]]:
+    """What tells whether the installed plugins may have changed, found without loading or even listing them (reading
+    every distribution's metadata costs ``report`` a third of its time): each folder Python imports from, with when
+    it last changed (installing, upgrading or removing a distribution there changes it), and the disabled plugins.
+    The folders as a set: ``python -c`` and ``python -m`` name the current folder differently, not other plugins."""
+    folders: list[list[Any]] = []
+    for folder in sorted({os.path.abspath(entry or ".") for entry in sys.path}):
+        try:
+            folders.append([folder, os.stat(folder).st_mtime_ns])
+        except OSError:
+            folders.append([folder, None])
+    return [*folders, [DISABLED_ENV, os.environ.get(DISABLED_ENV, "")]]
 
 
 def _vendors_of(plugins: Plugins) -> dict[str, str]:
@@ -229,11 +232,12 @@ class Host:
         return host
 
     def verify_key(self) -> None:
-        """Decrypt one stored credential: a key that cannot is a local mistake, said before any sync runs."""
+        """Check one stored credential against the key: a key that did not encrypt it is a local mistake, said before
+        any sync runs."""
         for connection in self.store.list_connections():
             token = self.store.get_credential(connection.name)
             if token is not None:
-                self.cipher.decrypt(token)
+                self.cipher.verify(token)
                 return
 
     def close(self) -> None:
@@ -451,10 +455,11 @@ class Host:
         """Each installed connector's vendor, as its manifest names it for people (``fal.ai``), by connector id.
 
         Loading the plugins to read their manifests imports every connector, and costs ``report`` more than the
-        rest of it; so the names are kept in the home (``vendors.json``) beside the installed plugins they came from
-        (:func:`installed_plugins`), and read from there for as long as those stay the same. A home that cannot be
-        written (or opened read-only) keeps none, and a plugin that failed to load is never taken as absent: it is
-        tried again next time.
+        rest of it; so the names are kept in the home (``vendors.json``) beside the state of the folders they were
+        loaded from (:func:`installed_plugins`), and read from there until a distribution is installed, upgraded or
+        removed there, or other plugins are disabled. A home that cannot be written (or opened read-only) keeps none,
+        and a plugin that failed to load is never taken as absent: it is tried again next time. A plugin changed in
+        place without reinstalling it (an editable install's source) keeps its old name until the file is removed.
         """
         if self._plugins is not None or self.home is None:
             return _vendors_of(self.plugins)
@@ -483,7 +488,9 @@ class Host:
         state = connection.state
         if self.store.lease_holder(connection.name, now=self.now()) is not None:
             state = ConnectionState.SYNCING
-        return ConnectionStatus(
+        # Of a connection the store read back and its own counts: built without a validator, as the store builds
+        # the connection, so that status builds none (models.py builds them on first use).
+        return ConnectionStatus.model_construct(
             name=connection.name,
             connector=connection.connector,
             account=connection.account,

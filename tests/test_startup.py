@@ -17,12 +17,14 @@ import connector_sdk.cli
 import connector_sdk.host
 import connector_sdk.ratelimit
 import connector_sdk.stores
-from connector_sdk.host import VENDORS_FILE, Host, installed_plugins
+from connector_sdk.host import VENDORS_FILE, Host
 from connector_sdk.plugins import DISABLED_ENV
 from connectors.fal.simulator import FalSimulator
 from tests.conftest import FAST_RETRIES, CliRunner
+from tests.test_plugins import GOODMOD
 
-# Runs the CLI in this interpreter, then says which of the modules named in argv[1] it imported.
+# Runs the CLI in this interpreter, then says which of the modules named in argv[1] it imported, and which models of
+# connector_sdk.models it built (validated or serialized with).
 PROBE = """
 import json, sys
 from connector_sdk.cli import cli
@@ -32,6 +34,9 @@ try:
 finally:
     loaded = sorted(m for m in sys.modules if m in watched or m.split(".")[0] in watched)
     print("LOADED " + json.dumps(loaded), file=sys.stderr)
+    models = sys.modules.get("connector_sdk.models")
+    built = [n for n, c in vars(models).items() if getattr(c, "__pydantic_complete__", False)] if models else []
+    print("BUILT " + json.dumps(sorted(built)), file=sys.stderr)
 """
 
 NEVER_FOR_READING = [
@@ -66,6 +71,12 @@ def probe(
     )
     (line,) = [line for line in done.stderr.splitlines() if line.startswith("LOADED ")]
     return done, json.loads(line.removeprefix("LOADED "))
+
+
+def built(probed: subprocess.CompletedProcess[str]) -> list[str]:
+    """The models of connector_sdk.models the probed command built."""
+    (line,) = [line for line in probed.stderr.splitlines() if line.startswith("BUILT ")]
+    return json.loads(line.removeprefix("BUILT "))
 
 
 def test_version_imports_neither_the_host_nor_any_library_of_a_command(home: Path) -> None:
@@ -106,6 +117,48 @@ def test_status_of_a_synced_connection_loads_no_plugin(
     assert loaded == []
 
 
+# What reading the store and printing its table needs none of: the key is checked without cryptography, the
+# records come back from the store without a validator (so pydantic's plugin registry, importlib.metadata, is never
+# read), and nothing logs.
+NOT_FOR_A_TABLE = [*NEVER_FOR_READING, "cryptography", "pydantic.plugin._loader", "importlib.metadata", "logging"]
+
+
+def test_status_and_report_of_synced_connections_build_no_model_and_import_no_cryptography(
+    cli: CliRunner, home: Path, sim: FalSimulator, admin_key: str
+) -> None:
+    connect = ("connect", "fal", "--name", "prod", "--base-url", sim.base_url, "--backfill-days", "1")
+    assert cli(*connect, env={"FAL_KEY": admin_key}).returncode == 0
+    assert cli(*connect[:3], "prod-2", *connect[4:], env={"FAL_KEY": admin_key}).returncode == 0  # one account twice
+    assert cli("sync", "--all").returncode == 0
+    assert cli("report").returncode == 0  # keeps the vendors' names
+
+    for command in (("status",), ("status", "prod"), ("report",), ("report", "prod")):
+        done, loaded = probe(home, *command, watched=NOT_FOR_A_TABLE)
+        assert done.returncode == 0, done.stderr
+        assert "prod" in done.stdout or "fal.ai" in done.stdout, command
+        assert loaded == [], command
+        assert built(done) == [], command
+
+
+def test_json_output_imports_no_rich(cli: CliRunner, home: Path, sim: FalSimulator, admin_key: str) -> None:
+    connect = ("connect", "fal", "--name", "prod", "--base-url", sim.base_url, "--backfill-days", "1")
+    assert cli(*connect, env={"FAL_KEY": admin_key}).returncode == 0
+    assert cli("sync", "prod").returncode == 0
+    assert cli("report").returncode == 0
+
+    for command in (("status", "--format", "json"), ("report", "--format", "json")):
+        done, loaded = probe(home, *command, watched=[*NEVER_FOR_READING, "rich", "cryptography"])
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)
+        assert loaded == [], command
+
+    # An error is still said through Rich, in red on a terminal.
+    done, loaded = probe(home, "status", "nope", watched=["rich"])
+    assert done.returncode == 2
+    assert "error: there is no connection named 'nope'" in done.stderr
+    assert "rich.console" in loaded
+
+
 def vendors_of(report: subprocess.CompletedProcess[str]) -> set[str]:
     assert report.returncode == 0, report.stderr
     return {line["vendor"] for line in json.loads(report.stdout)["lines"]}
@@ -123,8 +176,7 @@ def test_report_loads_the_plugins_for_the_vendors_names_once_then_reads_them_fro
     done, loaded = probe(home, "report", "--format", "json", watched=["connectors", "rich.progress", "fastapi"])
     assert vendors_of(done) == {"fal.ai"}
     assert "connectors.fal" in loaded and "rich.progress" not in loaded and "fastapi" not in loaded
-    kept = json.loads((home / VENDORS_FILE).read_text())
-    assert kept["vendors"]["fal"] == "fal.ai" and kept["installed"] == installed_plugins()
+    assert json.loads((home / VENDORS_FILE).read_text())["vendors"]["fal"] == "fal.ai"
 
     # The next ones read the names kept in the home: no plugin, no connector, no HTTP.
     done, loaded = probe(home, "report", "--format", "json", watched=NEVER_FOR_READING)
@@ -158,6 +210,31 @@ def test_the_vendors_names_kept_in_the_home_follow_the_installed_plugins(
         (home / VENDORS_FILE).write_text(damaged)
         assert vendors_of(cli("report", "--format", "json")) == {"fal.ai"}, damaged
         assert json.loads((home / VENDORS_FILE).read_text())["vendors"]["fal"] == "fal.ai"
+
+
+def test_a_plugin_installed_after_the_names_were_kept_is_named_by_the_next_report(
+    cli: CliRunner, home: Path, sim: FalSimulator, admin_key: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "site"
+    folder.mkdir()
+    on_path = {"PYTHONPATH": str(folder)}
+    connect = ("connect", "fal", "--name", "prod", "--base-url", sim.base_url, "--backfill-days", "1")
+    assert cli(*connect, env={"FAL_KEY": admin_key}).returncode == 0
+    assert cli("sync", "prod").returncode == 0
+    assert vendors_of(cli("report", "--format", "json", env=on_path)) == {"fal.ai"}
+    assert "fake" not in json.loads((home / VENDORS_FILE).read_text())["vendors"]
+
+    # Installed as pip would: a module and its dist-info with the entry point, in a folder Python imports from.
+    (folder / "goodmod.py").write_text(GOODMOD)
+    info = folder / "fakeplug-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeplug\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[connector_sdk]\ngood = goodmod\n")
+
+    done, loaded = probe(home, "report", "--format", "json", watched=["goodmod"], env=on_path)
+    assert vendors_of(done) == {"fal.ai"}
+    assert loaded == ["goodmod"]
+    assert json.loads((home / VENDORS_FILE).read_text())["vendors"]["fake"] == "Fake"
 
 
 def test_a_command_that_needs_a_connector_still_loads_the_plugins(home: Path) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
-from rich.table import Table
 
 from connector_sdk.cli.context import (
     Ctx,
@@ -154,6 +153,8 @@ def report(ctx: Ctx, name: str | None, days: int, fmt: str, with_prices: bool) -
             }
         )
         return
+    from rich.table import Table
+
     title = f"Spend {'of ' + name if name else 'of all connections'}, {iso(since)} to {iso(until)} (last {days} days)"
     per_vendor = name is None
     table = Table(*(["vendor"] if per_vendor else []), "API key", "active models", "models", title=title)
