@@ -5,6 +5,7 @@ installed plugins they came from (benchmarks/startup.py measures it; these tests
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import connector_sdk
 import connector_sdk.cli
 import connector_sdk.host
 import connector_sdk.ratelimit
@@ -81,9 +83,14 @@ def built(probed: subprocess.CompletedProcess[str]) -> list[str]:
 
 def test_version_imports_neither_the_host_nor_any_library_of_a_command(home: Path) -> None:
     watched = [*NEVER_FOR_READING, "cryptography", "pydantic", "rich", "sqlite3", "connector_sdk.host"]
-    done, loaded = probe(home, "--version", watched=watched)
-    assert done.stdout.startswith("connector-host, version "), done.stderr
+    done, loaded = probe(home, "--version", watched=[*watched, "importlib.metadata"])
+    assert done.stdout == f"connector-host, version {connector_sdk.__version__}\n", done.stderr
     assert loaded == []
+
+
+def test_the_version_the_package_says_is_the_version_installed() -> None:
+    # The build reads connector_sdk.__version__ (pyproject.toml): --version prints it without reading the metadata.
+    assert importlib.metadata.version("connector-host") == connector_sdk.__version__
 
 
 def test_status_and_report_on_an_empty_store_load_no_plugin(home: Path) -> None:
