@@ -48,7 +48,11 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "python -c pass": ("-c", "pass"),
     "python -c 'import click'": ("-c", "import click"),
     "python -c 'import pydantic'": ("-c", "import pydantic"),
-    "python -c 'import click, pydantic, rich.table'": ("-c", "import click, pydantic, rich.table"),
+    # pydantic imports its models' machinery (BaseModel) and types (SecretStr) on first use, rich.table the console.
+    "python -c 'import click, sqlite3, rich.table; from pydantic import BaseModel, SecretStr'": (
+        "-c",
+        "import click, sqlite3, rich.table; from pydantic import BaseModel, SecretStr",
+    ),
 }
 IMPORT_LINE = re.compile(r"^import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S+)$")
 
@@ -205,15 +209,15 @@ def import_times(home: Path, args: Sequence[str], source: Path | None = None, ru
     return Imports(own, cumulative)
 
 
-def instructions(home: Path, args: Sequence[str], source: Path | None = None) -> int | None:
-    """Instructions one run of the command executes, counted by callgrind (indifferent to the machine's load)."""
+def instructions(argv: Sequence[str], env: dict[str, str]) -> int | None:
+    """Instructions one run of ``argv`` executes, counted by callgrind (indifferent to the machine's load)."""
     if shutil.which("valgrind") is None:
         return None
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "callgrind.out"
         done = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *program(), *args],
-            env=environment(home, source),
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
+            env=env,
             capture_output=True,
             text=True,
         )
@@ -270,11 +274,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         if options.callgrind:
             print()
-            for label, source in sources:
-                for name, args in COMMANDS.items():
-                    count = instructions(home, args, source)
-                    shown = "n/a" if count is None else f"{count / 1e6:,.0f} M"
-                    print(f"`{name}{label}`: {shown} instructions (callgrind)")
+            counted = [
+                (name + label, [*program(), *args], environment(home, source))
+                for label, source in sources
+                for name, args in COMMANDS.items()
+            ]
+            counted += [(name, [sys.executable, *args], environment(home)) for name, args in FLOORS.items()]
+            for name, argv_, env in counted:
+                count = instructions(argv_, env)
+                shown = "n/a" if count is None else f"{count / 1e6:,.0f} M"
+                print(f"`{name}`: {shown} instructions (callgrind)")
 
 
 if __name__ == "__main__":

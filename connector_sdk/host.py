@@ -141,16 +141,22 @@ def merge_report_lines(lines: list[ReportLine]) -> list[ReportLine]:
 
 def installed_plugins() -> list[list[Any]]:
     """What tells whether the installed plugins may have changed, found without loading or even listing them (reading
-    every distribution's metadata costs ``report`` a third of its time): each folder Python imports from, with when
-    it last changed (installing, upgrading or removing a distribution there changes it), and the disabled plugins.
-    The folders as a set: ``python -c`` and ``python -m`` name the current folder differently, not other plugins."""
-    folders: list[list[Any]] = []
-    for folder in sorted({os.path.abspath(entry or ".") for entry in sys.path}):
+    every distribution's metadata costs ``report`` a third of its time): each place on ``sys.path`` that holds
+    distributions (a folder with a ``.dist-info`` or ``.egg-info``, or an archive), with when it last changed
+    (installing, upgrading or removing a distribution there changes it), and the disabled plugins. Places that hold
+    none, such as the folder of the script or the current one, are left out: how the command was started must not
+    make the names be read again."""
+    places: list[list[Any]] = []
+    for place in sorted({os.path.abspath(entry or ".") for entry in sys.path}):
         try:
-            folders.append([folder, os.stat(folder).st_mtime_ns])
-        except OSError:
-            folders.append([folder, None])
-    return [*folders, [DISABLED_ENV, os.environ.get(DISABLED_ENV, "")]]
+            if os.path.isdir(place) and not any(
+                name.endswith((".dist-info", ".egg-info")) for name in os.listdir(place)
+            ):
+                continue
+            places.append([place, os.stat(place).st_mtime_ns])
+        except OSError:  # not there (yet): nothing to find in it
+            continue
+    return [*places, [DISABLED_ENV, os.environ.get(DISABLED_ENV, "")]]
 
 
 def _vendors_of(plugins: Plugins) -> dict[str, str]:
@@ -455,9 +461,9 @@ class Host:
         """Each installed connector's vendor, as its manifest names it for people (``fal.ai``), by connector id.
 
         Loading the plugins to read their manifests imports every connector, and costs ``report`` more than the
-        rest of it; so the names are kept in the home (``vendors.json``) beside the state of the folders they were
-        loaded from (:func:`installed_plugins`), and read from there until a distribution is installed, upgraded or
-        removed there, or other plugins are disabled. A home that cannot be written (or opened read-only) keeps none,
+        rest of it; so the names are kept in the home (``vendors.json``) beside the state of the places Python finds
+        distributions in (:func:`installed_plugins`), and read from there until a distribution is installed, upgraded
+        or removed there, or other plugins are disabled. A home that cannot be written (or opened read-only) keeps none,
         and a plugin that failed to load is never taken as absent: it is tried again next time. A plugin changed in
         place without reinstalling it (an editable install's source) keeps its old name until the file is removed.
         """
