@@ -15,27 +15,21 @@ if TYPE_CHECKING:
     import pluggy
 
     hookimpl: pluggy.HookimplMarker
-    __version__: str
 
 PROJECT_NAME = "connector_sdk"
+# Written here once: the build reads it (pyproject.toml, [tool.hatch.version]), so `--version` prints it without
+# importlib.metadata, which costs that command more than click does.
+__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    """``hookimpl`` and ``__version__``, made on first use: every command imports this package, and pluggy and
-    ``importlib.metadata`` cost more than most commands (``status``, ``report``) do otherwise."""
-    if name == "hookimpl":
-        import pluggy
-
-        value: Any = pluggy.HookimplMarker(PROJECT_NAME)
-    elif name == "__version__":
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            value = version("connector-host")
-        except PackageNotFoundError:  # running from a source tree that was never installed
-            value = "0.0.0"
-    else:
+    """``hookimpl``, made on first use: every command imports this package, and pluggy costs more than most commands
+    (``status``, ``report``) do otherwise."""
+    if name != "hookimpl":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import pluggy
+
+    value = pluggy.HookimplMarker(PROJECT_NAME)
     globals()[name] = value  # made once: every plugin must share the one marker
     return value
 

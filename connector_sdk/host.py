@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +62,8 @@ log = logs.get_logger()
 
 HOME_ENV = "CONNECTOR_HOST_HOME"
 LIMIT_ENV = "CONNECTOR_HOST_MAX_CONCURRENT_PER_HOST"  # ratelimit.LIMIT_ENV, which this module checks at open
+DISABLED_ENV = "CONNECTOR_HOST_DISABLED_PLUGINS"  # plugins.DISABLED_ENV, spelled out to spare importing pluggy
+VENDORS_FILE = "vendors.json"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -135,7 +139,7 @@ def merge_report_lines(lines: list[ReportLine]) -> list[ReportLine]:
         if before is None:
             merged[key] = line.model_copy()
             continue
-        merged[key] = ReportLine(
+        merged[key] = ReportLine.model_construct(  # of the store's lines: as the store builds them
             connector=line.connector,
             api_key_label=line.api_key_label,
             currency=line.currency,
@@ -144,6 +148,30 @@ def merge_report_lines(lines: list[ReportLine]) -> list[ReportLine]:
             row_count=before.row_count + line.row_count,
         )
     return sorted(merged.values(), key=lambda line: (-line.cost, line.api_key_label, line.currency, line.connector))
+
+
+def installed_plugins() -> list[list[Any]]:
+    """What tells whether the installed plugins may have changed, found without loading or even listing them (reading
+    every distribution's metadata costs ``report`` a third of its time): each place on ``sys.path`` that holds
+    distributions (a folder with a ``.dist-info`` or ``.egg-info``, or an archive), with when it last changed
+    (installing, upgrading or removing a distribution there changes it), and the disabled plugins. Places that hold
+    none, such as the folder of the script or the current one, are left out: how the command was started must not
+    make the names be read again."""
+    places: list[list[Any]] = []
+    for place in sorted({os.path.abspath(entry or ".") for entry in sys.path}):
+        try:
+            if os.path.isdir(place) and not any(
+                name.endswith((".dist-info", ".egg-info")) for name in os.listdir(place)
+            ):
+                continue
+            places.append([place, os.stat(place).st_mtime_ns])
+        except OSError:  # not there (yet): nothing to find in it
+            continue
+    return [*places, [DISABLED_ENV, os.environ.get(DISABLED_ENV, "")]]
+
+
+def _vendors_of(plugins: Plugins) -> dict[str, str]:
+    return {connector_id: cls.manifest().display_name for connector_id, cls in plugins.connectors.items()}
 
 
 class Host:
@@ -156,13 +184,19 @@ class Host:
         cipher: CredentialCipher,
         *,
         clock: Callable[[], datetime] = utcnow,
+        home: Path | None = None,
+        read_only: bool = False,
     ) -> None:
-        """``plugins`` None: the installed plugins, loaded from their entry points the first time one is needed."""
+        """``plugins`` None: the installed plugins, loaded from their entry points the first time one is needed.
+        ``home``: where the names of the installed connectors' vendors are kept between commands (none: not kept);
+        ``read_only``: read them there, never write them."""
         self.store = store
         self._plugins = plugins
         self._plugins_lock = threading.Lock()
         self.cipher = cipher
         self.now = clock
+        self.home = home
+        self.read_only = read_only
 
     @property
     def plugins(self) -> Plugins:
@@ -206,7 +240,7 @@ class Host:
         store = open_store(url, home=home, read_only=read_only)
         try:
             cipher = CredentialCipher.for_home(home, create=not read_only)
-            host = cls(store, plugins, cipher, clock=clock)
+            host = cls(store, plugins, cipher, clock=clock, home=home, read_only=read_only)
             if not read_only:
                 host.verify_key()
         except BaseException:
@@ -215,11 +249,12 @@ class Host:
         return host
 
     def verify_key(self) -> None:
-        """Decrypt one stored credential: a key that cannot is a local mistake, said before any sync runs."""
+        """Check one stored credential against the key: a key that did not encrypt it is a local mistake, said before
+        any sync runs."""
         for connection in self.store.list_connections():
             token = self.store.get_credential(connection.name)
             if token is not None:
-                self.cipher.decrypt(token)
+                self.cipher.verify(token)
                 return
 
     def close(self) -> None:
@@ -445,12 +480,46 @@ class Host:
     def connector_class(self, name: str) -> type[Connector]:
         return self.plugins.connector(self.store.get_connection(name).connector)
 
+    def vendor_names(self) -> dict[str, str]:
+        """Each installed connector's vendor, as its manifest names it for people (``fal.ai``), by connector id.
+
+        Loading the plugins to read their manifests imports every connector, and costs ``report`` more than the
+        rest of it; so the names are kept in the home (``vendors.json``) beside the state of the places Python finds
+        distributions in (:func:`installed_plugins`), and read from there until a distribution is installed, upgraded
+        or removed there, or other plugins are disabled. A home that cannot be written (or opened read-only) keeps none,
+        and a plugin that failed to load is never taken as absent: it is tried again next time. A plugin changed in
+        place without reinstalling it (an editable install's source) keeps its old name until the file is removed.
+        """
+        if self._plugins is not None or self.home is None:
+            return _vendors_of(self.plugins)
+        installed = installed_plugins()
+        kept = self.home / VENDORS_FILE
+        try:
+            cached = json.loads(kept.read_text(encoding="utf-8"))
+            if cached["installed"] == installed and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in cached["vendors"].items()
+            ):
+                return dict(cached["vendors"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # none kept yet, or not in this version's shape: made again below
+        vendors = _vendors_of(self.plugins)
+        if not self.plugins.errors and not self.read_only:
+            partial = kept.with_name(f".{VENDORS_FILE}.{os.getpid()}.part")
+            try:
+                partial.write_text(json.dumps({"installed": installed, "vendors": vendors}), encoding="utf-8")
+                os.replace(partial, kept)
+            except OSError:  # a read-only home: the names are read from the plugins each time
+                partial.unlink(missing_ok=True)
+        return vendors
+
     # -- reading -------------------------------------------------------------------------------------------
     def status(self, connection: Connection) -> ConnectionStatus:
         state = connection.state
         if self.store.lease_holder(connection.name, now=self.now()) is not None:
             state = ConnectionState.SYNCING
-        return ConnectionStatus(
+        # Of a connection the store read back and its own counts: built without a validator, as the store builds
+        # the connection, so that status builds none (models.py builds them on first use).
+        return ConnectionStatus.model_construct(
             name=connection.name,
             connector=connection.connector,
             account=connection.account,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
-import logging
 import sys
 import threading
 from types import ModuleType
@@ -15,6 +14,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
+# The standard library's level numbers (logging.DEBUG...), spelled out: status and report never import logging.
+LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 SENSITIVE_KEYS = frozenset({"api_key", "authorization", "password", "secret", "token", "credential", "key_secret"})
 REDACTED = "[redacted]"
 
@@ -67,7 +68,7 @@ def configure_logging(*, level: str = "info", json_output: bool | None = None) -
     """
     if json_output is None:
         json_output = not sys.stderr.isatty()
-    settings = {"threshold": logging.getLevelNamesMapping()[level.upper()], "json_output": json_output}
+    settings = {"threshold": LEVELS[level.upper()], "json_output": json_output}
     for finder in [f for f in sys.meta_path if isinstance(f, _ConfigureOnImport)]:
         sys.meta_path.remove(finder)  # configured again before structlog came: the latest settings win
     if "structlog" in sys.modules:

@@ -1,4 +1,8 @@
-"""Typed records that cross the host's boundaries: configs, rows, pages, connections, runs and manifests."""
+"""Typed records that cross the host's boundaries: configs, rows, pages, connections, runs and manifests.
+
+Every model is built when it first validates or serializes (``defer_build``), not when this module is imported:
+every command imports them all, and ``status`` and ``report``, which read records back from the store, build none.
+"""
 
 from __future__ import annotations
 
@@ -52,7 +56,7 @@ class ConnectorConfig(BaseModel):
     from the rest. The two sync settings live here because the host, not the connector, owns sync windows.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     backfill_days: int = Field(
         30, title="Backfill days", ge=1, le=400, description="How many days of history the first sync collects."
@@ -114,7 +118,7 @@ class RunOutcome(StrEnum):
 class SyncWindow(BaseModel):
     """Whole UTC hours ``[start, end)``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     start: datetime
     end: datetime
@@ -162,7 +166,7 @@ class SyncContext(BaseModel):
     later sync reads it in ``state``, and a sync that fails before committing a page leaves it as it was.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     connector: str
     connection: str
@@ -214,7 +218,7 @@ class UsageRow(BaseModel):
     and ``line_item`` its billing line, verbatim. Money and quantities are exact ``Decimal``s.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     row_id: str
     connector: str
@@ -366,7 +370,7 @@ class Page(BaseModel):
     or drops an hour's usage is mirrored exactly and a page written twice is written once.
     """
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, defer_build=True)
 
     rows: list[UsageRow]
     covers_from: datetime
@@ -377,7 +381,7 @@ class Page(BaseModel):
 class AccountInfo(BaseModel):
     """What a credential check learned: the vendor account's name and anything worth showing beside it."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     account: str
     details: dict[str, Any] = Field(default_factory=dict)
@@ -385,6 +389,8 @@ class AccountInfo(BaseModel):
 
 class Connection(BaseModel):
     """A stored connection, without its credential."""
+
+    model_config = ConfigDict(defer_build=True)
 
     name: str
     connector: str
@@ -400,6 +406,8 @@ class Connection(BaseModel):
 
 
 class StatusChange(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     connection: str
     at: datetime
     old: ConnectionState | None
@@ -408,6 +416,8 @@ class StatusChange(BaseModel):
 
 
 class SyncRun(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     run_id: str
     connection: str
     started_at: datetime
@@ -422,6 +432,8 @@ class SyncRun(BaseModel):
 
 class ConnectionStatus(BaseModel):
     """What ``status`` shows for one connection."""
+
+    model_config = ConfigDict(defer_build=True)
 
     name: str
     connector: str
@@ -444,6 +456,8 @@ class ConnectionStatus(BaseModel):
 class SinkRecord(BaseModel):
     """A sink configured on a connection: where committed rows (and alerts) are delivered."""
 
+    model_config = ConfigDict(defer_build=True)
+
     connection: str
     name: str
     kind: str
@@ -453,6 +467,8 @@ class SinkRecord(BaseModel):
 
 class OutboxItem(BaseModel):
     """A payload waiting for delivery to one sink; delivered at least once, in order, then removed."""
+
+    model_config = ConfigDict(defer_build=True)
 
     id: int
     connection: str
@@ -466,6 +482,8 @@ class OutboxItem(BaseModel):
 
 class Budget(BaseModel):
     """A monthly budget on a connection, optionally narrowed to one API key label or model."""
+
+    model_config = ConfigDict(defer_build=True)
 
     id: int
     connection: str
@@ -488,6 +506,8 @@ class Budget(BaseModel):
 class Alert(BaseModel):
     """A budget threshold crossed or an anomalous day, recorded once with the figures that triggered it."""
 
+    model_config = ConfigDict(defer_build=True)
+
     id: int | None = None
     connection: str
     budget_id: int | None
@@ -508,7 +528,7 @@ class ListedKey(BaseModel):
     came from (``fal /keys``), the evidence a finding quotes. Never carries a secret.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     key_id: str = Field(min_length=1)
     name: str | None = None
@@ -545,6 +565,8 @@ KeyEventKind = Literal["listed", "renamed", "gone", "returned", "changed"]
 class KeyEvent(BaseModel):
     """One change in a key's history on a connection: never deleted, the evidence behind findings."""
 
+    model_config = ConfigDict(defer_build=True)
+
     connection: str
     key_id: str
     at: datetime
@@ -558,6 +580,8 @@ class KeyRecord(BaseModel):
     A key some row names but no listing ever did has ``listed=False`` and ``first_listed_at`` null. Spend counts cost
     rows only; ``*_usage_at`` counts any row (usage rows too). ``last_used_at`` is the vendor's, when it gives one.
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     connection: str
     connector: str
@@ -630,6 +654,8 @@ class Finding(BaseModel):
     ``subject`` is what it is about: a key id, a person (``login_username``, or ``User key`` when the vendor names no
     one) or an account. ``evidence`` holds the figures (money as decimal text, dates as ISO 8601, the listing).
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     id: int | None = None
     connection: str
@@ -711,6 +737,8 @@ class Overview(BaseModel):
 
 
 class Price(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     model: str
     unit_price: Decimal
     unit: str
@@ -724,6 +752,8 @@ class ReportLine(BaseModel):
     Only cost rows count: ``models`` are the models of the label's billed rows (a row without a model adds none)
     and ``row_count`` their number.
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     api_key_label: str
     models: list[str]
@@ -744,7 +774,7 @@ class ReportLine(BaseModel):
 
 
 class ManifestAuthentication(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     type: str
     header: str
@@ -779,7 +809,7 @@ class ManifestAuthentication(BaseModel):
 
 
 class ManifestDataSet(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     name: str
     description: str
@@ -790,7 +820,7 @@ class ManifestDataSet(BaseModel):
 class Manifest(BaseModel):
     """What an admin portal needs to offer a connector and configure a connection of it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     id: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
     display_name: str

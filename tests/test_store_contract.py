@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import sqlite3
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -546,6 +547,69 @@ def test_daily_spend_by_label_sums_one_currency_exactly_per_label_and_utc_day(st
     assert store.daily_spend_by_label("acme", since=hour(0), until=hour(72), currency="EUR") == {
         "User key": {day[1]: Decimal("4")}
     }
+
+
+def budget_rows() -> list[UsageRow]:
+    """Three days of two labels and two models, one of them in euros, with costs past nine decimals."""
+    rows = []
+    for h in range(0, 72, 5):
+        rows.append(usage_row(at=h, label="prod", model="fal-ai/a", cost=f"{h}.000000000001"))
+        rows.append(usage_row(at=h, label="staging", model="fal-ai/b", cost="0.25"))
+        rows.append(usage_row(at=h, label="prod", model="fal-ai/b", currency="EUR", cost="7"))
+    return rows
+
+
+def test_a_budgets_daily_spend_in_any_scope_equals_the_sum_of_its_rows(store: Store) -> None:
+    add(store)
+    store.start_run("acme", "run-1", SyncWindow(start=hour(0), end=hour(72)), now=hour(0))
+    commit(store, budget_rows(), 0, 72)
+    scopes = [(None, None), ("prod", None), (None, "fal-ai/b"), ("prod", "fal-ai/a"), ("prod", "fal-ai/c")]
+
+    def check() -> None:
+        for a, b in [(0, 72), (0, 24), (1, 71), (23, 49), (30, 31)]:
+            for currency in ("USD", "EUR"):
+                for label, model in scopes:
+                    spend = store.daily_spend(
+                        "acme", since=hour(a), until=hour(b), currency=currency, api_key_label=label, model=model
+                    )
+                    truth = brute_force_daily(store, "acme", hour(a), hour(b), currency, label=label, model=model)
+                    assert spend == truth, (a, b, currency, label, model)
+
+    check()  # the days as pages left them, not counted yet
+    store.finish_run("run-1", RunOutcome.SUCCEEDED, None, now=hour(72))
+    check()  # every day counted into the daily totals
+    assert store.daily_spend("acme", since=hour(0), until=hour(24), currency="USD", api_key_label="prod") == {
+        hour(0).strftime("%Y-%m-%d"): Decimal("50.000000000005")
+    }
+
+
+def test_sqlite_reads_a_budgets_whole_days_from_the_daily_totals_as_the_chart_and_the_report_do(
+    tmp_path: Path,
+) -> None:
+    file = tmp_path / "store.db"
+    store = open_store(f"sqlite:///{file}", home=tmp_path)
+    add(store)
+    store.start_run("acme", "run-1", SyncWindow(start=hour(0), end=hour(72)), now=hour(0))
+    commit(store, budget_rows(), 0, 72)
+    store.finish_run("run-1", RunOutcome.SUCCEEDED, None, now=hour(72))
+    days = [hour(h).strftime("%Y-%m-%d") for h in (0, 24, 48)]
+    before = store.daily_spend("acme", since=hour(0), until=hour(72), currency="USD", model="fal-ai/a")
+    partial = store.daily_spend("acme", since=hour(1), until=hour(71), currency="USD", model="fal-ai/a")
+
+    # One unit added to every counted total, behind the store's back, shows where each day is read from.
+    with sqlite3.connect(file) as db:
+        db.execute("UPDATE usage_daily SET cost_units = cost_units + 1")
+    db.close()
+    after = store.daily_spend("acme", since=hour(0), until=hour(72), currency="USD", model="fal-ai/a")
+    assert after == {day: before[day] + 1 for day in days}  # whole days: from the totals
+    assert store.daily_spend("acme", since=hour(1), until=hour(71), currency="USD", model="fal-ai/a") == {
+        days[0]: partial[days[0]],  # a part of a day: from the rows
+        days[1]: partial[days[1]] + 1,
+        days[2]: partial[days[2]],
+    }
+    chart = store.daily_spend_by_label("acme", since=hour(0), until=hour(72), currency="USD")
+    assert chart["prod"] == after  # prod's USD rows are all fal-ai/a: the chart reads the same totals
+    store.close()
 
 
 def test_the_report_sums_exactly_per_label_and_currency(store: Store) -> None:

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
-from rich.table import Table
 
 from connector_sdk.cli.context import (
     EXIT_FOR_OUTCOME,
@@ -326,6 +325,8 @@ def status(ctx: Ctx, name: str | None, fmt: str) -> None:
         installed = ", ".join(sorted(host.plugins.connectors)) or "none installed"
         out.print(f"No connections yet. Add one with `connector-host connect CONNECTOR --name NAME` ({installed}).")
         return
+    from rich.table import Table
+
     table = Table(
         "connection", "account", "state", "last sync", "last success", "watermark", "next sync", "rows", "sink backlog"
     )

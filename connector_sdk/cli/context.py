@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-from rich.console import Console
-from rich.text import Text
 
 from connector_sdk.errors import ConfigError, ConnectorHostError
 from connector_sdk.host import Host, store_is_writable
 from connector_sdk.models import RunOutcome, SyncRun, decimal_text, iso
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from connector_sdk.sync import Progress as SyncProgress
 
 EXIT_FOR_OUTCOME = {
@@ -31,12 +31,37 @@ EXIT_FOR_OUTCOME = {
     RunOutcome.CANCELLED: 1,
 }
 
+
+class LazyConsole:
+    """A Rich console made when a command first prints through it: one that prints JSON (``status --format json``)
+    never imports Rich, whose console costs such a command more than its queries do."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # not made by __init__ (a copy): never Rich's
+            raise AttributeError(name)
+        return getattr(self.console, name)
+
+
 # Off a terminal Rich would assume 80 columns; tables of timestamps and model ids need more.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = LazyConsole(highlight=False, width=None if sys.stdout.isatty() else 160)
+err = LazyConsole(stderr=True, highlight=False, soft_wrap=True)
 
 
 def fail(message: str, code: int) -> NoReturn:
+    from rich.text import Text
+
     err.print(Text.assemble(("error: ", "bold red"), message))
     sys.exit(code)
 
@@ -164,7 +189,7 @@ def progress_bar(enabled: bool) -> Iterator[Callable[[SyncProgress], None] | Non
         TextColumn("{task.fields[rows]} rows"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=err, transient=True) as bar:
+    with Progress(*columns, console=err.console, transient=True) as bar:
         tasks: dict[str, Any] = {}
 
         def update(p: SyncProgress) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
-from rich.table import Table
 
 from connector_sdk.cli.context import (
     Ctx,
@@ -25,7 +24,7 @@ from connector_sdk.cli.context import (
     pass_ctx,
     pick_connection,
 )
-from connector_sdk.errors import ConfigError, UnknownConnector
+from connector_sdk.errors import ConfigError
 from connector_sdk.host import Host, SharedAccount
 from connector_sdk.models import ROW_FIELDS, ReportLine, UsageRow, decimal_text, iso
 
@@ -130,7 +129,8 @@ def report(ctx: Ctx, name: str | None, days: int, fmt: str, with_prices: bool) -
     with handled(), ctx.host() as host:
         since, until, lines = host.report(name, days=days)
         shared = host.shared_accounts() if name is None else []
-        vendors = {line.connector: vendor_name(host, line.connector) for line in lines}
+        names = host.vendor_names() if lines else {}
+        vendors = {line.connector: names.get(line.connector, line.connector) for line in lines}
         if with_prices and lines:
             current = host.prices(pick_connection(host, name), sorted({m for line in lines for m in line.models}))
     if name is None:  # grouped by vendor, then highest cost first, as the store orders them
@@ -153,6 +153,8 @@ def report(ctx: Ctx, name: str | None, days: int, fmt: str, with_prices: bool) -
             }
         )
         return
+    from rich.table import Table
+
     title = f"Spend {'of ' + name if name else 'of all connections'}, {iso(since)} to {iso(until)} (last {days} days)"
     per_vendor = name is None
     table = Table(*(["vendor"] if per_vendor else []), "API key", "active models", "models", title=title)
@@ -189,10 +191,7 @@ def report(ctx: Ctx, name: str | None, days: int, fmt: str, with_prices: bool) -
 
 def vendor_name(host: Host, connector: str) -> str:
     """The vendor a connector reads, as its manifest names it for people (its id if it is not installed)."""
-    try:
-        return host.plugins.connector(connector).manifest().display_name
-    except UnknownConnector:
-        return connector
+    return host.vendor_names().get(connector, connector)
 
 
 def _by_vendor(lines: list[ReportLine], vendors: dict[str, str]) -> list[tuple[str, str, list[ReportLine]]]:

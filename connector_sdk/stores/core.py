@@ -278,7 +278,11 @@ class SQLStore(Store):
 
     def _connection(self, row: Sequence[Any]) -> Connection:
         fields = self._fields(CONNECTION_FIELDS, row)
-        return Connection(**{**fields, "config": self._unjson(fields["config"])})
+        # Read back as this store wrote it: not validated again (rows are not either, see usage_rows), so that a
+        # command that only reads never builds the model's validator (models.py builds them on first use).
+        return Connection.model_construct(
+            **{**fields, "state": ConnectionState(fields["state"]), "config": self._unjson(fields["config"])}
+        )
 
     def add_connection(
         self, *, name: str, connector: str, config: dict[str, Any], credential: bytes, account: str, now: datetime
@@ -606,8 +610,8 @@ class SQLStore(Store):
             if model is not None:  # a billed row without a model adds its cost, not a model
                 models.add(model)
             groups[connector, label, currency] = (models, rows + count, EXACT.add(total, cost))
-        lines = [
-            ReportLine(
+        lines = [  # of exact sums of stored rows: built as they are, like a connection (_connection)
+            ReportLine.model_construct(
                 connector=connector,
                 api_key_label=label,
                 currency=currency,

@@ -6,6 +6,7 @@ Whatever arrives, the host answers with one of its own errors (a ``ResponseError
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import string
@@ -660,6 +661,64 @@ def test_a_corrupted_credential_is_a_store_error_never_garbage(
 def test_arbitrary_bytes_as_a_credential_are_a_store_error(token: bytes) -> None:
     with pytest.raises(StoreError):
         CIPHER.decrypt(token)
+
+
+def outcome(step: Callable[[bytes], object], token: bytes) -> str:
+    """``ok``, or the message of the StoreError ``step`` raised."""
+    try:
+        step(token)
+    except StoreError as error:
+        return str(error)
+    return "ok"
+
+
+@FUZZ
+@given(
+    secrets=secret_dicts,
+    how=st.sampled_from(sorted(corruptions)),
+    where=st.integers(0, 10_000),
+    byte=st.integers(0, 255),
+)
+def test_checking_a_credential_against_the_key_agrees_with_decrypting_it(
+    secrets: dict[str, str], how: str, where: int, byte: int
+) -> None:
+    # Opening a home checks the key without cryptography (verify): it must accept exactly what decrypt accepts.
+    token = CIPHER.encrypt(secrets)
+    for candidate in (token, corruptions[how](token, where % len(token), byte)):
+        for cipher in (CIPHER, OTHER_CIPHER):
+            assert outcome(cipher.verify, candidate) == outcome(cipher.decrypt, candidate)
+
+
+@FUZZ
+@given(token=st.binary(max_size=300))
+def test_arbitrary_bytes_fail_the_check_as_they_fail_decryption(token: bytes) -> None:
+    assert outcome(CIPHER.verify, token) == outcome(CIPHER.decrypt, token) != "ok"
+
+
+@FUZZ
+@given(
+    key=st.one_of(
+        st.binary(max_size=60),
+        st.text(max_size=60),
+        st.binary(min_size=30, max_size=34).map(base64.urlsafe_b64encode),
+        st.binary(min_size=32, max_size=32).map(lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=")),
+        st.binary(min_size=32, max_size=32).map(lambda raw: base64.urlsafe_b64encode(raw).decode() + " "),
+        st.binary(min_size=32, max_size=32).map(base64.standard_b64encode),
+    )
+)
+def test_a_key_is_refused_exactly_when_fernet_refuses_it(key: bytes | str) -> None:
+    try:
+        Fernet(key)
+    except (ValueError, TypeError):
+        fernet_takes_it = False
+    else:
+        fernet_takes_it = True
+    try:
+        CredentialCipher(key)  # type: ignore[arg-type]
+    except StoreError:
+        assert not fernet_takes_it
+    else:
+        assert fernet_takes_it
 
 
 def test_an_unusable_encryption_key_is_a_store_error(tmp_path: Path) -> None:
