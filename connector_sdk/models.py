@@ -693,6 +693,8 @@ class KeyListingInfo(BaseModel):
     """When a connection's keys were listed: its first listing (the baseline, which opens no new-key finding) and
     its last, and how many listings were recorded."""
 
+    model_config = ConfigDict(defer_build=True)
+
     connection: str
     first_listed_at: datetime
     last_listed_at: datetime
@@ -702,6 +704,8 @@ class KeyListingInfo(BaseModel):
 class SpendLine(BaseModel):
     """One group of an overview (a vendor, a key, a person or a model) in one currency, this period and the one
     before it. ``change_percent`` is ``None`` when the previous period had nothing to compare with."""
+
+    model_config = ConfigDict(defer_build=True)
 
     key: str
     label: str
@@ -722,6 +726,8 @@ class Overview(BaseModel):
     connection whose rows are freshest (as :meth:`Host.report` counts it), so ``totals`` equal the report's.
     ``by_person`` is web-UI spend (rows no API key accounts for), named where the vendor names the person.
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     days: int
     since: datetime
@@ -819,6 +825,8 @@ class ManifestDataSet(BaseModel):
 
 class Manifest(BaseModel):
     """What an admin portal needs to offer a connector and configure a connection of it."""
+
+    model_config = ConfigDict(defer_build=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 

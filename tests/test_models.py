@@ -26,3 +26,20 @@ def test_decimal_text_is_plain_exact_and_without_trailing_zeros(value: Decimal) 
     assert PLAIN.fullmatch(text), text
     assert Decimal(text) == value
     assert text != "-0"
+
+
+def test_every_record_is_built_on_first_use_not_at_import() -> None:
+    # Commands that only read the store (status, report) import this module; a model built at import costs them.
+    import inspect
+
+    import pydantic
+
+    import connector_sdk.models as models
+
+    records = [
+        value
+        for value in vars(models).values()
+        if inspect.isclass(value) and issubclass(value, pydantic.BaseModel) and value.__module__ == models.__name__
+    ]
+    assert len(records) > 20
+    assert [r.__name__ for r in records if not r.model_config.get("defer_build")] == []
