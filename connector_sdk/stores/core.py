@@ -169,8 +169,11 @@ class SQLStore(Store):
         return page.rows
 
     @abstractmethod
-    def _put_rows(self, db: Handle, name: str, page: Page, values: Any) -> None:
+    def _put_rows(self, db: Handle, name: str, run_id: str, page: Page, values: Any) -> None:
         """Upsert a page's rows (the page's window was emptied just before) in the page's transaction."""
+
+    def _page_failed(self, run_id: str) -> None:
+        """A page of the run failed to commit (its transaction was rolled back)."""
 
     def _finishing_run(self, db: Handle, run_id: str) -> None:
         """Work at the end of a run, in the transaction that closes it."""
@@ -435,26 +438,32 @@ class SQLStore(Store):
         state: Mapping[str, Any] | None = None,
     ) -> None:
         values = self._page_values(page)
-        with self._write() as db:
-            # Locked where the backend locks rows: two commits to one connection must not interleave their
-            # deletes and inserts.
-            self._require(db, name, lock=True)
-            if state is not None:
-                db.execute("UPDATE connections SET connector_state = ? WHERE name = ?", (self._json(dict(state)), name))
-            db.execute(
-                "DELETE FROM usage_rows WHERE connection = ? AND period_start >= ? AND period_start < ?",
-                (name, self._ts(page.covers_from), self._ts(page.complete_through)),
-            )
-            self._put_rows(db, name, page, values)
-            db.execute(
-                "UPDATE connections SET watermark = ? WHERE name = ? AND (watermark IS NULL OR watermark < ?)",
-                (self._ts(watermark), name, self._ts(watermark)),
-            )
-            db.execute(
-                "UPDATE sync_runs SET rows_written = rows_written + ?, pages = pages + 1 WHERE run_id = ?",
-                (len(page.rows), run_id),
-            )
-            self._enqueue(db, name, outbox, now or watermark)
+        try:
+            with self._write() as db:
+                # Locked where the backend locks rows: two commits to one connection must not interleave their
+                # deletes and inserts.
+                self._require(db, name, lock=True)
+                if state is not None:
+                    db.execute(
+                        "UPDATE connections SET connector_state = ? WHERE name = ?", (self._json(dict(state)), name)
+                    )
+                db.execute(
+                    "DELETE FROM usage_rows WHERE connection = ? AND period_start >= ? AND period_start < ?",
+                    (name, self._ts(page.covers_from), self._ts(page.complete_through)),
+                )
+                self._put_rows(db, name, run_id, page, values)
+                db.execute(
+                    "UPDATE connections SET watermark = ? WHERE name = ? AND (watermark IS NULL OR watermark < ?)",
+                    (self._ts(watermark), name, self._ts(watermark)),
+                )
+                db.execute(
+                    "UPDATE sync_runs SET rows_written = rows_written + ?, pages = pages + 1 WHERE run_id = ?",
+                    (page.row_count, run_id),
+                )
+                self._enqueue(db, name, outbox, now or watermark)
+        except BaseException:
+            self._page_failed(run_id)
+            raise
 
     def connector_state(self, name: str) -> dict[str, Any]:
         with self._read() as db:
