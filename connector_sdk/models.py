@@ -350,8 +350,17 @@ def _add(first: Decimal | None, second: Decimal | None) -> Decimal | None:
 
 
 # -- rows in stored form ---------------------------------------------------------------------------------------
-STORED_FIELDS: tuple[str, ...] = (*ROW_FIELDS, "cost_nanos")
-"""The values of a row in stored form, in order: every field of :data:`ROW_FIELDS`, then ``cost_nanos``."""
+SHARED_FIELDS: tuple[str, ...] = (
+    "period_start", "period_end", "currency", "connector", "connection", "account", "synced_at", "kind",
+    "workspace_id", "workspace_name", "line_item",
+)  # fmt: skip
+"""The fields that rows next to each other usually share: their period and currency, whose rows they are, when they
+were synced, what they count."""
+STORED_FIELDS: tuple[str, ...] = (
+    *(name for name in ROW_FIELDS if name not in SHARED_FIELDS), "cost_nanos", *SHARED_FIELDS
+)  # fmt: skip
+"""The values of a row in stored form, in order: each field of :data:`ROW_FIELDS` and ``cost_nanos``, those rows
+usually share last (:data:`SHARED_FIELDS`), so that a store can take the others as one slice."""
 
 StoredRow = tuple[Any, ...]
 """A row as the stores write it, one value per :data:`STORED_FIELDS`: instants as ISO text (:func:`iso`), money and
@@ -368,7 +377,9 @@ ZEROS = tuple("0" * (9 - n) for n in range(10))
 _STORED_MONEY = tuple(STORED_FIELDS.index(name) for name in MONEY_FIELDS)
 _STORED_TIMES = tuple(STORED_FIELDS.index(name) for name in TIME_FIELDS)
 _COST = STORED_FIELDS.index("cost")
+_COST_NANOS = STORED_FIELDS.index("cost_nanos")
 _ROW_ID = STORED_FIELDS.index("row_id")
+_STORED_FROM_ROW = itemgetter(*(name for name in STORED_FIELDS if name != "cost_nanos"))  # of a row's __dict__
 _PERIOD = itemgetter(STORED_FIELDS.index("period_start"), STORED_FIELDS.index("period_end"))
 _SUMMED_STORED = tuple(STORED_FIELDS.index(name) for name in _SUMMED)
 
@@ -423,13 +434,14 @@ def stored_rows(rows: Iterable[UsageRow]) -> list[StoredRow]:
     times = Converted(iso)
     out = []
     for row in rows:
-        values = list(_row_values(row.__dict__))
+        values = list(_STORED_FROM_ROW(row.__dict__))
+        values.insert(_COST_NANOS, None)
         for i in _STORED_MONEY:
             if (amount := values[i]) is not None:
                 values[i] = amount_text(amount)
         for i in _STORED_TIMES:
             values[i] = times[values[i]]
-        values.append(nanos_of_text(values[_COST]))
+        values[_COST_NANOS] = nanos_of_text(values[_COST])
         out.append(tuple(values))
     return out
 
@@ -440,7 +452,8 @@ def rows_from_stored(values: Iterable[StoredRow]) -> list[UsageRow]:
     trusted = UsageRow.trusted
     out = []
     for stored in values:
-        fields = dict(zip(ROW_FIELDS, stored[:-1], strict=True))  # cost_nanos, the last value, is no field
+        fields = dict(zip(STORED_FIELDS, stored, strict=True))
+        del fields["cost_nanos"]  # a value of the stored form only
         for name in MONEY_FIELDS:
             if (text := fields[name]) is not None:
                 fields[name] = Decimal(text)
@@ -463,13 +476,12 @@ def merge_stored_duplicates(values: list[StoredRow]) -> list[StoredRow]:
                 first, second = (None if v[i] is None else Decimal(v[i]) for v in (seen, stored))
                 total = _add(first, second)
                 merged[i] = None if total is None else amount_text(total)
-            merged[-1] = nanos_of_text(merged[_COST])
+            merged[_COST_NANOS] = nanos_of_text(merged[_COST])
             stored = tuple(merged)
         by_id[stored[_ROW_ID]] = stored
     return list(by_id.values())
 
 
-_row_values = itemgetter(*ROW_FIELDS)  # of a row's __dict__: a third of the time attribute access takes
 _ROWS: TypeAdapter[list[UsageRow]] = TypeAdapter(list[UsageRow])
 
 

@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
+from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 from connector_sdk.errors import StoreError
 from connector_sdk.models import (
     HOUR,
+    SHARED_FIELDS,
     STORED_FIELDS,
     Converted,
     Page,
@@ -36,7 +38,7 @@ from connector_sdk.models import (
     iso,
     nanos_of_text,
 )
-from connector_sdk.stores.core import ROW_COLUMNS, Handle, Keys, Only, Spend, SQLStore, usage_rows
+from connector_sdk.stores.core import Handle, Keys, Only, Spend, SQLStore, usage_rows
 from connector_sdk.stores.migrations import LATEST_VERSION
 
 
@@ -205,25 +207,20 @@ class _DecimalSum:
 
 
 def _upsert_rows(values: Sequence[str]) -> str:
-    """The upsert of usage rows given the SQL of each value (a ``?`` where it is bound)."""
+    """The upsert of rows in stored form given the SQL of each value (a ``?`` where it is bound)."""
     return (
-        f"INSERT INTO usage_rows ({ROW_COLUMNS}, cost_nanos) VALUES ({', '.join(values)}) "
+        f"INSERT INTO usage_rows ({', '.join(STORED_FIELDS)}) VALUES ({', '.join(values)}) "
         "ON CONFLICT (connection, period_start, row_id) DO UPDATE SET "
-        + ", ".join(f"{f} = excluded.{f}" for f in STORED_FIELDS[1:])
+        + ", ".join(f"{f} = excluded.{f}" for f in STORED_FIELDS if f != "row_id")
     )
 
 
 UPSERT_ROWS = _upsert_rows(["?"] * len(STORED_FIELDS))
-# Binding a value costs sqlite3 more than anything else an insert does. The values a page's rows usually share (who
-# and when: a connection's name, its sync's time, no workspace) are written into the statement instead, once.
-_SHARED = tuple(
-    STORED_FIELDS.index(name)
-    for name in (
-        "connector", "connection", "account", "synced_at", "kind", "workspace_id", "workspace_name", "line_item"
-    )
-)  # fmt: skip
-_SHARED_VALUES = itemgetter(*_SHARED)
-_OWN_VALUES = itemgetter(*(i for i in range(len(STORED_FIELDS)) if i not in _SHARED))
+# Binding a value costs sqlite3 more than anything else an insert does. The values rows next to each other usually
+# share (an hour, a connection, its sync's time, no workspace) are written into the statement instead, once.
+_OWN = len(STORED_FIELDS) - len(SHARED_FIELDS)
+_SHARED_VALUES = itemgetter(slice(_OWN, None))
+_OWN_VALUES = itemgetter(slice(_OWN))
 
 
 def _literal(value: Any) -> str | None:
@@ -235,24 +232,25 @@ def _literal(value: Any) -> str | None:
     return "'" + value.replace("'", "''") + "'"
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)
 def _upsert_shared(shared: tuple[Any, ...]) -> str | None:
-    """The upsert of rows that share ``shared`` (the values at :data:`_SHARED`), those written in; ``None`` when one
-    of them cannot be written as a literal."""
-    literals = dict(zip(_SHARED, map(_literal, shared), strict=True))
-    if None in literals.values():
+    """The upsert of rows that share ``shared`` (their values of :data:`SHARED_FIELDS`), those written in; ``None``
+    when one of them cannot be written as a literal."""
+    literals = list(map(_literal, shared))
+    if None in literals:
         return None
-    return _upsert_rows([literals.get(i, "?") for i in range(len(STORED_FIELDS))])
+    return _upsert_rows(["?"] * _OWN + literals)
 
 
 def _put(db: Handle, values: list[StoredRow]) -> None:
-    """Upsert rows in stored form."""
-    shared = set(map(_SHARED_VALUES, values))
-    statement = _upsert_shared(shared.pop()) if len(shared) == 1 else None
-    if statement is None:
-        db.executemany(UPSERT_ROWS, values)
-    else:
-        db.executemany(statement, map(_OWN_VALUES, values))
+    """Upsert rows in stored form: each run of rows that share their values of :data:`SHARED_FIELDS` (an hour of
+    a connection's sync, as a fast reader makes them) with one statement that has those values written in."""
+    for shared, rows in groupby(values, _SHARED_VALUES):
+        statement = _upsert_shared(shared)
+        if statement is None:
+            db.executemany(UPSERT_ROWS, rows)
+        else:
+            db.executemany(statement, map(_OWN_VALUES, rows))
 
 
 # sqlite3 binds None through its adapter registry: finding no adapter for it raises and clears two AttributeErrors

@@ -9,15 +9,16 @@ so the fast path never accepts what the exact one refuses.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from hashlib import sha256
 from itertools import chain, repeat
-from operator import add, attrgetter, itemgetter, methodcaller
+from operator import add, itemgetter, methodcaller
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
+from msgspec.structs import astuple
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from connector_sdk.errors import ResponseError
@@ -188,7 +189,8 @@ class _Who(msgspec.Struct):
 class _Item(msgspec.Struct):
     # Numbers stay their JSON text (msgspec checks its grammar): that text is what the store keeps, so no Decimal is
     # made on the way, and a JSON string in a number's place still starts with a quote, for the exact reader to refuse.
-    # An absent optional number reads as null, like a null one (msgspec.Raw takes no union with None).
+    # An absent optional number reads as null, like a null one (msgspec.Raw takes no union with None). The reader
+    # takes the fields in this order (astuple).
     endpoint_id: str
     unit: str
     currency: str
@@ -239,19 +241,17 @@ _SHAPES = bytes(
 )
 _TOO_LONG = b"d" * (MAX_DIGITS + 1)
 _NULLS = {"null": None}
-_WHO = attrgetter("auth_method_structured")
-_ITEM_FIELDS = {name: attrgetter(name) for name in ("endpoint_id", "unit", "currency", *_NUMBERS)}
 _HEX = methodcaller("hexdigest")
 _ROW_ID = itemgetter(slice(32))  # the first 32 hex digits, as UsageRow.natural_key_id keeps them
 _TAIL_KEY, _KEY_ID, _LABEL, _LOGIN = (itemgetter(i) for i in range(4))
 _WHO_DECODER = msgspec.json.Decoder(_Who)
 
 
-def _numbers(items: list[_Item], name: str, *, optional: bool) -> tuple[list[Any], bytes]:
+def _numbers(raws: Sequence[msgspec.Raw], *, optional: bool) -> tuple[list[Any], bytes]:
     """The text of one number of every item, as the store keeps it (``None`` for an optional one absent or null),
     when the exact reader would take every one of them; and the shape of the numbers (:data:`_SHAPES`)."""
-    joined = b"\x1f".join(map(_ITEM_FIELDS[name], items))  # the numbers' JSON text, one after the other
-    texts: list[Any] = joined.decode().split("\x1f") if items else []
+    joined = b"\x1f".join(raws)  # the numbers' JSON text, one after the other
+    texts: list[Any] = joined.decode().split("\x1f") if raws else []
     if optional and b"null" in joined:
         texts = list(map(_NULLS.get, texts, texts))
         joined = joined.replace(b"null", b"")
@@ -329,13 +329,17 @@ class UsageReader:
             heads.append(repeat(f"{context.connection}\x1f{start}\x1f".encode(), count))
             items.extend(bucket.results)
 
-        quantities, _ = _numbers(items, "quantity", optional=False)
-        prices, _ = _numbers(items, "unit_price", optional=False)
-        discounts_pct, _ = _numbers(items, "percent_discount", optional=True)
-        subtotals, _ = _numbers(items, "cost_subtotal", optional=True)
-        discounts, _ = _numbers(items, "cost_discount", optional=True)
-        totals, shape = _numbers(items, "cost_total", optional=True)
-        costs, _ = _numbers(items, "cost", optional=True)
+        # The page's items as columns (_Item's fields in order), each a tuple of every item's value.
+        models, units, currencies, sources, *numbers, _auth_method = (
+            zip(*map(astuple, items), strict=True) if items else [()] * len(_Item.__struct_fields__)
+        )
+        quantities, _ = _numbers(numbers[0], optional=False)
+        prices, _ = _numbers(numbers[1], optional=False)
+        discounts_pct, _ = _numbers(numbers[2], optional=True)
+        subtotals, _ = _numbers(numbers[3], optional=True)
+        discounts, _ = _numbers(numbers[4], optional=True)
+        totals, shape = _numbers(numbers[5], optional=True)
+        costs, _ = _numbers(numbers[6], optional=True)
         if None in totals:  # cost_total, else cost; and one of them there
             totals = [cost if total is None else total for total, cost in zip(totals, costs, strict=True)]
             shape = b"x"
@@ -351,10 +355,7 @@ class UsageReader:
 
         # What a source (its key, login and name), model and price give a row, made once per combination: the
         # source's JSON text stands for it, so an item's source is read only the first time it is seen.
-        models, units, currencies = (
-            list(map(_ITEM_FIELDS[name], items)) for name in ("endpoint_id", "unit", "currency")
-        )
-        signatures = list(zip(map(bytes, map(_WHO, items)), models, units, prices, discounts_pct, strict=True))
+        signatures = list(zip(map(bytes, sources), models, units, prices, discounts_pct, strict=True))
         tails = self._tails
         if len(tails) > self.CACHE_LIMIT:
             tails.clear()
@@ -365,14 +366,9 @@ class UsageReader:
                     tail = tails.get(signatures[i]) or self._tail(signatures[i])
                     found[i] = tails[signatures[i]] = tail
         row_ids = map(_ROW_ID, map(_HEX, map(sha256, map(add, chain.from_iterable(heads), map(_TAIL_KEY, found)))))
-        rows = list(
+        rows = list(  # in stored form: STORED_FIELDS in order
             zip(
                 row_ids,
-                repeat(context.connector),
-                repeat(context.connection),
-                repeat(context.account),
-                chain.from_iterable(starts),
-                chain.from_iterable(ends),
                 map(_KEY_ID, found),
                 map(_LABEL, found),
                 map(_LOGIN, found),
@@ -384,13 +380,18 @@ class UsageReader:
                 subtotals,
                 discounts,
                 totals,
+                _cost_nanos(totals, shape),
+                chain.from_iterable(starts),
+                chain.from_iterable(ends),
                 currencies,
+                repeat(context.connector),
+                repeat(context.connection),
+                repeat(context.account),
                 repeat(iso(context.synced_at)),
                 repeat("cost"),
                 repeat(None),
                 repeat(None),
                 repeat(None),
-                _cost_nanos(totals, shape),
             )
         )
         buckets, done = [], 0
