@@ -503,6 +503,7 @@ class Page(BaseModel):
     requests: int = 0
     _rows: list[UsageRow] | None = PrivateAttr(None)
     _stored: list[StoredRow] | None = PrivateAttr(None)
+    _periods: set[tuple[datetime, datetime]] | None = PrivateAttr(None)
 
     def __init__(
         self, rows: list[UsageRow] | None = None, *, stored: list[StoredRow] | None = None, **fields: Any
@@ -536,9 +537,12 @@ class Page(BaseModel):
 
     def periods(self) -> set[tuple[datetime, datetime]]:
         """The distinct periods (start, end) of the page's rows: what the host checks against the page's range."""
-        if self._rows is not None:
-            return {(row.period_start, row.period_end) for row in self._rows}
-        return {(instant(start), instant(end)) for start, end in set(map(_PERIOD, self._stored or ()))}
+        if self._periods is None:
+            if self._rows is not None:
+                self._periods = {(row.period_start, row.period_end) for row in self._rows}
+            else:
+                self._periods = {(instant(start), instant(end)) for start, end in set(map(_PERIOD, self._stored or ()))}
+        return self._periods
 
 
 class AccountInfo(BaseModel):
