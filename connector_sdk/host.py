@@ -267,6 +267,10 @@ class Host:
         self.close()
 
     # -- events --------------------------------------------------------------------------------------------
+    def listens(self, hook_name: str) -> bool:
+        """Whether any plugin listens to an event: what it would be given need not be made otherwise."""
+        return bool(getattr(self.plugins.hook, hook_name).get_hookimpls())
+
     def fire(self, hook_name: str, **kwargs: Any) -> None:
         """Call every listener of an event; one that raises is logged and the others still run."""
         for impl in getattr(self.plugins.hook, hook_name).get_hookimpls():

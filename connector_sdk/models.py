@@ -10,14 +10,24 @@ import decimal
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 
 HOUR = timedelta(hours=1)
 #: Adds sums of exact decimals without rounding, whatever their number of digits (money is never rounded).
@@ -363,19 +373,200 @@ def _add(first: Decimal | None, second: Decimal | None) -> Decimal | None:
     return first if second is None else first + second
 
 
+# -- rows in stored form ---------------------------------------------------------------------------------------
+SHARED_FIELDS: tuple[str, ...] = (
+    "period_start", "period_end", "currency", "connector", "connection", "account", "synced_at", "kind",
+    "workspace_id", "workspace_name", "line_item",
+)  # fmt: skip
+"""The fields that rows next to each other usually share: their period and currency, whose rows they are, when they
+were synced, what they count."""
+STORED_FIELDS: tuple[str, ...] = (
+    *(name for name in ROW_FIELDS if name not in SHARED_FIELDS), "cost_nanos", *SHARED_FIELDS
+)  # fmt: skip
+"""The values of a row in stored form, in order: each field of :data:`ROW_FIELDS` and ``cost_nanos``, those rows
+usually share last (:data:`SHARED_FIELDS`), so that a store can take the others as one slice."""
+
+StoredRow = tuple[Any, ...]
+"""A row as the stores write it, one value per :data:`STORED_FIELDS`: instants as ISO text (:func:`iso`), money and
+quantities as exact plain decimal text (:func:`amount_text`; ``None`` stays ``None``), the rest as the row holds it,
+and last ``cost_nanos``, the cost in integer nano-units when that is exact and fits 64 bits (:func:`nanos_of_text`),
+with which a store sums money in integer arithmetic. A reader that checks its input as it decodes it (the fal
+connector's) builds these directly: a backfill of a million items would otherwise build a million row objects only
+to take them apart again. :class:`Page` turns one form into the other when something asks for it."""
+
+_INT64 = 2**63
+_NANO_CONTEXT = decimal.Context(prec=40, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
+ZEROS = tuple("0" * (9 - n) for n in range(10))
+"""What pads a fraction of ``n`` digits to nine: ``ZEROS[n]``."""
+_STORED_MONEY = tuple(STORED_FIELDS.index(name) for name in MONEY_FIELDS)
+_STORED_TIMES = tuple(STORED_FIELDS.index(name) for name in TIME_FIELDS)
+_COST = STORED_FIELDS.index("cost")
+_COST_NANOS = STORED_FIELDS.index("cost_nanos")
+_ROW_ID = STORED_FIELDS.index("row_id")
+_STORED_FROM_ROW = itemgetter(*(name for name in STORED_FIELDS if name != "cost_nanos"))  # of a row's __dict__
+_PERIOD = itemgetter(STORED_FIELDS.index("period_start"), STORED_FIELDS.index("period_end"))
+_SUMMED_STORED = tuple(STORED_FIELDS.index(name) for name in _SUMMED)
+
+
+def amount_text(value: Decimal) -> str:
+    """An amount as stored: exact decimal text as ``str()`` writes it (trailing zeros kept), except that an exponent
+    (``1E-7``) is written out plainly (``0.0000001``) for people reading the store."""
+    text = str(value)  # exact and C-fast
+    return decimal_text(value) if "E" in text else text
+
+
+def nanos(value: Decimal) -> int | None:
+    """The amount in integer nano-units when that is exact and fits 64 bits, else ``None``."""
+    try:
+        scaled = _NANO_CONTEXT.scaleb(value, 9)
+    except decimal.DecimalException:
+        return None
+    whole = int(scaled)
+    return whole if whole == scaled and -_INT64 < whole < _INT64 else None
+
+
+def nanos_of_text(value: str | None) -> int | None:
+    """The nano-units of an amount's decimal text when that is exact and fits 64 bits, else ``None``."""
+    if value is None:
+        return None
+    whole, _, fraction = value.partition(".")
+    digits = whole.removeprefix("-")
+    if len(fraction) > 9 or len(digits) > 9 or not digits.isdecimal() or not (fraction.isdecimal() or not fraction):
+        return nanos(Decimal(value))  # many digits or an exponent: rare, and exact this way
+    return int(whole + fraction + ZEROS[len(fraction)])
+
+
+def instant(text: str) -> datetime:
+    """The aware UTC instant of :func:`iso`'s text."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+class Converted(dict[Any, Any]):
+    """Values converted once each (rows share their hours and their sync time): ``Converted(iso)[moment]``."""
+
+    def __init__(self, convert: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.convert = convert
+
+    def __missing__(self, key: Any) -> Any:
+        value = self[key] = self.convert(key)
+        return value
+
+
+def stored_rows(rows: Iterable[UsageRow]) -> list[StoredRow]:
+    """Rows in stored form (:data:`StoredRow`)."""
+    times = Converted(iso)
+    out = []
+    for row in rows:
+        values = list(_STORED_FROM_ROW(row.__dict__))
+        values.insert(_COST_NANOS, None)
+        for i in _STORED_MONEY:
+            if (amount := values[i]) is not None:
+                values[i] = amount_text(amount)
+        for i in _STORED_TIMES:
+            values[i] = times[values[i]]
+        values[_COST_NANOS] = nanos_of_text(values[_COST])
+        out.append(tuple(values))
+    return out
+
+
+def rows_from_stored(values: Iterable[StoredRow]) -> list[UsageRow]:
+    """The rows that values in stored form hold: what :func:`stored_rows` made them from."""
+    times = Converted(instant)
+    trusted = UsageRow.trusted
+    out = []
+    for stored in values:
+        fields = dict(zip(STORED_FIELDS, stored, strict=True))
+        del fields["cost_nanos"]  # a value of the stored form only
+        for name in MONEY_FIELDS:
+            if (text := fields[name]) is not None:
+                fields[name] = Decimal(text)
+        for name in TIME_FIELDS:
+            fields[name] = times[fields[name]]
+        out.append(trusted(fields))
+    return out
+
+
+def merge_stored_duplicates(values: list[StoredRow]) -> list[StoredRow]:
+    """:func:`merge_duplicates` of rows in stored form."""
+    if len(set(map(itemgetter(_ROW_ID), values))) == len(values):
+        return values  # the rule: a vendor seldom repeats an item
+    by_id: dict[str, StoredRow] = {}
+    for stored in values:
+        seen = by_id.get(stored[_ROW_ID])
+        if seen is not None:
+            merged = list(seen)
+            for i in _SUMMED_STORED:
+                first, second = (None if v[i] is None else Decimal(v[i]) for v in (seen, stored))
+                total = _add(first, second)
+                merged[i] = None if total is None else amount_text(total)
+            merged[_COST_NANOS] = nanos_of_text(merged[_COST])
+            stored = tuple(merged)
+        by_id[stored[_ROW_ID]] = stored
+    return list(by_id.values())
+
+
+_ROWS: TypeAdapter[list[UsageRow]] = TypeAdapter(list[UsageRow])
+
+
 class Page(BaseModel):
     """A unit of progress in a sync: every row whose period starts in ``[covers_from, complete_through)``.
 
     The host replaces the connection's rows in that range with ``rows`` in one transaction, so a vendor that revises
     or drops an hour's usage is mirrored exactly and a page written twice is written once.
+
+    A connector gives ``rows``, or ``stored``: the same rows in stored form (:data:`StoredRow`), each of which it
+    vouches for as it would for a row object. Each form is made from the other only when something asks for it: the
+    SQLite store writes the stored form, sinks and event listeners get ``rows``.
     """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, defer_build=True)
 
-    rows: list[UsageRow]
     covers_from: datetime
     complete_through: datetime
     requests: int = 0
+    _rows: list[UsageRow] | None = PrivateAttr(None)
+    _stored: list[StoredRow] | None = PrivateAttr(None)
+    _periods: set[tuple[datetime, datetime]] | None = PrivateAttr(None)
+
+    def __init__(
+        self, rows: list[UsageRow] | None = None, *, stored: list[StoredRow] | None = None, **fields: Any
+    ) -> None:
+        super().__init__(**fields)
+        if (rows is None) == (stored is None):
+            raise ValueError("a page holds rows or stored rows: give one of the two")
+        if rows is not None:
+            # Row objects were checked when they were made and cannot change: only anything else is validated.
+            if type(rows) is not list or not all(isinstance(row, UsageRow) for row in rows):
+                rows = _ROWS.validate_python(rows)
+            self._rows = rows
+        else:
+            self._stored = list(stored)  # type: ignore[arg-type]
+
+    @property
+    def rows(self) -> list[UsageRow]:
+        if self._rows is None:
+            self._rows = rows_from_stored(self._stored or ())
+        return self._rows
+
+    def stored(self) -> list[StoredRow]:
+        """The page's rows in stored form."""
+        if self._stored is None:
+            self._stored = stored_rows(self._rows or ())
+        return self._stored
+
+    @property
+    def row_count(self) -> int:
+        return len(self._rows if self._rows is not None else self._stored or ())
+
+    def periods(self) -> set[tuple[datetime, datetime]]:
+        """The distinct periods (start, end) of the page's rows: what the host checks against the page's range."""
+        if self._periods is None:
+            if self._rows is not None:
+                self._periods = {(row.period_start, row.period_end) for row in self._rows}
+            else:
+                self._periods = {(instant(start), instant(end)) for start, end in set(map(_PERIOD, self._stored or ()))}
+        return self._periods
 
 
 class AccountInfo(BaseModel):

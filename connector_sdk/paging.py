@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import MAXYEAR, MINYEAR, UTC, datetime, timedelta
 from typing import Any
 
 from connector_sdk.errors import ResponseError
-from connector_sdk.models import Page, SyncWindow, UsageRow, floor_hour, merge_duplicates
+from connector_sdk.models import (
+    Page,
+    StoredRow,
+    SyncWindow,
+    UsageRow,
+    floor_hour,
+    merge_duplicates,
+    merge_stored_duplicates,
+    stored_rows,
+)
 
 DAY = timedelta(days=1)
 
@@ -116,7 +125,8 @@ class HourlyPages:
     """Turns a stream of API pages of hour buckets into :class:`Page`s the host can commit.
 
     A bucket may continue on the next API page, so the last bucket of each API page is held back until a later
-    bucket (or the end) proves it complete. Buckets must arrive in ascending order inside the window.
+    bucket (or the end) proves it complete. Buckets must arrive in ascending order inside the window. A bucket's rows
+    are row objects or rows in stored form (:data:`~connector_sdk.models.StoredRow`); pages hold the stored form.
     """
 
     def __init__(self, window: SyncWindow, *, what: str) -> None:
@@ -124,11 +134,13 @@ class HourlyPages:
         self.what = what
         self._covered = window.start
         self._open_hour: datetime | None = None
-        self._open_rows: list[UsageRow] = []
+        self._open_rows: list[StoredRow] = []
 
-    def feed(self, buckets: Iterable[tuple[datetime, list[UsageRow]]], requests: int = 1) -> Page | None:
+    def feed(
+        self, buckets: Iterable[tuple[datetime, Sequence[UsageRow] | Sequence[StoredRow]]], requests: int = 1
+    ) -> Page | None:
         """Add one API page's buckets; return the hours this page completed, or ``None`` if it completed none."""
-        done: list[UsageRow] = []
+        done: list[StoredRow] = []
         for hour, rows in buckets:
             if hour < self.window.start or hour >= self.window.end:
                 raise ResponseError(f"{self.what}: bucket {hour.isoformat()} lies outside the requested window")
@@ -137,23 +149,29 @@ class HourlyPages:
                     f"{self.what}: bucket {hour.isoformat()} arrived after {self._open_hour.isoformat()}; "
                     "buckets must be in ascending order"
                 )
+            stored = stored_rows(rows) if rows and isinstance(rows[0], UsageRow) else rows
             if hour == self._open_hour:
-                self._open_rows.extend(rows)
+                self._open_rows.extend(stored)
                 continue
             done.extend(self._open_rows)
-            self._open_hour, self._open_rows = hour, list(rows)
+            self._open_hour, self._open_rows = hour, list(stored)
         # Everything before the open bucket is complete.
         through = self._open_hour if self._open_hour is not None else self._covered
         if through <= self._covered:
             return None
-        page = Page(rows=merge_duplicates(done), covers_from=self._covered, complete_through=through, requests=requests)
+        page = Page(
+            stored=merge_stored_duplicates(done),
+            covers_from=self._covered,
+            complete_through=through,
+            requests=requests,
+        )
         self._covered = through
         return page
 
     def finish(self, requests: int = 0) -> Page:
         """The last page: the open bucket and every empty hour up to the window's end."""
         page = Page(
-            rows=merge_duplicates(self._open_rows),
+            stored=merge_stored_duplicates(self._open_rows),
             covers_from=self._covered,
             complete_through=self.window.end,
             requests=requests,

@@ -86,7 +86,8 @@ def page_watermark(page: Page, now: datetime) -> datetime:
     has ended, so the next sync reaches back to that day's start, whatever its lookback.
     """
     mark = min(page.complete_through, floor_hour(now))
-    while unfinished := [row.period_start for row in page.rows if row.period_start < mark < row.period_end]:
+    periods = page.periods()
+    while unfinished := [start for start, end in periods if start < mark < end]:
         mark = min(unfinished)
     return mark
 
@@ -197,7 +198,7 @@ def run_sync(
             for page in connector.sync(window, context):
                 _check_page(page, expected, window)
                 watermark = page_watermark(page, host.now())
-                outbox = [(sink, rows_payload(name, page.rows)) for sink in sinks] if page.rows else []
+                outbox = [(sink, rows_payload(name, page.rows)) for sink in sinks] if page.row_count else []
                 store.commit_page(
                     name,
                     run_id,
@@ -209,11 +210,12 @@ def run_sync(
                 )
                 if outbox:
                     _deliver(host, name)
-                rows_total += len(page.rows)
+                rows_total += page.row_count
                 expected = page.complete_through
                 if not store.renew_lease(name, owner, now=host.now(), ttl_seconds=LEASE_TTL_SECONDS):
                     raise ConnectorHostError(f"lost the sync lease of {name!r} to another worker; stopped")
-                host.fire("connector_sdk_rows_emitted", connection=connection, rows=page.rows)
+                if host.listens("connector_sdk_rows_emitted"):  # the page's row objects, made only for listeners
+                    host.fire("connector_sdk_rows_emitted", connection=connection, rows=page.rows)
                 if progress is not None:
                     progress(Progress(run=run, window=window, covered_through=expected, rows=rows_total))
                 if cancel is not None and cancel.is_set():
@@ -370,9 +372,9 @@ def _check_page(page: Page, expected: datetime, window: SyncWindow) -> None:
             f"connector produced a page for [{page.covers_from.isoformat()}, {page.complete_through.isoformat()}) "
             f"where [{expected.isoformat()}, ...) was due"
         )
-    for row in page.rows:
-        if not (page.covers_from <= row.period_start < page.complete_through):
-            raise ConnectorHostError(f"connector produced a row for {row.period_start.isoformat()} outside its page")
+    for start, _end in sorted(page.periods()):
+        if not (page.covers_from <= start < page.complete_through):
+            raise ConnectorHostError(f"connector produced a row for {start.isoformat()} outside its page")
 
 
 def _finish(

@@ -12,7 +12,7 @@ import requests
 
 from connector_sdk.errors import ResponseError
 from connector_sdk.http import ApiClient
-from connector_sdk.models import Page, SyncWindow, UsageRow
+from connector_sdk.models import STORED_FIELDS, Page, SyncWindow, UsageRow, nanos, rows_from_stored, stored_rows
 from connector_sdk.paging import HourlyPages, follow_cursor
 from connectors.fal.mapping import USER_KEY_LABEL, UsageReader, parse_usage_page
 from connectors.fal.simulator import FalSimulator
@@ -202,7 +202,9 @@ def test_the_fast_reader_gives_the_exact_reader_s_rows_for_every_page_fal_serves
         ).content
         exact = parse_usage_page(json.loads(content, parse_float=Decimal), CONTEXT, ALIASES)
         fast = reader(content)
-        assert fast is not None and fast.buckets == exact
+        assert fast is not None
+        assert [(hour, rows_from_stored(stored)) for hour, stored in fast.buckets] == exact
+        assert [(hour, stored_rows(rows)) for hour, rows in exact] == fast.buckets, "and stored the same way"
         pages += 1
         if fast.next_cursor is None:
             break
@@ -217,13 +219,45 @@ def test_the_fast_reader_gives_the_exact_reader_s_rows_for_every_page_fal_serves
         item(cost_total=Decimal("1E+40")),
         item(percent_discount=True),
         item(cost_total=..., cost=...),
+        item(quantity=None),
+        item(cost=Decimal("1E-40")),
+        item(unit_price=[1]),
     ],
-    ids=["number-as-string", "out-of-range", "boolean", "no-cost"],
+    ids=["number-as-string", "out-of-range", "boolean", "no-cost", "null-quantity", "tiny-legacy-cost", "list"],
 )
 def test_the_fast_reader_leaves_what_it_cannot_vouch_for_to_the_exact_reader(odd: dict[str, Any]) -> None:
     assert read_fast(page((H0, [item(), odd]))) is None
     with pytest.raises(ResponseError, match=r"results\[1\]"):
         rows_of(page((H0, [item(), odd])))
+
+
+@pytest.mark.parametrize(
+    "numbers",
+    [
+        {"cost_total": Decimal("1E-7"), "cost": Decimal("1E-7"), "cost_subtotal": Decimal("1E-7")},
+        {"quantity": Decimal("2.50"), "unit_price": Decimal("0.0100")},
+        {"cost_total": Decimal("123456789012345678901234567.5")},
+        {"cost_total": Decimal("0.0000000000123"), "cost_subtotal": ...},
+        {"quantity": 10**29, "cost_discount": ..., "percent_discount": 0},
+        {"cost_total": ..., "cost_subtotal": ..., "cost_discount": Decimal("0.05")},
+        {"unit_price": Decimal("-0.0"), "percent_discount": Decimal("12.5")},
+    ],
+    ids=["exponent", "trailing-zeros", "long", "past-nine-decimals", "big-integer", "legacy-cost", "odd-signs"],
+)
+def test_the_fast_reader_takes_every_number_the_exact_reader_takes_and_stores_the_same(
+    numbers: dict[str, Any],
+) -> None:
+    body = page((H0, [item(), item(endpoint_id="fal-ai/other", **numbers)]))
+    fast = read_fast(body)
+    assert fast is not None
+    exact = parse_usage_page(json.loads(ApiClient.encode(body), parse_float=Decimal), CONTEXT, ALIASES)
+    assert [(hour, rows_from_stored(stored)) for hour, stored in fast.buckets] == exact
+    # Stored exactly, plainly: the text reads back to the amount, and the cost's nano-units are there when whole.
+    for values, row in zip(fast.buckets[0][1], exact[0][1], strict=True):
+        stored = dict(zip(STORED_FIELDS, values, strict=True))
+        for name in ("quantity", "unit_price", "list_cost", "discount", "cost"):
+            assert stored[name] is None or ("E" not in stored[name] and Decimal(stored[name]) == getattr(row, name))
+        assert stored["cost_nanos"] == nanos(row.cost)
 
 
 def test_a_trusted_row_is_the_row_validation_would_build() -> None:

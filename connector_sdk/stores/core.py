@@ -24,6 +24,7 @@ from connector_sdk.models import (
     EXACT,
     MONEY_FIELDS,
     ROW_FIELDS,
+    STORED_FIELDS,
     TIME_FIELDS,
     Alert,
     Budget,
@@ -47,10 +48,14 @@ from connector_sdk.models import (
     UsageRow,
     decimal_text,
     floor_hour,
+    instant,
     iso,
 )
 from connector_sdk.stores.base import SPEND_GROUPS, FindingOutbox, Migration, Store, row_order
 from connector_sdk.stores.migrations import LATEST_VERSION, MIGRATIONS
+
+_STORED_KEY = STORED_FIELDS.index("api_key_id")
+_STORED_START = STORED_FIELDS.index("period_start")
 
 CONNECTION_FIELDS = (
     "name", "connector", "config", "state", "reason", "account",
@@ -202,8 +207,11 @@ class SQLStore(Store):
         return page.rows
 
     @abstractmethod
-    def _put_rows(self, db: Handle, name: str, page: Page, values: Any) -> None:
+    def _put_rows(self, db: Handle, name: str, run_id: str, page: Page, values: Any) -> None:
         """Upsert a page's rows (the page's window was emptied just before) in the page's transaction."""
+
+    def _page_failed(self, run_id: str) -> None:
+        """A page of the run failed to commit (its transaction was rolled back)."""
 
     def _finishing_run(self, db: Handle, run_id: str) -> None:
         """Work at the end of a run, in the transaction that closes it."""
@@ -472,35 +480,43 @@ class SQLStore(Store):
         state: Mapping[str, Any] | None = None,
     ) -> None:
         values = self._page_values(page)
-        with self._write() as db:
-            # Locked where the backend locks rows: two commits to one connection must not interleave their
-            # deletes and inserts.
-            self._require(db, name, lock=True)
-            if state is not None:
-                db.execute("UPDATE connections SET connector_state = ? WHERE name = ?", (self._json(dict(state)), name))
-            db.execute(
-                "DELETE FROM usage_rows WHERE connection = ? AND period_start >= ? AND period_start < ?",
-                (name, self._ts(page.covers_from), self._ts(page.complete_through)),
-            )
-            self._put_rows(db, name, page, values)
-            self._note_key_usage(db, name, page.rows)
-            db.execute(
-                "UPDATE connections SET watermark = ? WHERE name = ? AND (watermark IS NULL OR watermark < ?)",
-                (self._ts(watermark), name, self._ts(watermark)),
-            )
-            db.execute(
-                "UPDATE sync_runs SET rows_written = rows_written + ?, pages = pages + 1 WHERE run_id = ?",
-                (len(page.rows), run_id),
-            )
-            self._enqueue(db, name, outbox, now or watermark)
+        try:
+            with self._write() as db:
+                # Locked where the backend locks rows: two commits to one connection must not interleave their
+                # deletes and inserts.
+                self._require(db, name, lock=True)
+                if state is not None:
+                    db.execute(
+                        "UPDATE connections SET connector_state = ? WHERE name = ?", (self._json(dict(state)), name)
+                    )
+                db.execute(
+                    "DELETE FROM usage_rows WHERE connection = ? AND period_start >= ? AND period_start < ?",
+                    (name, self._ts(page.covers_from), self._ts(page.complete_through)),
+                )
+                self._put_rows(db, name, run_id, page, values)
+                self._note_key_usage(db, name, page)
+                db.execute(
+                    "UPDATE connections SET watermark = ? WHERE name = ? AND (watermark IS NULL OR watermark < ?)",
+                    (self._ts(watermark), name, self._ts(watermark)),
+                )
+                db.execute(
+                    "UPDATE sync_runs SET rows_written = rows_written + ?, pages = pages + 1 WHERE run_id = ?",
+                    (page.row_count, run_id),
+                )
+                self._enqueue(db, name, outbox, now or watermark)
+        except BaseException:
+            self._page_failed(run_id)
+            raise
 
-    def _note_key_usage(self, db: Handle, name: str, rows: Sequence[UsageRow]) -> None:
-        """Widen each key's first and last use to the periods of ``rows`` that name it."""
-        spans: dict[str, tuple[datetime, datetime]] = {}
-        for row in rows:
-            if (key := row.api_key_id) is not None:
-                first, last = spans.get(key, (row.period_start, row.period_start))
-                spans[key] = (min(first, row.period_start), max(last, row.period_start))
+    def _note_key_usage(self, db: Handle, name: str, page: Page) -> None:
+        """Widen each key's first and last use to the periods of the page's rows that name it (read from the stored
+        form, which a fast reader's page carries without row objects; its instants are ISO text that sorts)."""
+        spans: dict[str, tuple[str, str]] = {}
+        for row in page.stored():
+            if (key := row[_STORED_KEY]) is not None:
+                start = row[_STORED_START]
+                span = spans.get(key)
+                spans[key] = (start, start) if span is None else (min(span[0], start), max(span[1], start))
         if spans:
             db.executemany(
                 "INSERT INTO key_usage (connection, key_id, first_usage_at, last_usage_at) VALUES (?, ?, ?, ?) "
@@ -509,7 +525,10 @@ class SQLStore(Store):
                 "THEN excluded.first_usage_at ELSE key_usage.first_usage_at END, "
                 "last_usage_at = CASE WHEN excluded.last_usage_at > key_usage.last_usage_at "
                 "THEN excluded.last_usage_at ELSE key_usage.last_usage_at END",
-                [(name, key, self._ts(first), self._ts(last)) for key, (first, last) in sorted(spans.items())],
+                [
+                    (name, key, self._ts(instant(first)), self._ts(instant(last)))
+                    for key, (first, last) in sorted(spans.items())
+                ],
             )
 
     def connector_state(self, name: str) -> dict[str, Any]:

@@ -248,7 +248,7 @@ class PostgresStore(SQLStore):
         # touch a row twice.
         return list({row.row_id: row for row in page.rows}.values())
 
-    def _put_rows(self, db: psycopg.Cursor[Any], name: str, page: Page, values: list[UsageRow]) -> None:
+    def _put_rows(self, db: psycopg.Cursor[Any], name: str, run_id: str, page: Page, values: list[UsageRow]) -> None:
         if not values:
             return
         db.execute("CREATE TEMP TABLE page_rows (LIKE usage_rows) ON COMMIT DROP")

@@ -18,13 +18,27 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
+from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from connector_sdk.errors import StoreError
-from connector_sdk.models import ROW_FIELDS, Page, UsageRow, decimal_text, iso
-from connector_sdk.stores.core import ROW_COLUMNS, Handle, Keys, Only, Spend, SQLStore, usage_rows
+from connector_sdk.models import (
+    HOUR,
+    SHARED_FIELDS,
+    STORED_FIELDS,
+    Converted,
+    Page,
+    StoredRow,
+    UsageRow,
+    decimal_text,
+    floor_hour,
+    iso,
+    nanos_of_text,
+)
+from connector_sdk.stores.core import Handle, Keys, Only, Spend, SQLStore, usage_rows
 from connector_sdk.stores.migrations import LATEST_VERSION
 
 
@@ -42,36 +56,8 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value)
 
 
-def _text(value: Decimal) -> str:
-    # str() is exact and C-fast; only its exponent form (1E-7, 1.5E+3) is written out plainly, for people
-    # reading the file. Trailing zeros may stay: every reader parses the text back to a Decimal.
-    text = str(value)
-    return decimal_text(value) if "E" in text else text
-
-
 _NANO_CONTEXT = decimal.Context(prec=40, traps=[decimal.Inexact, decimal.InvalidOperation, decimal.Overflow])
-_INT64 = 2**63
-
-
-def _nanos(value: Decimal) -> int | None:
-    """The amount in integer nano-units when that is exact and fits SQLite's 64-bit integers, else ``None``."""
-    try:
-        scaled = _NANO_CONTEXT.scaleb(value, 9)
-    except decimal.DecimalException:
-        return None
-    whole = int(scaled)
-    return whole if whole == scaled and -_INT64 < whole < _INT64 else None
-
-
-def _nanos_of_text(value: str | None) -> int | None:
-    """The nano-units of plain decimal text (as str() writes a Decimal without exponent), else ``None``."""
-    if value is None:
-        return None
-    whole, _, fraction = value.partition(".")
-    if len(fraction) > 9 or "E" in fraction or "E" in whole or not whole.lstrip("-").isdigit():
-        return _nanos(Decimal(value))
-    nanos = int(whole + fraction.ljust(9, "0"))
-    return nanos if -_INT64 < nanos < _INT64 else None
+_BILLION = 1_000_000_000
 
 
 def _money_of(units: int, nanos: int, rest: str | None = None) -> Decimal:
@@ -82,7 +68,6 @@ def _money_of(units: int, nanos: int, rest: str | None = None) -> Decimal:
     return Decimal(decimal_text(total))
 
 
-row_values = itemgetter(*ROW_FIELDS)  # of a row's __dict__: a third of the time attribute access takes
 # Money, summed exactly in C: whole units and nano-units apart (neither sum can overflow 64 bits), and the rare
 # cost with more than nine decimals as a decimal.
 UNITS_AND_NANOS = "COALESCE(SUM(cost_nanos / 1000000000), 0), COALESCE(SUM(cost_nanos % 1000000000), 0)"
@@ -106,18 +91,6 @@ RECOUNT_DAY = f"""
 """
 
 
-class _Formatted(dict[Any, Any]):
-    """Values formatted once each: rows share their hours and their sync time."""
-
-    def __init__(self, formatter: Any) -> None:
-        super().__init__()
-        self.formatter = formatter
-
-    def __missing__(self, key: Any) -> Any:
-        value = self[key] = self.formatter(key)
-        return value
-
-
 def _whole_days(since: datetime, until: datetime) -> tuple[datetime, datetime] | None:
     """The whole UTC days inside ``[since, until)``, or ``None`` when there is none."""
     first = since.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -127,71 +100,109 @@ def _whole_days(since: datetime, until: datetime) -> tuple[datetime, datetime] |
     return (first, last) if first < last else None
 
 
-def _amount(value: Decimal | None) -> str | None:
-    """A nullable amount as its column holds it: NULL stays NULL (``str(None)`` would store ``"None"``)."""
-    return None if value is None else _text(value)
+# -- daily totals kept as pages are written --------------------------------------------------------------------
+# A run that replaces a whole UTC day (every hour of it, in its own pages) knows that day's totals without reading it
+# back: they are the sums of the rows it wrote, added up as its pages are written. They are written in the
+# transaction of the page that completes the day. A day a run touches only in part (the first and last of a window)
+# is left to the recount at the run's end, as is any day where a page overlapped another of the run, held rows the
+# sums cannot vouch for (a repeated id, a row outside the page), or failed to commit.
+Group = tuple[Any, ...]  # connector, api_key_label, currency, model
+Totals = dict[Group, list[int]]  # rows, exact cost in nano-units, rows whose cost is not a whole nano-unit
+WHOLE_DAY = (1 << 24) - 1  # a bit for each hour
+_ID = itemgetter(STORED_FIELDS.index("row_id"))
+_START = itemgetter(STORED_FIELDS.index("period_start"))
+_DAILY_GROUP = ("connector", "api_key_label", "api_key_id", "login_username", "currency", "model")
+_GROUP = itemgetter(*(STORED_FIELDS.index(f) for f in _DAILY_GROUP))
+_KIND = STORED_FIELDS.index("kind")
+_COST_NANOS = STORED_FIELDS.index("cost_nanos")
+_PERIOD_START = STORED_FIELDS.index("period_start")
 
 
-def _sql_values(rows: Sequence[UsageRow]) -> list[tuple[Any, ...]]:
-    """Rows as the usage_rows columns hold them: ROW_FIELDS, then cost_nanos (NULL for a row without cost)."""
-    times = _Formatted(iso)
-    out = []
-    for row in rows:
-        (
-            row_id,
-            connector,
-            connection,
-            account,
-            period_start,
-            period_end,
-            api_key_id,
-            api_key_label,
-            login_username,
-            model,
-            unit,
-            quantity,
-            unit_price,
-            percent_discount,
-            list_cost,
-            discount,
-            cost,
-            currency,
-            synced_at,
-            kind,
-            workspace_id,
-            workspace_name,
-            line_item,
-        ) = row_values(row.__dict__)
-        cost_text = _amount(cost)
-        out.append(
-            (
-                row_id,
-                connector,
-                connection,
-                account,
-                times[period_start],
-                times[period_end],
-                api_key_id,
-                api_key_label,
-                login_username,
-                model,
-                unit,
-                _amount(quantity),
-                _amount(unit_price),
-                _amount(percent_discount),
-                _amount(list_cost),
-                _amount(discount),
-                cost_text,
-                currency,
-                times[synced_at],
-                kind,
-                workspace_id,
-                workspace_name,
-                line_item,
-                _nanos_of_text(cost_text),
-            )
-        )
-    return out
+class _Day:
+    """A day a run is replacing: the hours its pages have covered (a bit each) and the totals of their rows."""
+
+    __slots__ = ("hours", "totals")
+
+    def __init__(self) -> None:
+        self.hours = 0
+        self.totals: Totals = {}
+
+
+class _RunDays:
+    """The days one run is replacing, and those it is done with (written whole, or left to its recount)."""
+
+    def __init__(self) -> None:
+        self.days: dict[str, _Day] = {}
+        self.done: set[str] = set()
+
+    def add(self, page: Page, values: list[StoredRow]) -> tuple[dict[str, Totals], set[str]]:
+        """Count a page's rows (just written); return the days it completed, with their totals, and the days it
+        touched that the run's end must recount, unless a later page completes them."""
+        start, end = page.covers_from, page.complete_through
+        vouched = start.tzinfo is not None and start == floor_hour(start) and end == floor_hour(end)
+        if values and vouched:
+            low, high = iso(start), iso(end)
+            unique = len(set(map(_ID, values))) == len(values)
+            vouched = unique and low <= min(map(_START, values)) and max(map(_START, values)) < high
+        covered: dict[str, int] = {}
+        hour = start.replace(minute=0, second=0, microsecond=0)
+        while hour < end:
+            day = iso(hour)[:10]
+            covered[day] = covered.get(day, 0) | 1 << hour.hour
+            hour += HOUR
+        if not vouched:  # recount every day it touched, and the days of its rows, wherever they lie
+            for day in covered:
+                self.spoil(day)
+            return {}, {*covered, *(begins[:10] for begins in set(map(_START, values)))}
+        into: dict[str, Totals] = {}
+        for day, hours in covered.items():
+            known = self.days.get(day)
+            if day in self.done or (known is not None and known.hours & hours):
+                self.spoil(day)
+                into[day] = {}  # counted, then dropped
+            else:
+                known = known or self.days.setdefault(day, _Day())
+                known.hours |= hours
+                into[day] = known.totals
+        _count(values, into)
+        written, dirty = {}, set()
+        for day in covered:
+            known = self.days.get(day)
+            if known is not None and known.hours == WHOLE_DAY:
+                written[day] = known.totals
+                del self.days[day]
+                self.done.add(day)
+            else:
+                dirty.add(day)
+        return written, dirty
+
+    def spoil(self, day: str) -> None:
+        """Leave ``day`` to the recount at the run's end."""
+        self.days.pop(day, None)
+        self.done.add(day)
+
+
+def _count(values: list[StoredRow], into: dict[str, Totals]) -> None:
+    """Add the billed rows of ``values`` to the totals of their day (each row's day is in ``into``)."""
+    totals_of: dict[str, Totals] = {}  # of each period start: its day's
+    for value in values:
+        if value[_KIND] != "cost":
+            continue
+        start = value[_PERIOD_START]
+        totals = totals_of.get(start)
+        if totals is None:
+            totals = totals_of[start] = into[start[:10]]
+        group = _GROUP(value)
+        cost = value[_COST_NANOS]
+        found = totals.get(group)
+        if found is None:
+            totals[group] = [1, 0, 1] if cost is None else [1, cost, 0]
+        elif cost is None:
+            found[0] += 1
+            found[2] += 1
+        else:
+            found[0] += 1
+            found[1] += cost
 
 
 class _DecimalSum:
@@ -208,11 +219,57 @@ class _DecimalSum:
         return decimal_text(self.total)
 
 
-UPSERT_ROWS = (
-    f"INSERT INTO usage_rows ({ROW_COLUMNS}, cost_nanos) VALUES ({', '.join('?' * (len(ROW_FIELDS) + 1))}) "
-    "ON CONFLICT (connection, period_start, row_id) DO UPDATE SET "
-    + ", ".join(f"{f} = excluded.{f}" for f in (*ROW_FIELDS[1:], "cost_nanos"))
-)
+def _upsert_rows(values: Sequence[str]) -> str:
+    """The upsert of rows in stored form given the SQL of each value (a ``?`` where it is bound)."""
+    return (
+        f"INSERT INTO usage_rows ({', '.join(STORED_FIELDS)}) VALUES ({', '.join(values)}) "
+        "ON CONFLICT (connection, period_start, row_id) DO UPDATE SET "
+        + ", ".join(f"{f} = excluded.{f}" for f in STORED_FIELDS if f != "row_id")
+    )
+
+
+UPSERT_ROWS = _upsert_rows(["?"] * len(STORED_FIELDS))
+# Binding a value costs sqlite3 more than anything else an insert does. The values rows next to each other usually
+# share (an hour, a connection, its sync's time, no workspace) are written into the statement instead, once.
+_OWN = len(STORED_FIELDS) - len(SHARED_FIELDS)
+_SHARED_VALUES = itemgetter(slice(_OWN, None))
+_OWN_VALUES = itemgetter(slice(_OWN))
+
+
+def _literal(value: Any) -> str | None:
+    """``value`` as an SQL literal, when it is text or NULL that one can be written safely."""
+    if value is None:
+        return "NULL"
+    if type(value) is not str or "\x00" in value or not value.isprintable():
+        return None
+    return "'" + value.replace("'", "''") + "'"
+
+
+@lru_cache(maxsize=256)
+def _upsert_shared(shared: tuple[Any, ...]) -> str | None:
+    """The upsert of rows that share ``shared`` (their values of :data:`SHARED_FIELDS`), those written in; ``None``
+    when one of them cannot be written as a literal."""
+    literals = list(map(_literal, shared))
+    if None in literals:
+        return None
+    return _upsert_rows(["?"] * _OWN + literals)
+
+
+def _put(db: Handle, values: list[StoredRow]) -> None:
+    """Upsert rows in stored form: each run of rows that share their values of :data:`SHARED_FIELDS` (an hour of
+    a connection's sync, as a fast reader makes them) with one statement that has those values written in."""
+    for shared, rows in groupby(values, _SHARED_VALUES):
+        statement = _upsert_shared(shared)
+        if statement is None:
+            db.executemany(UPSERT_ROWS, rows)
+        else:
+            db.executemany(statement, map(_OWN_VALUES, rows))
+
+
+# sqlite3 binds None through its adapter registry: finding no adapter for it raises and clears two AttributeErrors
+# per value (CPython 3.11), a third of an insert's time for rows with a few empty columns. An adapter that returns
+# None as it is changes nothing else, for any user of sqlite3 in the process.
+sqlite3.register_adapter(type(None), {}.get)  # {}.get(None) is None, and no Python call
 
 
 class SQLiteStore(SQLStore):
@@ -244,6 +301,7 @@ class SQLiteStore(SQLStore):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._runs: dict[str, _RunDays] = {}  # the daily totals of the days each run is replacing
         if read_only:
             self._check_readable()
             return
@@ -272,7 +330,7 @@ class SQLiteStore(SQLStore):
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA busy_timeout=30000")
             db.create_aggregate("dsum", 1, _DecimalSum)
-            db.create_function("cost_nanos", 1, _nanos_of_text, deterministic=True)
+            db.create_function("cost_nanos", 1, nanos_of_text, deterministic=True)
             self._local.db = db
             with self._lock:
                 self._all.append(db)
@@ -351,7 +409,7 @@ class SQLiteStore(SQLStore):
     # -- rows ----------------------------------------------------------------------------------------------
     def _rows(self, batch: Iterable[Sequence[Any]]) -> Iterator[UsageRow]:
         # Rows share their hours and their sync time: each distinct text is parsed once.
-        return usage_rows(batch, time=_Formatted(_dt).__getitem__, money=Decimal)
+        return usage_rows(batch, time=Converted(_dt).__getitem__, money=Decimal)
 
     def _stream(self, name: str | None, sql: str, params: Sequence[Any]) -> Iterator[UsageRow]:
         # A connection of its own, so a long export never holds a read transaction open on the shared one.
@@ -363,31 +421,46 @@ class SQLiteStore(SQLStore):
             if name is not None:
                 self._require(db, name)
             cursor = db.execute(sql, params)
-            times = _Formatted(_dt).__getitem__
+            times = Converted(_dt).__getitem__
             while batch := cursor.fetchmany(2000):
                 yield from usage_rows(batch, time=times, money=Decimal)
         finally:
             db.close()
 
-    def _page_values(self, page: Page) -> list[tuple[Any, ...]]:
-        return _sql_values(page.rows)
+    def _page_values(self, page: Page) -> list[StoredRow]:
+        return page.stored()
 
-    def _put_rows(self, db: Handle, name: str, page: Page, values: list[tuple[Any, ...]]) -> None:
-        db.executemany(UPSERT_ROWS, values)
-        # The days whose daily totals this page changed: every row it replaced or upserted, wherever it lies.
-        touched = {v[4][:10] for v in values}
-        last = page.complete_through - timedelta(microseconds=1)
-        day = page.covers_from.replace(hour=0, minute=0, second=0, microsecond=0)
-        while day <= last:
-            touched.add(iso(day)[:10])
-            day += DAY
+    def _put_rows(self, db: Handle, name: str, run_id: str, page: Page, values: list[StoredRow]) -> None:
+        _put(db, values)
+        written, dirty = self._runs.setdefault(run_id, _RunDays()).add(page, values)
+        if written:
+            days = [(name, day) for day in written]
+            db.executemany("DELETE FROM usage_daily WHERE connection = ? AND day = ?", days)
+            db.executemany(
+                f"INSERT INTO usage_daily (connection, day, n, {', '.join(_DAILY_GROUP)}, row_count, cost_units, "
+                "cost_nanos, inexact) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (name, day, n, *group, count, *divmod(nanos, _BILLION), inexact)
+                    for day, totals in written.items()
+                    for n, (group, (count, nanos, inexact)) in enumerate(totals.items(), 1)
+                ],
+            )
+            db.executemany("DELETE FROM usage_daily_dirty WHERE connection = ? AND day = ?", days)
+        # The days a report reads from the rows until the run's end recounts them (or a later page completes them).
         db.executemany(
             "INSERT OR IGNORE INTO usage_daily_dirty (connection, day) VALUES (?, ?)",
-            [(name, day) for day in sorted(touched)],
+            [(name, day) for day in sorted(dirty)],
         )
 
+    def _page_failed(self, run_id: str) -> None:
+        # Its rows are gone with its transaction, but not from the sums: every day the run was counting is recounted.
+        if (run := self._runs.get(run_id)) is not None:
+            for day in list(run.days):
+                run.spoil(day)
+
     def _finishing_run(self, db: Handle, run_id: str) -> None:
-        # Bring the daily totals of the days the run's pages touched up to date.
+        self._runs.pop(run_id, None)
+        # Bring the daily totals of the days the run's pages touched but did not replace whole up to date.
         for (name,) in db.execute("SELECT connection FROM sync_runs WHERE run_id = ?", (run_id,)).fetchall():
             days = db.execute("SELECT day FROM usage_daily_dirty WHERE connection = ?", (name,)).fetchall()
             for (day,) in days:

@@ -9,18 +9,32 @@ so the fast path never accepts what the exact one refuses.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from hashlib import sha256
+from itertools import chain, repeat
+from operator import add, itemgetter, methodcaller
 from typing import Annotated, Any, NamedTuple
 
 import msgspec
+from msgspec.structs import astuple
 from pydantic import BaseModel, BeforeValidator, ConfigDict, SecretStr, ValidationError
 
 from connector_sdk.errors import ResponseError
 from connector_sdk.fields import json_object, optional_text, required_text
-from connector_sdk.models import HOUR, OWN_KEY_LISTING, ListedKey, SyncContext, UsageRow, decimal_text, iso
+from connector_sdk.models import (
+    HOUR,
+    OWN_KEY_LISTING,
+    ListedKey,
+    StoredRow,
+    SyncContext,
+    UsageRow,
+    amount_text,
+    decimal_text,
+    iso,
+    nanos_of_text,
+)
 from connector_sdk.paging import hour_of
 
 USER_KEY_LABEL = "User key"
@@ -199,6 +213,10 @@ def parse_usage_page(
 
 
 # -- the fast reader -----------------------------------------------------------------------------------------------
+_NULL = msgspec.Raw(b"null")
+_NUMBERS = ("quantity", "unit_price", "percent_discount", "cost_subtotal", "cost_discount", "cost_total", "cost")
+
+
 class _Who(msgspec.Struct):
     detail: str
     api_key_id: str | None = None
@@ -206,19 +224,21 @@ class _Who(msgspec.Struct):
 
 
 class _Item(msgspec.Struct):
-    # Numbers are left untyped so that a JSON string in their place stays a string (msgspec would turn "4" into a
-    # Decimal): the row builder takes only int and Decimal, which is what the exact reader accepts.
+    # Numbers stay their JSON text (msgspec checks its grammar): that text is what the store keeps, so no Decimal is
+    # made on the way, and a JSON string in a number's place still starts with a quote, for the exact reader to refuse.
+    # An absent optional number reads as null, like a null one (msgspec.Raw takes no union with None). The reader
+    # takes the fields in this order (astuple).
     endpoint_id: str
     unit: str
     currency: str
-    auth_method_structured: _Who
-    quantity: Any
-    unit_price: Any
-    percent_discount: Any = None
-    cost_subtotal: Any = None
-    cost_discount: Any = None
-    cost_total: Any = None
-    cost: Any = None
+    auth_method_structured: msgspec.Raw  # a _Who, read once per distinct text (UsageReader._tail)
+    quantity: msgspec.Raw
+    unit_price: msgspec.Raw
+    percent_discount: msgspec.Raw = _NULL
+    cost_subtotal: msgspec.Raw = _NULL
+    cost_discount: msgspec.Raw = _NULL
+    cost_total: msgspec.Raw = _NULL
+    cost: msgspec.Raw = _NULL
     auth_method: str | None = None
 
 
@@ -232,16 +252,14 @@ class _UsageBody(msgspec.Struct):
     next_cursor: Any
 
 
-# Fractional JSON numbers become exact Decimals from their text; integers stay ints.
-_DECODER = msgspec.json.Decoder(_UsageBody, float_hook=Decimal)
-_BOUND = 10**MAX_DIGITS
-_ZERO = Decimal(0)
+_DECODER = msgspec.json.Decoder(_UsageBody)
 
 
 class UsagePage(NamedTuple):
-    """One ``/models/usage`` response: its hour buckets with their rows, and the cursor of the next page."""
+    """One ``/models/usage`` response: its hour buckets with their rows, and the cursor of the next page. The fast
+    reader gives the rows in stored form (:data:`~connector_sdk.models.StoredRow`), the exact one as row objects."""
 
-    buckets: list[tuple[datetime, list[UsageRow]]]
+    buckets: list[tuple[datetime, list[UsageRow]]] | list[tuple[datetime, list[StoredRow]]]
     next_cursor: Any
 
 
@@ -249,22 +267,68 @@ class _Unsure(Exception):
     """The fast reader met something only the exact reader may judge."""
 
 
-def _money(value: Any) -> Decimal:
-    kind = type(value)
-    if kind is Decimal:
-        if not -MAX_DIGITS < value.adjusted() < MAX_DIGITS:
-            raise _Unsure
-        return value  # type: ignore[no-any-return]
-    if kind is int and -_BOUND < value < _BOUND:
-        return Decimal(value)
+# The fast reader works a page at a time, a column at a time: each column of the page's rows is made by iteration in
+# C (join, split, map, zip), so that what the interpreter runs per item is next to nothing. A backfill has a million.
+_PLAIN = b"-.0123456789"  # the characters of plain JSON numbers
+# Numbers joined by \x1f, read a byte at a time: d for a digit or minus sign, . and \x1f as they are, x for anything
+# else (an exponent, a quote, a letter). No x: plain numbers. No run of MAX_DIGITS + 1 d's: none is out of bounds.
+# No run of ten: each has at most nine digits before and after the point, and its nano-units are a 64-bit integer.
+_SHAPES = bytes(
+    ord("d") if byte in _PLAIN and byte != ord(".") else byte if byte in b".\x1f" else ord("x") for byte in range(256)
+)
+_TOO_LONG = b"d" * (MAX_DIGITS + 1)
+_NULLS = {"null": None}
+_HEX = methodcaller("hexdigest")
+_ROW_ID = itemgetter(slice(32))  # the first 32 hex digits, as UsageRow.natural_key_id keeps them
+_TAIL_KEY, _KEY_ID, _LABEL, _LOGIN = (itemgetter(i) for i in range(4))
+_WHO_DECODER = msgspec.json.Decoder(_Who)
+
+
+def _numbers(raws: Sequence[msgspec.Raw], *, optional: bool) -> tuple[list[Any], bytes]:
+    """The text of one number of every item, as the store keeps it (``None`` for an optional one absent or null),
+    when the exact reader would take every one of them; and the shape of the numbers (:data:`_SHAPES`)."""
+    joined = b"\x1f".join(raws)  # the numbers' JSON text, one after the other
+    texts: list[Any] = joined.decode().split("\x1f") if raws else []
+    if optional and b"null" in joined:
+        texts = list(map(_NULLS.get, texts, texts))
+        joined = joined.replace(b"null", b"")
+    shape = joined.translate(_SHAPES)
+    if b"x" in shape or _TOO_LONG in shape:
+        # Not every one is a plain number short enough to be within bounds: one by one, as the exact reader would.
+        texts = [None if text is None else _amount(text) for text in texts]
+        shape = b"x"
+    return texts, shape
+
+
+def _amount(text: str) -> str:
+    """A JSON number's text as the store keeps it, when the exact reader would take the number."""
+    if text[0] in "-0123456789":  # a number (msgspec checked its grammar), not a string, boolean or null
+        if len(text) <= MAX_DIGITS and not text.encode().translate(None, _PLAIN):  # as _numbers judges a column
+            return text  # plain, and too short to have MAX_DIGITS digits before or after the point
+        number = Decimal(text)
+        if -MAX_DIGITS < number.adjusted() < MAX_DIGITS:
+            return amount_text(number)
     raise _Unsure
+
+
+def _plus(first: str, second: str) -> str:
+    # As the exact reader adds them: in Decimal's default context.
+    return amount_text(Decimal(first) + Decimal(second))
+
+
+def _cost_nanos(costs: list[str], shape: bytes) -> list[int | None]:
+    """:func:`~connector_sdk.models.nanos_of_text` of every cost, given their shape (:func:`_numbers`)."""
+    if b"x" in shape or b"dddddddddd" in shape:
+        return list(map(nanos_of_text, costs))
+    return [int(whole + fraction.ljust(9, "0")) for whole, _, fraction in map(str.partition, costs, repeat("."))]
 
 
 class UsageReader:
     """The fast reader of one sync's ``/models/usage`` responses.
 
-    It remembers, across pages, what each source, model and price contributes to a row's natural key and label:
-    an account has a few thousand such combinations and a backfill a million rows.
+    It checks every item as the exact reader would and maps it straight to the row's stored form. It remembers,
+    across pages, what each source, model and price contributes to a row's natural key and label: an account has a
+    few thousand such combinations and a backfill a million rows.
     """
 
     CACHE_LIMIT = 100_000
@@ -282,69 +346,100 @@ class UsageReader:
         except (msgspec.DecodeError, _Unsure, ResponseError):
             return None
 
-    def _buckets(self, body: _UsageBody) -> list[tuple[datetime, list[UsageRow]]]:
+    def _tail(self, signature: tuple[Any, ...]) -> tuple[bytes, str | None, str, str | None]:
+        who_text, model, unit, unit_price, pct = signature
+        try:
+            who = _WHO_DECODER.decode(who_text)
+        except msgspec.DecodeError:  # not an object of the fields the exact reader wants
+            raise _Unsure from None
+        return _key_tail(who, model, unit, unit_price, pct, self.aliases)
+
+    def _buckets(self, body: _UsageBody) -> list[tuple[datetime, list[StoredRow]]]:
         context = self.context
-        connector, connection, account, synced_at = (
-            context.connector,
-            context.connection,
-            context.account,
-            context.synced_at,
+        hours, starts, ends, heads, items = [], [], [], [], []
+        for i, bucket in enumerate(body.time_series):
+            hour = hour_of(bucket.bucket, what=f"fal /models/usage time_series[{i}]")
+            start, count = iso(hour), len(bucket.results)
+            hours.append((hour, count))
+            starts.append(repeat(start, count))
+            ends.append(repeat(iso(hour + HOUR), count))
+            heads.append(repeat(f"{context.connection}\x1f{start}\x1f".encode(), count))
+            items.extend(bucket.results)
+
+        # The page's items as columns (_Item's fields in order), each a tuple of every item's value.
+        models, units, currencies, sources, *numbers, _auth_method = (
+            zip(*map(astuple, items), strict=True) if items else [()] * len(_Item.__struct_fields__)
         )
-        trusted = UsageRow.trusted
+        quantities, _ = _numbers(numbers[0], optional=False)
+        prices, _ = _numbers(numbers[1], optional=False)
+        discounts_pct, _ = _numbers(numbers[2], optional=True)
+        subtotals, _ = _numbers(numbers[3], optional=True)
+        discounts, _ = _numbers(numbers[4], optional=True)
+        totals, shape = _numbers(numbers[5], optional=True)
+        costs, _ = _numbers(numbers[6], optional=True)
+        if None in totals:  # cost_total, else cost; and one of them there
+            totals = [cost if total is None else total for total, cost in zip(totals, costs, strict=True)]
+            shape = b"x"
+            if None in totals:
+                raise _Unsure
+        if None in discounts:
+            discounts = ["0" if discount is None else discount for discount in discounts]
+        if None in subtotals:
+            subtotals = [
+                _plus(total, discount) if subtotal is None else subtotal
+                for subtotal, total, discount in zip(subtotals, totals, discounts, strict=True)
+            ]
+
+        # What a source (its key, login and name), model and price give a row, made once per combination: the
+        # source's JSON text stands for it, so an item's source is read only the first time it is seen.
+        signatures = list(zip(map(bytes, sources), models, units, prices, discounts_pct, strict=True))
         tails = self._tails
         if len(tails) > self.CACHE_LIMIT:
             tails.clear()
-        buckets = []
-        # The hottest loop of a backfill: a million turns, so nothing in it that a page or a source could do once.
-        for i, bucket in enumerate(body.time_series):
-            hour = hour_of(bucket.bucket, what=f"fal /models/usage time_series[{i}]")
-            end = hour + HOUR
-            head = f"{connection}\x1f{iso(hour)}\x1f".encode()
-            rows = []
-            for item in bucket.results:
-                unit_price = _money(item.unit_price)
-                pct = None if item.percent_discount is None else _money(item.percent_discount)
-                cost = None if item.cost is None else _money(item.cost)
-                total = cost if item.cost_total is None else _money(item.cost_total)
-                if total is None:
-                    raise _Unsure
-                discount = _ZERO if item.cost_discount is None else _money(item.cost_discount)
-                subtotal = total + discount if item.cost_subtotal is None else _money(item.cost_subtotal)
-                who = item.auth_method_structured
-                # str() of the prices: hashing a Decimal costs more than printing it.
-                signature = (who.api_key_id, who.login_username, who.detail, item.endpoint_id, item.unit)
-                signature += (str(unit_price), str(pct))
-                tail = tails.get(signature)
+        found = list(map(tails.get, signatures))
+        if None in found:
+            for i, tail in enumerate(found):
                 if tail is None:
-                    tail = tails[signature] = _key_tail(who, item, unit_price, pct, self.aliases)
-                values = {
-                    "row_id": sha256(head + tail[0]).hexdigest()[:32],
-                    "connector": connector,
-                    "connection": connection,
-                    "account": account,
-                    "period_start": hour,
-                    "period_end": end,
-                    "api_key_id": tail[1],
-                    "api_key_label": tail[2],
-                    "login_username": tail[3],
-                    "model": item.endpoint_id,
-                    "unit": item.unit,
-                    "quantity": _money(item.quantity),
-                    "unit_price": unit_price,
-                    "percent_discount": pct,
-                    "list_cost": subtotal,
-                    "discount": discount,
-                    "cost": total,
-                    "currency": item.currency,
-                    "synced_at": synced_at,
-                }
-                rows.append(trusted(values))  # every value was checked above
-            buckets.append((hour, rows))
+                    tail = tails.get(signatures[i]) or self._tail(signatures[i])
+                    found[i] = tails[signatures[i]] = tail
+        row_ids = map(_ROW_ID, map(_HEX, map(sha256, map(add, chain.from_iterable(heads), map(_TAIL_KEY, found)))))
+        rows = list(  # in stored form: STORED_FIELDS in order
+            zip(
+                row_ids,
+                map(_KEY_ID, found),
+                map(_LABEL, found),
+                map(_LOGIN, found),
+                models,
+                units,
+                quantities,
+                prices,
+                discounts_pct,
+                subtotals,
+                discounts,
+                totals,
+                _cost_nanos(totals, shape),
+                chain.from_iterable(starts),
+                chain.from_iterable(ends),
+                currencies,
+                repeat(context.connector),
+                repeat(context.connection),
+                repeat(context.account),
+                repeat(iso(context.synced_at)),
+                repeat("cost"),
+                repeat(None),
+                repeat(None),
+                repeat(None),
+            )
+        )
+        buckets, done = [], 0
+        for hour, count in hours:
+            buckets.append((hour, rows[done : done + count]))
+            done += count
         return buckets
 
 
 def _key_tail(
-    who: _Who, item: _Item, unit_price: Decimal, pct: Decimal | None, aliases: Mapping[str, str]
+    who: _Who, model: str, unit: str, unit_price: str, pct: str | None, aliases: Mapping[str, str]
 ) -> tuple[bytes, str | None, str, str | None]:
     """What follows connection and hour in a row's natural key (as :meth:`UsageRow.natural_key_id` spells it),
     with the key id, label and login the row carries."""
@@ -356,6 +451,6 @@ def _key_tail(
     else:
         api_key_id, label, login_username = None, USER_KEY_LABEL, who.login_username or None
         source = f"user:{login_username or ''}"
-    pct_text = "" if pct is None else decimal_text(pct)
-    parts = (source, item.endpoint_id, item.unit, decimal_text(unit_price), pct_text)
+    pct_text = "" if pct is None else decimal_text(Decimal(pct))
+    parts = (source, model, unit, decimal_text(Decimal(unit_price)), pct_text)
     return "\x1f".join(parts).encode(), api_key_id, label, login_username

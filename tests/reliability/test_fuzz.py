@@ -25,7 +25,7 @@ from connector_sdk.crypto import CredentialCipher
 from connector_sdk.errors import ConfigError, ResponseError, StoreError
 from connector_sdk.host import Host
 from connector_sdk.http import ApiClient
-from connector_sdk.models import Page, SyncWindow
+from connector_sdk.models import Page, SyncWindow, rows_from_stored
 from connector_sdk.paging import HourlyPages, follow_cursor
 from connectors.fal.config import FalConfig
 from connectors.fal.mapping import AuthMethod, UsageItem, UsageReader, parse_usage_page
@@ -210,7 +210,7 @@ def parses(body: Any) -> list[tuple[datetime, list]] | ResponseError:
         assert read_fast(body) is None, f"the fast reader accepted what the exact one refused: {error}"
         return error
     fast = read_fast(body)
-    assert fast is None or fast.buckets == buckets
+    assert fast is None or [(hour, rows_from_stored(stored)) for hour, stored in fast.buckets] == buckets
     for _hour, rows in buckets:
         for row in rows:
             exported = row.export()
