@@ -506,7 +506,10 @@ def merge_stored_duplicates(values: list[StoredRow]) -> list[StoredRow]:
     return list(by_id.values())
 
 
-_ROWS: TypeAdapter[list[UsageRow]] = TypeAdapter(list[UsageRow])
+@lru_cache(maxsize=1)
+def _rows_adapter() -> TypeAdapter[list[UsageRow]]:
+    """Made on first use: a TypeAdapter builds its schema when made, which reading commands never need."""
+    return TypeAdapter(list[UsageRow])
 
 
 class Page(BaseModel):
@@ -538,7 +541,7 @@ class Page(BaseModel):
         if rows is not None:
             # Row objects were checked when they were made and cannot change: only anything else is validated.
             if type(rows) is not list or not all(isinstance(row, UsageRow) for row in rows):
-                rows = _ROWS.validate_python(rows)
+                rows = _rows_adapter().validate_python(rows)
             self._rows = rows
         else:
             self._stored = list(stored)  # type: ignore[arg-type]
