@@ -287,8 +287,11 @@ def connections(request: Request, portal: PortalDep) -> HTMLResponse:
 @router.post("/connections/{name}/sync")
 def sync_now(request: Request, portal: PortalDep, name: str, form: Form) -> Response:
     try:
-        service.start_sync(portal.host, portal.jobs, name)
-        notice = "sync_started"
+        # A click while this portal's sync of it still runs (its findings and hooks, after the badge says Connected)
+        # joins that sync: say so rather than that one started.
+        running = portal.jobs.active(name)
+        started = service.start_sync(portal.host, portal.jobs, name)
+        notice = "already_syncing" if running is not None and running.id == started.id else "sync_started"
     except SyncInProgress:
         notice = "already_syncing"
     back = safe_next(text(form, "next"))

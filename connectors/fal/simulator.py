@@ -479,14 +479,14 @@ class _Account:
             return ()
         digest = hashlib.blake2b(f"{hour}:{revision}".encode(), key=self.hash_key, digest_size=8).digest()
         rng = random.Random(int.from_bytes(digest, "big"))
-        if rng.random() < _EMPTY_HOUR_CHANCE:
-            return ()
+        # A quiet hour silences the account's own traffic, never a scenario's: its sources promise every hour.
+        quiet_hour = rng.random() < _EMPTY_HOUR_CHANCE
         busy = _DIURNAL[(hour // _HOUR) % 24]
         rand, randint, randrange = rng.random, rng.randint, rng.randrange
         models, discount = self.models, self.discount
         items: list[_Item] = []
         for index, source in enumerate(self.sources):
-            if source.steady:
+            if source.steady or quiet_hour:
                 continue
             if rand() >= source.p_active * busy:
                 continue
