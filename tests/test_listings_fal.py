@@ -106,6 +106,27 @@ def test_every_listed_key_comes_with_its_alias_scope_creator_and_creation_across
     assert [("cursor" in entry["query"]) for entry in reads] == [False, True, True]
 
 
+def test_after_a_sync_the_listing_is_the_one_the_sync_read_and_keys_is_not_read_again(
+    sim: FalSimulator, admin_key: str, make_connector: Make
+) -> None:
+    connector = make_connector(admin_key)
+    synced = rows(sim, connector)
+    reads = len([entry for entry in sim.requests if entry["path"] == "/v1/keys"])
+    assert reads == 3  # the sync's own read, for the rows' names: five keys, two a page
+
+    listed = connector.list_keys()
+
+    assert len([entry for entry in sim.requests if entry["path"] == "/v1/keys"]) == reads
+    named = {row.api_key_id: row.api_key_label for row in synced if row.api_key_id is not None}
+    by_id = {key.key_id: key for key in listed}
+    assert set(listed_by_alias(sim)) <= {key.name for key in listed}
+    assert named and all(by_id[kid].name == label for kid, label in named.items() if kid in by_id)
+    # A connector that has not synced reads the listing itself.
+    fresh = make_connector(admin_key)
+    assert {key.key_id for key in fresh.list_keys()} == set(by_id)
+    assert len([entry for entry in sim.requests if entry["path"] == "/v1/keys"]) == reads + 3
+
+
 def test_the_connections_own_admin_key_is_listed_by_its_id_and_never_by_its_secret(
     admin_key: str, make_connector: Make
 ) -> None:

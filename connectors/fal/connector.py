@@ -85,6 +85,7 @@ class FalConnector(Connector):
         self, config: FalConfig, *, cancel: threading.Event | None = None, retry: RetryPolicy | None = None
     ) -> None:
         super().__init__(config, cancel=cancel)
+        self._listing: list[ListedKey] | None = None  # what /keys listed during this connector's sync
         self.client = ApiClient(
             config.base_url,
             authorization=lambda: f"Key {config.api_key.get_secret_value()}",
@@ -140,14 +141,14 @@ class FalConnector(Connector):
             listed += [parse_listed_key(key, f"{KEYS_LISTING} item {len(listed) + i}") for i, key in enumerate(keys)]
         return listed
 
-    def key_aliases(self) -> dict[str, str]:
-        """``key_id → alias`` of every API-scope key ``/keys`` lists."""
-        return {key.key_id: key.name or key.key_id for key in self.listed_keys()}
-
     def list_keys(self) -> list[ListedKey]:
         """The keys ``/keys`` lists, and the connection's own Admin key, which no listing names though fal reports
-        its traffic (by key id only: the secret never leaves the config)."""
-        listed = self.listed_keys()
+        its traffic (by key id only: the secret never leaves the config).
+
+        After a sync, the listing that sync read for its rows' names: the host asks right after it, and reading
+        ``/keys`` again would cost a request (more, for many keys) for the same answer.
+        """
+        listed = self._listing if self._listing is not None else self.listed_keys()
         own = own_admin_key(self.config.api_key)
         return listed if any(key.key_id == own.key_id for key in listed) else [*listed, own]
 
@@ -192,7 +193,8 @@ class FalConnector(Connector):
         return Decimal(answer["total_cost"]), str(answer.get("currency") or "USD")
 
     def sync(self, window: SyncWindow, context: SyncContext) -> Iterator[Page]:
-        aliases = self.key_aliases()
+        self._listing = self.listed_keys()
+        aliases = {key.key_id: key.name or key.key_id for key in self._listing}
         params: dict[str, Any] = {
             "start": iso(window.start),
             "end": iso(window.end),

@@ -28,7 +28,7 @@ from connector_sdk import hookimpl, logs
 from connector_sdk.crypto import CredentialCipher
 from connector_sdk.errors import ConnectorHostError
 from connector_sdk.host import Host
-from connector_sdk.models import RunOutcome
+from connector_sdk.models import ListedKey, RunOutcome
 from connector_sdk.sync import sync_now
 from connectors.fal.connector import FalConnector
 from connectors.fal.simulator import FalSimulator, Fault
@@ -232,11 +232,11 @@ def test_no_key_leaves_the_host_through_errors_statuses_runs_reprs_the_database_
         host.plugins.manager.unregister(name="careless-listener")
 
         # A connector that crashes with the key in its exception.
-        def crash(self: FalConnector) -> dict[str, str]:
+        def crash(self: FalConnector) -> list[ListedKey]:
             raise RuntimeError(f"connector bug while holding {self.config.api_key.get_secret_value()}")
 
         with pytest.MonkeyPatch.context() as broken:
-            broken.setattr(FalConnector, "key_aliases", crash)
+            broken.setattr(FalConnector, "listed_keys", crash)
             runs.append(sync_now(host, name))
         # A stored credential the host can no longer decrypt (the key file replaced).
         with pytest.MonkeyPatch.context() as replaced:
