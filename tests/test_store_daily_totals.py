@@ -181,3 +181,32 @@ def test_hours_a_run_writes_twice_are_counted_once(store: Store) -> None:
     assert store.daily_spend("acme", currency="USD", **window()) == expected
     store.finish_run("run-1", RunOutcome.SUCCEEDED, None, now=hour(0))
     assert store.daily_spend("acme", currency="USD", **window()) == expected
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_report_over_every_connection_adds_up_each_connections_lines(store: Store, seed: int) -> None:
+    # The daily totals are read per connection in the report's order (an index, nothing sorted) and added up after:
+    # connections that share labels, models and currencies must come out as one line each.
+    rng = random.Random(seed)
+    for name in ("acme", "beta", "gamma"):
+        add(store, name)
+        store.start_run(name, f"{name}-run", SPAN, now=hour(0))
+        for start, end in pages_of(rng, 0, 24 * DAYS):
+            store.commit_page(name, f"{name}-run", page(random_rows(rng, start, end), start, end), watermark=hour(end))
+        if name != "gamma":  # gamma's days stay uncounted: its whole days are read from the rows
+            store.finish_run(f"{name}-run", RunOutcome.SUCCEEDED, None, now=hour(0))
+
+    expected: dict[tuple[str, str, str], tuple[int, Decimal, set[str]]] = {}
+    for name in ("acme", "beta", "gamma"):
+        for line in store.report(name, **window()):
+            count, cost, models = expected.get((line.connector, line.api_key_label, line.currency)) or (0, 0, set())
+            expected[line.connector, line.api_key_label, line.currency] = (
+                count + line.row_count,
+                cost + line.cost,
+                models | set(line.models),
+            )
+    everyone = {
+        (line.connector, line.api_key_label, line.currency): (line.row_count, line.cost, set(line.models))
+        for line in store.report(None, **window())
+    }
+    assert everyone == expected and len(everyone) > 3

@@ -412,12 +412,12 @@ def test_a_version_7_store_gains_the_inventory_and_the_first_and_last_use_of_its
     # What a version 7 store is: no inventory tables, and its version says 7.
     drop = [f"DROP TABLE {t}" for t in ("api_keys", "key_listings", "key_events", "key_usage", "findings")]
     if store_url.startswith("sqlite:///"):
-        raw_sql(store_url, *drop, "PRAGMA user_version = 7")
+        raw_sql(store_url, *drop, "DROP INDEX usage_daily_report", "PRAGMA user_version = 7")  # and no version 9
     else:
-        raw_sql(store_url, *drop, "DELETE FROM schema_version WHERE version = 8")
+        raw_sql(store_url, *drop, "DELETE FROM schema_version WHERE version >= 8")
     second = open_store(store_url, home=tmp_path)
     try:
-        assert second.schema_version() == LATEST_VERSION == 8
+        assert second.schema_version() == LATEST_VERSION == 9
         assert second.count_rows("acme") == 3
         (key,) = second.key_inventory("acme", now=hour(10))
         assert (key.key_id, key.first_usage_at, key.last_usage_at, key.listed) == ("k1", hour(3), hour(9), False)

@@ -111,6 +111,8 @@ Totals = dict[Group, list[int]]  # rows, exact cost in nano-units, rows whose co
 WHOLE_DAY = (1 << 24) - 1  # a bit for each hour
 _ID = itemgetter(STORED_FIELDS.index("row_id"))
 _START = itemgetter(STORED_FIELDS.index("period_start"))
+#: The order of the daily totals' report index (migration 9).
+_REPORT_ORDER = ("connector", "api_key_label", "currency", "model")
 _DAILY_GROUP = ("connector", "api_key_label", "api_key_id", "login_username", "currency", "model")
 _GROUP = itemgetter(*(STORED_FIELDS.index(f) for f in _DAILY_GROUP))
 _KIND = STORED_FIELDS.index("kind")
@@ -502,7 +504,7 @@ class SQLiteStore(SQLStore):
         which, named = scope + matching, scoped + matching_values
         daily_keys = ", ".join(keys)
         row_keys, groups = self._grouping(keys)
-        parts: list[tuple[str, list[Any]]] = []
+        parts: list[tuple[str, list[Any], int]] = []
         from_rows = (
             f"SELECT {row_keys}, COUNT(*), {UNITS_AND_NANOS}, COUNT(*) - COUNT(cost_nanos) "
             f"FROM usage_rows WHERE {{which}} AND kind = 'cost' AND period_start >= ? AND period_start < ? "
@@ -515,14 +517,20 @@ class SQLiteStore(SQLStore):
             # Whole days from the daily totals, except days a page changed since they were counted; those days and
             # the hours before and after the whole days from the rows.
             first, last = _ts(days[0])[:10], _ts(days[1])[:10]
+            # Grouped by the report's columns (or the first of them), per connection: the totals are read in the
+            # order of their index (migration 9) and nothing is sorted. Connections are added up below.
+            ordered = len(keys) > 0 and tuple(keys) == _REPORT_ORDER[: len(keys)]
+            by = "connection, " if ordered else ""
             parts.append(
                 (
-                    f"SELECT {daily_keys}, SUM(row_count), SUM(cost_units), SUM(cost_nanos), SUM(inexact) "
-                    f"FROM usage_daily WHERE {which} AND day >= ? AND day < ? AND NOT EXISTS "
+                    f"SELECT {by}{daily_keys}, SUM(row_count), SUM(cost_units), SUM(cost_nanos), SUM(inexact) "
+                    f"FROM usage_daily{' INDEXED BY usage_daily_report' if ordered else ''} "
+                    f"WHERE {which} AND day >= ? AND day < ? AND NOT EXISTS "
                     "(SELECT 1 FROM usage_daily_dirty AS dirty "
                     "WHERE dirty.connection = usage_daily.connection AND dirty.day = usage_daily.day) "
-                    f"GROUP BY {groups}",
+                    f"GROUP BY {by}{daily_keys if ordered else groups}",
                     [*named, first, last],
+                    1 if ordered else 0,
                 )
             )
             edges = [(which, named, since, days[0]), (which, named, days[1], until)]
@@ -535,12 +543,12 @@ class SQLiteStore(SQLStore):
                 edges.append(("connection = ?" + matching, [connection, *matching_values], start, start + DAY))
         for where, values, start, end in edges:
             if start < end:
-                parts.append((from_rows.format(which=where), [*values, _ts(start), _ts(end)]))
+                parts.append((from_rows.format(which=where), [*values, _ts(start), _ts(end)], 0))
         sums: dict[tuple[Any, ...], list[int]] = {}
         width = len(keys)
-        for sql, params in parts:
+        for sql, params, skip in parts:  # skip: the leading columns that are not keys (the connection)
             for found in db.execute(sql, params):
-                group = sums.setdefault(found[:width], [0, 0, 0, 0])
-                for i, value in enumerate(found[width:]):
+                group = sums.setdefault(found[skip : skip + width], [0, 0, 0, 0])
+                for i, value in enumerate(found[skip + width :]):
                     group[i] += value
         return sums
