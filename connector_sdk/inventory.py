@@ -29,6 +29,8 @@ from connector_sdk.sinks import FINDING, finding_payload
 if TYPE_CHECKING:
     from connector_sdk.connector import Connector
     from connector_sdk.host import Host
+    from connector_sdk.models import Connection
+    from connector_sdk.stores import Store
 
 log = structlog.get_logger()
 
@@ -58,7 +60,7 @@ def facts(host: Host, name: str, account: Account | None = None) -> Facts:
     """What the rules judge for connection ``name`` now (``account``: its account, when already known)."""
     store = host.store
     connection = store.get_connection(name)
-    account = account or findings.account_of(name, store.list_connections())
+    account = account or account_of(store, name)
     now = host.now()
     until = floor_hour(now) + timedelta(hours=1)
     people = store.person_spend(name, since=until - timedelta(days=findings.WEB_UI_DAYS), until=until)
@@ -107,6 +109,18 @@ def facts(host: Host, name: str, account: Account | None = None) -> Facts:
     )
 
 
+def _reaching_account(store: Store, name: str) -> list[Connection]:
+    """Connection ``name`` and the others that reach its account: read by account, not the host's every connection,
+    so a sync of one of thousands stays as cheap as a sync of one."""
+    me = store.get_connection(name)
+    return store.account_connections(me.connector, me.account) if me.account else [me]
+
+
+def account_of(store: Store, name: str) -> Account:
+    """:func:`findings.account_of` of ``name``, from the connections that reach its account."""
+    return findings.account_of(name, _reaching_account(store, name))
+
+
 def evaluate_findings(
     host: Host, name: str, *, listed: bool, settings: Settings | None = None
 ) -> list[tuple[Finding, str]]:
@@ -121,7 +135,7 @@ def evaluate_findings(
     """
     store = host.store
     settings = settings or Settings.from_environment()
-    connections = store.list_connections()
+    connections = _reaching_account(store, name)
     account = findings.account_of(name, connections)
     if account.judge != name:
         log.debug("findings_judged_by", connection=name, judge=account.judge)

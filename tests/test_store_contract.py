@@ -75,6 +75,20 @@ def test_connections_are_listed_by_name(store: Store) -> None:
     assert [c.name for c in store.list_connections()] == ["Alpha", "beta", "zeta"]
 
 
+def test_the_connections_of_an_account_are_those_of_its_connector_and_account_in_any_state(store: Store) -> None:
+    add(store, "zeta")
+    add(store, "alpha")
+    add(store, "other-team", account="other-ai")
+    add(store, "openai", connector="openai")  # an OpenAI organization named like the fal team: another account
+    store.set_state("alpha", ConnectionState.DISCONNECTED, "the admin disconnected it", now=hour(1))
+
+    assert [c.name for c in store.account_connections("fal", "acme-ai")] == ["alpha", "zeta"]
+    assert [c.name for c in store.account_connections("openai", "acme-ai")] == ["openai"]
+    assert store.account_connections("fal", "nobody") == []
+    (alpha, _zeta) = store.account_connections("fal", "acme-ai")
+    assert alpha == store.get_connection("alpha")
+
+
 def test_a_taken_name_is_refused_and_nothing_changes(store: Store) -> None:
     add(store)
     before = store.get_connection("acme")

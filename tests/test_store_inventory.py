@@ -411,8 +411,9 @@ def test_a_version_7_store_gains_the_inventory_and_the_first_and_last_use_of_its
     first.close()
     # What a version 7 store is: no inventory tables, and its version says 7.
     drop = [f"DROP TABLE {t}" for t in ("api_keys", "key_listings", "key_events", "key_usage", "findings")]
+    drop += ["DROP INDEX connections_account"]  # and no version 9
     if store_url.startswith("sqlite:///"):
-        raw_sql(store_url, *drop, "DROP INDEX usage_daily_report", "PRAGMA user_version = 7")  # and no version 9
+        raw_sql(store_url, *drop, "DROP INDEX usage_daily_report", "PRAGMA user_version = 7")
     else:
         raw_sql(store_url, *drop, "DELETE FROM schema_version WHERE version >= 8")
     second = open_store(store_url, home=tmp_path)

@@ -111,6 +111,11 @@ class Store(ABC):
         """All connections, by name."""
 
     @abstractmethod
+    def account_connections(self, connector: str, account: str) -> list[Connection]:
+        """The connections of ``connector`` that reach ``account``, by name, in whatever state: what a sync's
+        findings need to know of the others, without reading every connection (a host may hold thousands)."""
+
+    @abstractmethod
     def get_credential(self, name: str) -> bytes | None:
         """The encrypted credential, or ``None`` once disconnected."""
 

@@ -323,6 +323,15 @@ class SQLStore(Store):
             rows = db.execute(f"SELECT {CONNECTION_COLUMNS} FROM connections ORDER BY name{self.BYTEWISE}").fetchall()
         return [self._connection(row) for row in rows]
 
+    def account_connections(self, connector: str, account: str) -> list[Connection]:
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT {CONNECTION_COLUMNS} FROM connections WHERE connector = ? AND account = ? "
+                f"ORDER BY name{self.BYTEWISE}",
+                (connector, account),
+            ).fetchall()
+        return [self._connection(row) for row in rows]
+
     def due_connections(self, now: datetime, *, limit: int | None = None) -> list[Connection]:
         with self._read() as db:
             rows = db.execute(

@@ -203,8 +203,7 @@ class PostgresStore(SQLStore):
                     "description TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
                 )
                 for migration in self._migrations_after(self._version(cursor)):
-                    if migration.postgres.strip():  # a version of the other backend's alone
-                        cursor.execute(migration.postgres)
+                    cursor.execute(migration.postgres)
                     cursor.execute(
                         "INSERT INTO schema_version (version, description) VALUES (?, ?)",
                         (migration.version, migration.description),
