@@ -17,6 +17,8 @@ from connector_sdk.models import (
     Page,
     UsageRow,
     amount_text,
+    instant,
+    iso,
     merge_duplicates,
     merge_stored_duplicates,
     nanos,
@@ -103,3 +105,24 @@ def test_repeated_items_add_up_in_stored_form_as_row_objects_do() -> None:
 def test_stored_instants_are_utc() -> None:
     (row,) = rows_from_stored(stored_rows([usage_row(at=5)]))
     assert row.period_start == datetime(2026, 1, 5, 5, tzinfo=UTC)
+
+
+@given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(9999, 1, 1)))
+def test_a_stored_instant_reads_back_as_the_aware_utc_second_it_was(moment: datetime) -> None:
+    second = moment.replace(microsecond=0, tzinfo=UTC)
+    assert instant(iso(second)) == second and instant(iso(second)).utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-01-02",
+        "2026-01-02T03:04:05.1Z",
+        "2026-01-02T03:04:05+00:00",
+        "2026-01-02 03:04:05Z",
+        "2026-13-02T03:04:05Z",
+    ],
+)
+def test_only_the_form_iso_writes_is_an_instant(text: str) -> None:
+    with pytest.raises(ValueError):
+        instant(text)
