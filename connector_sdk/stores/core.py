@@ -319,17 +319,15 @@ class SQLStore(Store):
         return self._connection(row)
 
     def list_connections(self) -> list[Connection]:
-        with self._read() as db:
-            rows = db.execute(f"SELECT {CONNECTION_COLUMNS} FROM connections ORDER BY name{self.BYTEWISE}").fetchall()
-        return [self._connection(row) for row in rows]
+        return self._connections_by_name("", ())
 
     def account_connections(self, connector: str, account: str) -> list[Connection]:
+        return self._connections_by_name(" WHERE connector = ? AND account = ?", (connector, account))
+
+    def _connections_by_name(self, where: str, params: Sequence[Any]) -> list[Connection]:
         with self._read() as db:
-            rows = db.execute(
-                f"SELECT {CONNECTION_COLUMNS} FROM connections WHERE connector = ? AND account = ? "
-                f"ORDER BY name{self.BYTEWISE}",
-                (connector, account),
-            ).fetchall()
+            query = f"SELECT {CONNECTION_COLUMNS} FROM connections{where} ORDER BY name{self.BYTEWISE}"
+            rows = db.execute(query, params).fetchall()
         return [self._connection(row) for row in rows]
 
     def due_connections(self, now: datetime, *, limit: int | None = None) -> list[Connection]:
