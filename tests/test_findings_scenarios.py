@@ -242,8 +242,8 @@ def openai(world: World) -> Vendor:
 
 @pytest.fixture
 def anthropic(world: World, monkeypatch: pytest.MonkeyPatch) -> Vendor:
-    """An Anthropic organization whose deleted key is quiet; its Workbench use stays under a web-UI threshold of
-    100 (the control plane stops keys' traffic, not the Workbench's)."""
+    """An Anthropic organization whose deleted key is quiet; its Workbench use over a two-day backfill stays under
+    a web-UI threshold of 100 (a scenario about the Workbench lowers it)."""
     monkeypatch.setenv("CONNECTOR_HOST_WEB_UI_THRESHOLD", "100")
     simulator = AnthropicSimulator(now=NOW, seed=7)
     plane = world.serve(simulator)
@@ -599,6 +599,83 @@ def test_anthropic_a_new_key_is_info_with_its_creator_and_workspace_until_its_da
     world.sync("lab")
 
     resolved(world, finding)
+
+
+def test_anthropic_a_key_deleted_while_it_keeps_spending_is_high_until_a_week_without_its_spend(
+    world: World, anthropic: Vendor
+) -> None:
+    research = next(w["id"] for w in anthropic.plane.account()["workspaces"] if w["name"] == "Research")
+    batch, _secret = anthropic.plane.issue_key(
+        LAB, scope="workspace", name="Batch", workspace_id=research, created_by="user_01erin", created_at=LONG_AGO
+    )
+    anthropic.plane.add_traffic(LAB, key_id=batch, scale=20)
+    world.sync(world.connect("anthropic", "lab", anthropic))
+    nothing_to_find(world)  # listed and spending is fine
+
+    anthropic.plane.delete_key(batch)  # no listing names it now; whoever holds it goes on calling models
+    world.advance(2)
+    world.sync("lab")
+
+    finding = the_one(world, FindingKind.UNLISTED_KEY_SPEND, batch, "lab")
+    key = world.key("lab", batch)
+    assert (key.gone_at, key.last_listed_at, key.name) == (world.now, NOW, "Batch")
+    assert (finding.severity, finding.subject_label) == (Severity.HIGH, "Batch")
+    evidence = finding.evidence
+    assert (Decimal(evidence["spend_7d"]), evidence["currency"]) == (world.billed("lab", days=7, key_id=batch), "USD")
+    assert Decimal(evidence["spend_7d"]) > 0
+    assert (evidence["owner"], evidence["listing"]) == ("user_01erin", "Anthropic /organizations/api_keys")
+    assert f"left anthropic's key listing on {world.now:%Y-%m-%d}" in finding.message
+    finding = holds(world, finding)
+
+    anthropic.plane.stop_traffic(LAB, key_id=batch, at=world.now)
+    world.advance(days=8)
+    world.sync("lab")
+
+    resolved(world, finding)
+    assert [event.event for event in world.host.key_history("lab", batch)] == ["listed", "gone"]
+
+
+def test_anthropic_workbench_spend_is_user_key_until_a_month_passes_without_it(
+    world: World, anthropic: Vendor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONNECTOR_HOST_WEB_UI_THRESHOLD", "20")
+    world.sync(world.connect("anthropic", "lab", anthropic, backfill_days=30))  # a month of the Workbench's use
+
+    finding = the_one(world, FindingKind.WEB_UI_SPEND, "User key", "lab")
+    until = floor_hour(world.now) + HOUR
+    workbench = [
+        row
+        for row in world.host.store.iter_rows("lab", since=until - 30 * DAY, until=until)
+        if row.kind == "cost" and row.api_key_id is None
+    ]
+    assert {row.api_key_label for row in workbench} == {"User key"}
+    spent = sum((row.cost or Decimal(0) for row in workbench), Decimal(0))
+    assert (Decimal(finding.evidence["spend_30d"]), finding.evidence["threshold"]) == (spent, "20") and spent > 20
+    assert finding.message.startswith(f"Someone without a name spent {spent:,.2f} USD in anthropic's web UI")
+    finding = holds(world, finding)
+
+    anthropic.plane.stop_traffic(LAB, key_id=None, at=world.now)  # nobody works in the Workbench any more
+    world.advance(days=31)
+    world.sync("lab")
+
+    resolved(world, finding)
+
+
+def test_anthropic_on_its_cost_report_spend_no_key_accounts_for_is_nobodys_web_ui_use(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without cost analytics the connector reads the cost report per workspace: every cost row has no key ("All
+    # keys"), the Workbench's among them. That is spend Anthropic did not break down, not someone in its web UI.
+    monkeypatch.setenv("CONNECTOR_HOST_WEB_UI_THRESHOLD", "1")
+    simulator = AnthropicSimulator(now=NOW, seed=7)
+    plane = world.serve(simulator)
+    admin_key = simulator.add_organization(LAB, analytics="forbidden")
+    world.sync(world.connect("anthropic", "lab", Vendor(simulator, plane, admin_key)))
+
+    billed = [row for row in world.host.store.iter_rows("lab") if row.kind == "cost"]
+    assert billed and {row.api_key_id for row in billed} == {None}
+    assert sum((row.cost or Decimal(0) for row in billed), Decimal(0)) > 1
+    assert [f for f in world.opened() if f.kind == FindingKind.WEB_UI_SPEND] == []
 
 
 # -- one account, two connections ------------------------------------------------------------------------------

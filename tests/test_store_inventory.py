@@ -436,6 +436,10 @@ def test_person_spend_is_web_ui_cost_per_person_with_the_unnamed_as_user_key(acm
             usage_row(at=3, key=None, label="User key", user=None, cost="4"),
             usage_row(at=3, key=None, label="User key", user=None, cost="1", currency="EUR", model="fal-ai/c"),
             usage_row(at=3, key="k", user="ann", cost="5"),  # a key's use is not web-UI use, whoever holds the key
+            # Spend the vendor did not break down by key (a cost report per workspace, the groups past a cap): no key,
+            # and nobody's web-UI use either.
+            usage_row(at=4, key=None, label="All keys", cost="70", model="claude-sonnet-4"),
+            usage_row(at=4, key=None, label="Beyond the 100-group cap", cost="9", model="claude-opus-4"),
         ],
         0,
         48,

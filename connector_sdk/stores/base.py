@@ -308,12 +308,16 @@ class Store(ABC):
         of one connection or of all."""
 
     def person_spend(self, name: str | None, *, since: datetime, until: datetime) -> dict[tuple[str, str], Decimal]:
-        """Web-UI spend: the exact billed cost of the rows no API key accounts for (``api_key_id`` null), per person
-        (``login_username``, or ``"User key"`` when the vendor names no one) and currency."""
+        """Web-UI spend: the exact billed cost of the rows no API key accounts for (``api_key_id`` null) that their
+        connector labels ``"User key"``, per person (``login_username``, or ``"User key"`` when the vendor names no
+        one) and currency. Other rows without a key are spend the vendor did not break down by key (Anthropic's cost
+        report per workspace, spend past its 100-group cap), not anyone's web-UI use."""
         people: dict[tuple[str, str], Decimal] = {}
-        spend = self.grouped_spend(name, since=since, until=until, by=("api_key_id", "login_username", "currency"))
-        for (key_id, person, currency), (_count, cost) in spend.items():
-            if key_id is None and currency is not None:
+        spend = self.grouped_spend(
+            name, since=since, until=until, by=("api_key_id", "api_key_label", "login_username", "currency")
+        )
+        for (key_id, label, person, currency), (_count, cost) in spend.items():
+            if key_id is None and label == USER_KEY and currency is not None:
                 who = (person or USER_KEY, currency)
                 people[who] = EXACT.add(people.get(who, Decimal(0)), cost)
         return dict(sorted(people.items()))

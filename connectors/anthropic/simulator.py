@@ -475,10 +475,11 @@ class AnthropicSimulator(Simulator):
         org.sources.append(source)
         return {"account": account, **source.describe()}
 
-    def stop_traffic(self, account: str, *, key_id: str, at: datetime | str | None = None) -> dict[str, Any]:
+    def stop_traffic(self, account: str, *, key_id: str | None, at: datetime | str | None = None) -> dict[str, Any]:
         """End the usage of every source of ``key_id`` from the first hour starting at or after ``at`` (default
         ``now``), the organization's own sources included: an idle key from then on (``POST /_sim/traffic/stop``).
-        ``KeyError`` when the key has no traffic."""
+        ``key_id`` null (said, not left out) ends the Workbench's use, which no key makes. ``KeyError`` when there
+        is no such traffic."""
         org = self._org(account)
         end = _hour_at_or_after(self.now if at is None else instant(at))
         stopped = []
@@ -488,7 +489,7 @@ class AnthropicSimulator(Simulator):
                 org.sources[index] = replace(source, until=until)
                 stopped.append(org.sources[index])
         if not stopped:
-            raise KeyError(f"no traffic from {key_id!r} in organization {account!r}")
+            raise KeyError(f"no traffic from {key_id or 'the Workbench'!r} in organization {account!r}")
         return {"account": account, "stopped": [source.describe() for source in stopped]}
 
     def _listed(self, key_id: str) -> _Key:
