@@ -685,7 +685,7 @@ class Host:
                     "key": (key_id or label, connector, currency),
                     "model": (model or "", connector, currency),
                 }
-                if key_id is None:
+                if key_id is None and label == USER_KEY:  # web-UI use, not spend the vendor gave no key for
                     groups["person"] = (person or USER_KEY, connector, currency)
                 for breakdown, group in groups.items():
                     sums = breakdowns[breakdown].setdefault(group, [Decimal(0), Decimal(0), 0])

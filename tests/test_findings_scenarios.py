@@ -676,6 +676,8 @@ def test_anthropic_on_its_cost_report_spend_no_key_accounts_for_is_nobodys_web_u
     assert billed and {row.api_key_id for row in billed} == {None}
     assert sum((row.cost or Decimal(0) for row in billed), Decimal(0)) > 1
     assert [f for f in world.opened() if f.kind == FindingKind.WEB_UI_SPEND] == []
+    overview = world.host.overview(30)
+    assert overview.by_person == [] and overview.totals, "and nobody's in the overview's spend by person"
 
 
 # -- one account, two connections ------------------------------------------------------------------------------

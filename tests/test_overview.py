@@ -118,10 +118,13 @@ def test_keys_are_named_and_people_are_web_ui_spend(host: Host) -> None:
     web_ui = sum(
         (
             cost
-            for (connection, key, currency), (_n, cost) in host.store.grouped_spend(
-                None, since=overview.since, until=overview.until, by=("connection", "api_key_id", "currency")
+            for (connection, key, label, currency), (_n, cost) in host.store.grouped_spend(
+                None,
+                since=overview.since,
+                until=overview.until,
+                by=("connection", "api_key_id", "api_key_label", "currency"),
             ).items()
-            if key is None and connection in overview.connections and currency == "USD"
+            if key is None and label == "User key" and connection in overview.connections and currency == "USD"
         ),
         Decimal(0),
     )
