@@ -26,11 +26,9 @@ import connector_sdk.sinks
 import connectors.anthropic
 import connectors.fal
 import connectors.openai
-from connector_sdk import hookimpl
 from connector_sdk.host import Host
 from connector_sdk.kit.simulator import Simulator
 from connector_sdk.models import (
-    Connection,
     Finding,
     FindingKind,
     KeyRecord,
@@ -45,6 +43,7 @@ from connector_sdk.sync import sync_now
 from connectors.anthropic.simulator import AnthropicSimulator
 from connectors.fal.simulator import FalSimulator
 from connectors.openai.simulator import OpenAISimulator
+from tests.inventory_helpers import FindingRecorder
 
 NOW = datetime(2026, 3, 10, 14, tzinfo=UTC)
 LONG_AGO = NOW - timedelta(days=60)
@@ -95,20 +94,6 @@ def _json(fields: dict[str, Any]) -> dict[str, Any]:
     return {name: value.isoformat() if isinstance(value, datetime) else value for name, value in fields.items()}
 
 
-class Recorder:
-    """Listens to the finding event."""
-
-    __name__ = "finding_recorder"
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, str, str]] = []
-
-    @hookimpl
-    def connector_sdk_finding(self, connection: Connection, finding: Finding, change: str) -> None:
-        assert connection.name == finding.connection
-        self.events.append((connection.name, finding.kind.value, finding.subject, change))
-
-
 @dataclass
 class Vendor:
     """A simulator serving one account, its control plane and the Admin key a connection uses."""
@@ -122,7 +107,7 @@ class Vendor:
 class World:
     host: Host
     clock: list[datetime]
-    recorder: Recorder
+    recorder: FindingRecorder
     stack: ExitStack
     planes: list[ControlPlane] = field(default_factory=list)
 
@@ -194,7 +179,7 @@ class World:
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
     clock = [NOW]
-    recorder = Recorder()
+    recorder = FindingRecorder()
     plugins = get_plugin_manager(
         load_entrypoints=False,
         plugins=[connectors.fal, connectors.openai, connectors.anthropic, connector_sdk.sinks, recorder],

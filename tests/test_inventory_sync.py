@@ -25,7 +25,6 @@ from connector_sdk.connector import Connector
 from connector_sdk.errors import ConfigError, CredentialError, ResponseError, TransientError
 from connector_sdk.host import Host
 from connector_sdk.models import (
-    Connection,
     ConnectionState,
     Finding,
     FindingKind,
@@ -43,6 +42,7 @@ from connector_sdk.sync import sync_now
 from connectors.fal.connector import FalConnector
 from connectors.fal.simulator import FalSimulator
 from tests.conftest import TEAM
+from tests.inventory_helpers import FindingRecorder
 from tests.test_sinks import SECRET, Receiver
 
 NAME = "fal-test"
@@ -111,25 +111,11 @@ class ListingPlugin:
         return [ListingFal]
 
 
-class Recorder:
-    """Listens to the finding event."""
-
-    __name__ = "finding_recorder"
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, str, str]] = []
-
-    @hookimpl
-    def connector_sdk_finding(self, connection: Connection, finding: Finding, change: str) -> None:
-        assert connection.name == finding.connection
-        self.events.append((connection.name, finding.kind.value, finding.subject, change))
-
-
 @dataclass
 class World:
     host: Host
     sim: FalSimulator
-    recorder: Recorder
+    recorder: FindingRecorder
     receiver: Receiver
     admin_key: str
     clock: list[datetime]
@@ -166,7 +152,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
         monkeypatch.setenv(variable, value)
     clock = [floor_hour(utcnow())]
     LISTING = Listing(created=clock[0] - timedelta(days=200))
-    recorder = Recorder()
+    recorder = FindingRecorder()
     receiver = Receiver()
     plugins = get_plugin_manager(load_entrypoints=False, plugins=[ListingPlugin(), recorder, connector_sdk.sinks])
     with FalSimulator(now=clock[0], seed=7, page_size=200, max_page_size=200) as sim:
@@ -502,7 +488,7 @@ def test_a_spend_spike_with_a_new_model_is_attributed_to_its_key(store_url: str,
     from tests.store_fixtures import T0, page, usage_row
 
     clock = [T0 + timedelta(days=20, hours=12)]
-    recorder = Recorder()
+    recorder = FindingRecorder()
     plugins = get_plugin_manager(load_entrypoints=False, plugins=[ListingPlugin(), recorder, connector_sdk.sinks])
     with Host.open(tmp_path / "home", store_url=store_url, plugins=plugins, clock=lambda: clock[0]) as host:
         host.store.add_connection(

@@ -23,6 +23,7 @@ from connectors.fal.config import FalConfig
 from connectors.fal.connector import SETUP_HINT, FalConnector
 from connectors.fal.mapping import KEYS_LISTING, OWN_KEY_LISTING, USER_KEY_LABEL
 from connectors.fal.simulator import FalSimulator, Fault
+from tests.inventory_helpers import control
 from tests.test_simulator import SPEC_PATH, assert_valid
 
 TEAM = "shadow-team"
@@ -63,10 +64,6 @@ def make_connector(sim: FalSimulator) -> Iterator[Make]:
     yield make
     for connector in made:
         connector.close()
-
-
-def control(sim: FalSimulator, method: str, path: str, **body: Any) -> requests.Response:
-    return requests.request(method, f"{sim.root_url}/_sim{path}", json=body or None, timeout=10)
 
 
 def rows(sim: FalSimulator, connector: FalConnector, window: SyncWindow = RECENT) -> list[UsageRow]:

@@ -15,13 +15,13 @@ from typing import Any
 
 import jsonschema
 import pytest
-import requests
 
 from connector_sdk.errors import CredentialError, ResponseError
-from connector_sdk.models import ListedKey, SyncContext, SyncWindow, UsageRow, floor_hour
+from connector_sdk.models import SyncContext, SyncWindow, UsageRow, floor_hour
 from connectors.anthropic.connector import SETUP_HINT, AnthropicConnector
 from connectors.anthropic.mapping import DEFAULT_WORKSPACE_NAME, KEYS_LISTING, USER_KEY_LABEL
 from connectors.anthropic.simulator import HAIKU, AnthropicSimulator, Fault
+from tests.inventory_helpers import by_name, control, described
 
 from .conftest import NOW, ORG
 from .test_simulator import API_KEY, USAGE_RESULT, every_page, listing, report
@@ -31,25 +31,12 @@ HOUR = timedelta(hours=1)
 RECENT = SyncWindow(start=floor_hour(NOW) - 6 * HOUR, end=floor_hour(NOW) + HOUR)
 
 
-def control(sim: AnthropicSimulator, method: str, path: str, **body: Any) -> requests.Response:
-    return requests.request(method, f"{sim.root_url}/_sim{path}", json=body or None, timeout=10)
-
-
-def described(sim: AnthropicSimulator) -> dict[str, Any]:
-    [organization] = control(sim, "GET", "").json()["accounts"]
-    return organization
-
-
 def key_id(sim: AnthropicSimulator, name: str) -> str:
     return next(key["id"] for key in described(sim)["api_keys"] if key["name"] == name)
 
 
 def workspace_id(sim: AnthropicSimulator, name: str) -> str:
     return next(w["id"] for w in described(sim)["workspaces"] if w["name"] == name)
-
-
-def by_name(keys: list[ListedKey]) -> dict[str, ListedKey]:
-    return {key.name or key.key_id: key for key in keys}
 
 
 def rows(sim: AnthropicSimulator, connector: AnthropicConnector, window: SyncWindow = RECENT) -> list[UsageRow]:

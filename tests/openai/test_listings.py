@@ -13,13 +13,13 @@ from datetime import UTC, timedelta
 from typing import Any
 
 import pytest
-import requests
 
 from connector_sdk.errors import CredentialError, ResponseError
-from connector_sdk.models import ListedKey, SyncContext, SyncWindow, UsageRow, floor_hour
+from connector_sdk.models import SyncContext, SyncWindow, UsageRow, floor_hour
 from connectors.openai.connector import SETUP_HINT, OpenAIConnector
 from connectors.openai.mapping import USER_KEY_LABEL
 from connectors.openai.simulator import Fault, OpenAISimulator
+from tests.inventory_helpers import by_name, control, described
 
 from .conftest import NOW, ORG
 from .test_simulator import every_page, operation_schema, validate
@@ -30,25 +30,12 @@ RECENT = SyncWindow(start=floor_hour(NOW) - 6 * HOUR, end=floor_hour(NOW) + HOUR
 ADMIN_LISTING = "OpenAI /organization/admin_api_keys"
 
 
-def control(sim: OpenAISimulator, method: str, path: str, **body: Any) -> requests.Response:
-    return requests.request(method, f"{sim.root_url}/_sim{path}", json=body or None, timeout=10)
-
-
-def described(sim: OpenAISimulator) -> dict[str, Any]:
-    [organization] = control(sim, "GET", "").json()["accounts"]
-    return organization
-
-
 def key_id(sim: OpenAISimulator, name: str) -> str:
     return next(key["key_id"] for key in described(sim)["keys"] if key["name"] == name)
 
 
 def project_id(sim: OpenAISimulator, name: str) -> str:
     return next(project["id"] for project in described(sim)["projects"] if project["name"] == name)
-
-
-def by_name(keys: list[ListedKey]) -> dict[str, ListedKey]:
-    return {key.name or key.key_id: key for key in keys}
 
 
 def rows(sim: OpenAISimulator, connector: OpenAIConnector, window: SyncWindow = RECENT) -> list[UsageRow]:
